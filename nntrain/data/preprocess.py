@@ -1,0 +1,79 @@
+"""tf.data example preprocessing: scaling and casting, text vectorization, augmentation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import ml_collections
+import tensorflow as tf
+
+from nntrain.errors import NntrainError
+
+ADAPT_EXAMPLES = 20_000  # the text vocabulary is learnt from the first examples of the train split
+ADAPT_BATCH = 1_000
+
+Example = tuple[tf.Tensor, tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Turns stored `(features, label)` examples into model `(inputs, target)` pairs."""
+
+    fn: Callable[[tf.Tensor, tf.Tensor], Example]
+    vocab_size: int | None = None  # text sources only
+
+
+def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> Preprocess:
+    """The preprocessing of a source, fitted on its train split (only text needs fitting: the vocabulary).
+
+    uint8 images -> float32 in [0, 1]; other numbers -> float32; strings -> int32 token ids of
+    data.sequence_length. Integer labels -> int32 scalars (classes); others -> float32 vectors, (1,) at least.
+    """
+    dtype = train.element_spec[0].dtype
+    vocab_size = None
+    if dtype == tf.string:
+        import keras  # lazy: only text needs it
+
+        vectorizer = keras.layers.TextVectorization(max_tokens=data_config.vocab_size,
+                                                    output_sequence_length=data_config.sequence_length)
+        # The train split is read in its stored order, so a fresh process learns the same vocabulary.
+        vectorizer.adapt(train.take(ADAPT_EXAMPLES).map(lambda features, _: features).batch(ADAPT_BATCH))
+        vocab_size = vectorizer.vocabulary_size()
+
+        def to_inputs(features: tf.Tensor) -> tf.Tensor:
+            return tf.cast(vectorizer(features), tf.int32)
+    elif dtype == tf.uint8:
+        def to_inputs(features: tf.Tensor) -> tf.Tensor:
+            return tf.cast(features, tf.float32) / 255.0
+    else:
+        def to_inputs(features: tf.Tensor) -> tf.Tensor:
+            return tf.cast(features, tf.float32)
+
+    def fn(features: tf.Tensor, label: tf.Tensor) -> Example:
+        if label.dtype.is_integer:
+            return to_inputs(features), tf.reshape(tf.cast(label, tf.int32), [])
+        return to_inputs(features), tf.reshape(tf.cast(label, tf.float32), [-1])
+
+    return Preprocess(fn, vocab_size)
+
+
+def augment(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict, seed: int) -> tf.data.Dataset:
+    """data.augment=flip_crop: a random left-right flip, then pad by data.crop_padding and crop back at random."""
+    if data_config.augment == "none":
+        return dataset
+    shape = dataset.element_spec[0].shape
+    if shape.rank != 3:
+        raise NntrainError(f"data.augment={data_config.augment} needs images of shape (height, width, channels), "
+                           f"not {tuple(shape)}: set --config.data.augment=none")
+    padding = data_config.crop_padding
+
+    def flip_crop(example: Example, example_seed: tf.Tensor) -> Example:
+        image, label = example
+        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+        return tf.image.stateless_random_crop(image, shape, crop_seed), label
+
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)  # one stateless seed pair per example
+    return tf.data.Dataset.zip((dataset, seeds)).map(flip_crop, num_parallel_calls=tf.data.AUTOTUNE)

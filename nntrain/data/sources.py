@@ -1,0 +1,139 @@
+"""Where examples come from: `data.source` opened as a Source that selects split specs."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from nntrain.data import idx, splits, tfrecord
+from nntrain.errors import NntrainError
+
+KINDS = "tfds:NAME, idx:DIR, npz:PATH, tfrecord:PATTERN, generated:xor, generated:quadratic, synthetic"
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+GENERATED_SEEDS = {"train": 0, "test": 1}  # generated and synthetic data: a different draw per split
+SYNTHETIC_POOL = 64  # synthetic examples drawn per split and repeated: cheap at any input_shape
+
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (features, labels)
+
+
+class Source(Protocol):
+    name: str  # data.source, for messages
+    num_classes: int | None  # None: targets are values, not classes
+
+    def select(self, spec: str) -> splits.Split:
+        """The examples a split spec such as `train[:90%]` selects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedSource:
+    """A local source: the size of each named split and a reader of any index range of one."""
+
+    name: str
+    num_classes: int | None
+    sizes: Mapping[str, int]
+    read: Callable[[str, int, int], tf.data.Dataset]  # (split, start, stop) -> (features, label) examples
+    cacheable: bool = True
+
+    def select(self, spec: str) -> splits.Split:
+        parts = splits.ranges(spec, self.sizes, self.name)
+        dataset = functools.reduce(tf.data.Dataset.concatenate, [self.read(*part) for part in parts])
+        return splits.Split(dataset, sum(stop - start for _, start, stop in parts), self.cacheable)
+
+
+def open_source(data_config: ml_collections.ConfigDict) -> Source:
+    """The Source `data.source` names; NntrainError for an unknown kind or missing files."""
+    source = data_config.source
+    kind, _, arg = source.partition(":")
+    path = os.path.expanduser(arg)
+    if kind == "tfds" and arg:
+        from nntrain.data.tfds_source import TfdsSource  # lazy: TFDS is slow to import
+
+        return TfdsSource(arg, data_config)
+    if kind == "idx" and arg:
+        return _in_memory(source, idx.load(path))
+    if kind == "npz" and arg:
+        return _in_memory(source, _load_npz(path))
+    if kind == "tfrecord" and arg:
+        files = tfrecord.RecordFiles(path, source)
+        shape = tuple(data_config.input_shape)
+        return IndexedSource(source, data_config.num_classes, files,
+                             lambda split, start, stop: files.read(split, start, stop, shape))
+    if source == "generated:xor":
+        return _in_memory(source, _xor())
+    if source == "generated:quadratic":
+        return _in_memory(source, _quadratic(data_config.num_examples))
+    if source == "synthetic":
+        return _synthetic(data_config)
+    raise NntrainError(f"unknown data.source '{source}': use one of {KINDS}")
+
+
+def _in_memory(name: str, arrays: Arrays) -> IndexedSource:
+    """Arrays as a source: uint8 (N, H, W) images gain a channel axis; integer labels are classes."""
+    arrays = {split: (x[..., None] if x.dtype == np.uint8 and x.ndim == 3 else x, y)
+              for split, (x, y) in arrays.items()}
+    labels = [y for _, y in arrays.values()]
+    num_classes = None
+    if all(np.issubdtype(y.dtype, np.integer) for y in labels):
+        num_classes = max((int(y.max()) for y in labels if y.size), default=-1) + 1
+
+    def read(split: str, start: int, stop: int) -> tf.data.Dataset:
+        x, y = arrays[split]
+        return tf.data.Dataset.from_tensor_slices((x[start:stop], y[start:stop]))
+
+    return IndexedSource(name, num_classes, {split: len(y) for split, (_, y) in arrays.items()}, read)
+
+
+def _load_npz(path: str) -> Arrays:
+    """`x_train, y_train, x_test, y_test` (the keras.datasets layout) as splits `train` and `test`."""
+    if not os.path.isfile(path):
+        raise NntrainError(f"data.source=npz:{path}: no such file; point it at an .npz holding "
+                           f"{', '.join(NPZ_KEYS)}")
+    if not zipfile.is_zipfile(path):
+        raise NntrainError(f"{path} is not an .npz archive: write one with numpy.savez({', '.join(NPZ_KEYS)})")
+    try:
+        with np.load(path) as data:
+            missing = [key for key in NPZ_KEYS if key not in data.files]
+            if missing:
+                raise NntrainError(f"npz file {path} lacks {', '.join(missing)}: it needs {', '.join(NPZ_KEYS)}")
+            return {split: (data[f"x_{split}"], data[f"y_{split}"]) for split in ("train", "test")}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise NntrainError(f"npz file {path} is unreadable ({e}): rewrite it with numpy.savez") from e
+
+
+def _xor() -> Arrays:
+    """The XOR truth table, the same four rows in both splits."""
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+    y = np.array([[0], [1], [1], [0]], dtype=np.float32)
+    return {split: (x, y) for split in GENERATED_SEEDS}
+
+
+def _quadratic(num_examples: int) -> Arrays:
+    """x ~ U[0, 1] and y = x^2, each of shape (1,), drawn with a fixed seed per split."""
+    arrays = {}
+    for split, seed in GENERATED_SEEDS.items():
+        x = np.random.default_rng(seed).uniform(size=(num_examples, 1)).astype(np.float32)
+        arrays[split] = (x, x ** 2)
+    return arrays
+
+
+def _synthetic(data_config: ml_collections.ConfigDict) -> IndexedSource:
+    """Random float32 features in [0, 1) of data.input_shape and classes in [0, data.num_classes)."""
+    shape = tuple(data_config.input_shape)
+
+    def read(split: str, start: int, stop: int) -> tf.data.Dataset:
+        rng = np.random.default_rng(GENERATED_SEEDS[split])
+        pool = min(stop - start, SYNTHETIC_POOL)
+        x = rng.uniform(size=(pool, *shape)).astype(np.float32)
+        y = rng.integers(0, data_config.num_classes, size=pool, dtype=np.int32)
+        return tf.data.Dataset.from_tensor_slices((x, y)).repeat().take(stop - start)
+
+    sizes = {split: data_config.num_examples for split in GENERATED_SEEDS}
+    return IndexedSource("synthetic", data_config.num_classes, sizes, read, cacheable=False)

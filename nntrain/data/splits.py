@@ -1,0 +1,70 @@
+"""TFDS split syntax (`train`, `test[:8000]`, `train[:90%]`, `train[10%:]+test[:5]`) for every source."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+
+import tensorflow as tf
+
+from nntrain.errors import NntrainError
+
+EXAMPLES = "train, test[:8000], train[:90%], train[10%:]+test[:5]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The examples one split spec selects: unbatched `(features, label)` in their stored dtypes."""
+
+    dataset: tf.data.Dataset
+    num_examples: int
+    cacheable: bool = True  # False where caching would only copy a cheap generator (synthetic data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SplitInfo:
+    """The two fields of `tfds.core.SplitInfo` that `ReadInstruction.to_absolute` reads."""
+
+    num_examples: int
+
+    @property
+    def shard_lengths(self) -> list[int]:
+        return [self.num_examples]  # one shard per split
+
+
+class _SplitInfos(Mapping):
+    """Split sizes seen as the split infos TFDS expects; lookups stay lazy for lazily counted sources."""
+
+    def __init__(self, sizes: Mapping[str, int]):
+        self._sizes = sizes
+
+    def __getitem__(self, name: str) -> _SplitInfo:
+        return _SplitInfo(self._sizes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+
+def bad_split(spec: str, source: str, error: Exception) -> NntrainError:
+    """The one-line error for a split spec TFDS could not parse or resolve."""
+    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return NntrainError(f"bad split '{spec}' for data.source={source}: {reason} "
+                        f"(write splits like {EXAMPLES})")
+
+
+def ranges(spec: str, sizes: Mapping[str, int], source: str) -> list[tuple[str, int, int]]:
+    """Resolves a split spec to `(split name, start, stop)` index ranges over the named splits."""
+    from tensorflow_datasets.core import ReadInstruction  # lazy: TFDS is slow to import
+
+    try:
+        instructions = ReadInstruction.from_spec(spec).to_absolute(_SplitInfos(sizes))
+    except (ValueError, NotImplementedError) as e:
+        raise bad_split(spec, source, e) from e
+    result = []
+    for instruction in instructions:
+        indices = range(sizes[instruction.splitname])[instruction.from_:instruction.to]
+        result.append((instruction.splitname, indices.start, max(indices.stop, indices.start)))
+    return result
