@@ -1,0 +1,61 @@
+"""transformer: a text classification encoder.
+
+Token embedding (spec.vocab_size) plus a learned position embedding (spec.input_shape[0] positions), then
+model.num_layers post-norm encoder blocks (MultiHeadAttention and a ReLU feed-forward of ff_dim units,
+each with dropout, a residual connection and LayerNormalization), global average pooling, dropout, head.
+
+Reads model.embed_dim, num_heads, ff_dim, num_layers, dropout.
+"""
+
+from __future__ import annotations
+
+import keras
+import ml_collections
+
+from nntrain.data.spec import DatasetSpec
+from nntrain.models import blocks, fields, heads
+
+
+@keras.saving.register_keras_serializable(package="nntrain")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned vector per position to a (batch, length, dim) sequence of static length."""
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.embeddings = self.add_weight(shape=tuple(input_shape[-2:]), initializer="uniform", name="embeddings")
+
+    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
+        return x + keras.ops.cast(self.embeddings, x.dtype)
+
+
+def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> keras.KerasTensor:
+    """The outputs of a Transformer encoder on int32 token ids of shape (sequence_length,)."""
+    fields.require_input(spec, "transformer", "int32 token ids of shape (sequence_length,) and a vocab_size",
+                         rank=1, token_ids=True)
+    embed_dim = fields.positive_int(model_config, "embed_dim")
+    num_heads = fields.positive_int(model_config, "num_heads")
+    if embed_dim % num_heads:
+        raise fields.bad("embed_dim", embed_dim, f"it must be divisible by config.model.num_heads={num_heads}, "
+                                                 f"e.g. {-(-embed_dim // num_heads) * num_heads}")
+    ff_dim = fields.positive_int(model_config, "ff_dim")
+    num_layers = fields.positive_int(model_config, "num_layers")
+    dropout = fields.rate(model_config, "dropout")
+    x = keras.layers.Embedding(spec.vocab_size, embed_dim)(inputs)
+    x = PositionEmbedding()(x)
+    for _ in range(num_layers):
+        x = _encoder_block(x, num_heads, ff_dim, dropout)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    x = blocks.dropout(x, dropout)
+    return heads.output(x, model_config, spec)
+
+
+def _encoder_block(x: keras.KerasTensor, num_heads: int, ff_dim: int, dropout: float) -> keras.KerasTensor:
+    embed_dim = x.shape[-1]
+    attention = keras.layers.MultiHeadAttention(num_heads, key_dim=embed_dim // num_heads, dropout=dropout)(x, x)
+    x = _add_and_norm(x, blocks.dropout(attention, dropout))
+    y = keras.layers.Dense(ff_dim, activation="relu")(x)
+    y = keras.layers.Dense(embed_dim)(y)
+    return _add_and_norm(x, blocks.dropout(y, dropout))
+
+
+def _add_and_norm(x: keras.KerasTensor, y: keras.KerasTensor) -> keras.KerasTensor:
+    return keras.layers.LayerNormalization(epsilon=1e-6)(keras.layers.Add()([x, y]))
