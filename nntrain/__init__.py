@@ -1,0 +1,14 @@
+"""nntrain: train Keras models on CPU, GPU and TPU with tf.distribute, and tune them with keras-tuner.
+
+    import nntrain
+    config = nntrain.load_config("mnist_mlp", {"train.epochs": 3})
+    metrics = nntrain.train(config, "runs/mnist_mlp")
+
+Importing nntrain does not import TensorFlow; the first call that needs it does.
+"""
+
+from nntrain.api import doctor, evaluate, export, load_config, train
+from nntrain.errors import NntrainError
+
+__all__ = ["NntrainError", "doctor", "evaluate", "export", "load_config", "train"]
+__version__ = "0.1.0"

@@ -10,8 +10,9 @@ import difflib
 import importlib.util
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 from ml_collections import config_dict

@@ -1,0 +1,33 @@
+# Set-up is two commands: `make train` (the default experiment) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+MODEL_DIR ?= runs/mnist_mlp
+# The official MNIST files, when they are beside the repository (offline machines); otherwise TFDS downloads.
+MNIST_DIR ?= ../shared/data/mnist
+ifneq ($(wildcard $(MNIST_DIR)/t10k-images-idx3-ubyte*),)
+MNIST_FLAGS := --config.data.source=idx:$(MNIST_DIR) --config.data.train_split='test[:8000]' --config.data.eval_split='test[8000:]'
+endif
+
+.PHONY: install train test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+train: install
+	$(BIN)/nntrain train --experiment=mnist_mlp --model_dir=$(MODEL_DIR) $(MNIST_FLAGS)
+	$(BIN)/nntrain evaluate --model_dir=$(MODEL_DIR)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check nntrain experiments tests
+
+clean:
+	rm -rf $(VENV) runs

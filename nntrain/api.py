@@ -1,0 +1,50 @@
+"""The library entry points that notebooks and the CLI share (TensorFlow is imported on first call)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import ml_collections
+
+from nntrain import config as nn_config
+
+
+def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = ()) -> ml_collections.ConfigDict:
+    """An experiment's config (name or path) with overrides such as {"train.batch_size": "256"} applied."""
+    items = overrides.items() if isinstance(overrides, dict) else overrides
+    return nn_config.resolve(experiment, [(key, str(value)) for key, value in items])
+
+
+def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str = "auto", tpu: str = "",
+          verbose: int | str = "auto") -> dict:
+    """Trains an experiment (a config, or an experiment name/path) into model_dir; returns final metrics.
+
+    Running it again with the same model_dir resumes from the last finished epoch.
+    """
+    from nntrain import distribute, trainer
+
+    if isinstance(config, str):
+        config = load_config(config)
+    nn_config.validate(config)
+    return trainer.train(config, model_dir, distribute.create_strategy(strategy, tpu), verbose=verbose)
+
+
+def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
+    """Metrics of a trained model (final, best or latest checkpoint) on its eval split."""
+    from nntrain import artifacts
+
+    return artifacts.evaluate(model_dir, checkpoint)
+
+
+def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:
+    """Exports a trained model as `.keras` and a SavedModel into export_dir."""
+    from nntrain import artifacts
+
+    return artifacts.export(model_dir, export_dir, checkpoint)
+
+
+def doctor(model_dir: str | None = None) -> list[dict]:
+    """Checks of this machine's stack and devices, each with a fix where one is needed."""
+    from nntrain import diagnostics
+
+    return diagnostics.run_checks(model_dir)

@@ -1,0 +1,150 @@
+"""Callbacks that make runs safe to stop: atomic checkpoints, a metrics file, NaN handling."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import keras
+
+from nntrain.logs import log
+
+STATE = "state.json"
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _finite(logs: dict | None) -> bool:
+    loss = (logs or {}).get("loss")
+    return loss is not None and math.isfinite(float(loss))
+
+
+def save_atomic(model: keras.Model, path: str, weights_only: bool = False) -> None:
+    """Saves to a temporary file beside `path`, then renames: a reader never sees half a file."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f"tmp-{name}")
+    if weights_only:
+        model.save_weights(tmp, overwrite=True)
+    else:
+        model.save(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(directory: str) -> tuple[str, int] | None:
+    """(path, epochs done) of the last finished epoch's checkpoint, or None before the first one."""
+    state_path = os.path.join(directory, STATE)
+    if not os.path.isfile(state_path):
+        return None
+    with open(state_path) as f:
+        state = json.load(f)
+    return os.path.join(directory, state["latest"]), int(state["epoch"])
+
+
+def restore(model: keras.Model, directory: str) -> int:
+    """Loads the latest checkpoint (weights and optimizer state) into a compiled model; returns epochs done."""
+    latest = latest_checkpoint(directory)
+    if latest is None:
+        return 0
+    path, epoch = latest
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return epoch
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """After every finite epoch: `epoch-N.keras` (model + optimizer state), then `state.json` naming it.
+
+    Writing state.json is the commit point of an epoch: a run killed at any moment resumes from a complete
+    checkpoint. `best.keras` keeps the best `monitor` value. Unlike keras.callbacks.BackupAndRestore, weights
+    after a non-finite loss are never saved.
+    """
+
+    def __init__(self, directory: str, monitor: str):
+        super().__init__()
+        self.directory = directory
+        self.monitor = monitor
+        self.mode_max = any(word in monitor for word in ("acc", "auc", "precision", "recall"))
+        self.best: float | None = None
+        state_path = os.path.join(directory, STATE)
+        if os.path.isfile(state_path):
+            with open(state_path) as f:
+                self.best = json.load(f).get("best")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not _finite(logs):
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        previous = latest_checkpoint(self.directory)
+        name = f"epoch-{epoch + 1}.keras"
+        save_atomic(self.model, os.path.join(self.directory, name))
+        value = (logs or {}).get(self.monitor)
+        improved = value is not None and math.isfinite(float(value)) and (
+            self.best is None or (float(value) > self.best if self.mode_max else float(value) < self.best))
+        if improved:
+            self.best = float(value)
+            save_atomic(self.model, os.path.join(self.directory, "best.keras"))
+        _write_json_atomic(os.path.join(self.directory, STATE),
+                           {"epoch": epoch + 1, "latest": name, "monitor": self.monitor, "best": self.best})
+        if previous and os.path.basename(previous[0]) != name:
+            os.remove(previous[0])
+
+
+class MetricsFile(keras.callbacks.Callback):
+    """Appends one JSON line per epoch to `path`; after a resume, drops lines of epochs that will rerun."""
+
+    def __init__(self, path: str, initial_epoch: int):
+        super().__init__()
+        self.path = path
+        self.initial_epoch = initial_epoch
+        self.epoch_start = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        kept = []
+        if os.path.isfile(self.path):
+            with open(self.path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= self.initial_epoch]
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.path)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_start = time.time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                  "seconds": round(time.time() - self.epoch_start, 3)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss and remembers where it happened and the last finite loss."""
+
+    def __init__(self, steps_per_epoch: int):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch = 0
+        self.last_finite_loss: float | None = None
+        self.nan_step: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if _finite(logs):
+            self.last_finite_loss = float(logs["loss"])
+            return
+        self.nan_step = self.epoch * self.steps_per_epoch + batch + 1
+        self.model.stop_training = True
+        log(f"non-finite loss at step {self.nan_step} (epoch {self.epoch + 1}, batch {batch + 1}): stopping")

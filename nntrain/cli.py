@@ -1,0 +1,157 @@
+"""`nntrain <command> [--flags] [--config.KEY=VALUE ...]`: flags only, the work is in the library.
+
+Commands:
+  train      train an experiment into --model_dir (re-running resumes)
+  evaluate   evaluate a trained --model_dir on its eval split
+  export     export a trained --model_dir to --export_dir (.keras and SavedModel)
+  doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
+
+Examples:
+  nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
+  nntrain evaluate --model_dir=runs/mnist_mlp --json
+  nntrain export --model_dir=runs/mnist_mlp --export_dir=exports/mnist_mlp
+  nntrain doctor --json
+
+Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from absl import app, flags, logging
+
+from nntrain import api, quiet
+from nntrain import config as nn_config
+from nntrain.errors import NntrainError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file.")
+flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
+flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
+flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")
+flags.DEFINE_string("export_dir", None, "Where `export` writes model.keras and saved_model/.")
+flags.DEFINE_string("checkpoint", "final", "Which model `evaluate`/`export` use: final | best | latest.")
+flags.DEFINE_boolean("json", False, "Print one JSON object on stdout instead of text.")
+
+USAGE_ERROR = 2
+
+
+class _UsageError(NntrainError):
+    pass
+
+
+def _require(flag: str) -> str:
+    value = getattr(FLAGS, flag)
+    if not value:
+        raise _UsageError(f"--{flag} is required for `{_command_name()}`")
+    return value
+
+
+def _command_name() -> str:
+    return _COMMAND[0] if _COMMAND else "?"
+
+
+def _print_result(result: dict, text: str) -> None:
+    print(json.dumps(result, sort_keys=True) if FLAGS.json else text)
+
+
+def _train(overrides: list[tuple[str, str]]) -> None:
+    model_dir = _require("model_dir")
+    config = nn_config.resolve(_require("experiment"), overrides)
+    metrics = api.train(config, model_dir, strategy=FLAGS.strategy, tpu=FLAGS.tpu)
+    if FLAGS.json:
+        print(json.dumps(metrics, sort_keys=True))
+
+
+def _evaluate(overrides: list[tuple[str, str]]) -> None:
+    metrics = api.evaluate(_require("model_dir"), FLAGS.checkpoint)
+    _print_result(metrics, "\n".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}"
+                                     for k, v in metrics.items()))
+
+
+def _export(overrides: list[tuple[str, str]]) -> None:
+    result = api.export(_require("model_dir"), _require("export_dir"), FLAGS.checkpoint)
+    _print_result(result, f"exported to {result['export_dir']} (model.keras, saved_model/); reloaded "
+                          f"SavedModel matches the model to {result['max_abs_difference']:.2g}")
+
+
+def _doctor(overrides: list[tuple[str, str]]) -> None:
+    checks = api.doctor(FLAGS.model_dir)
+    if FLAGS.json:
+        print(json.dumps({"checks": checks}, sort_keys=True))
+    else:
+        for check in checks:
+            fix = f"\n         fix: {check['fix']}" if check["fix"] else ""
+            print(f"[{check['status']:>4}] {check['check']}: {check['detail']}{fix}")
+    if any(check["status"] == "fail" for check in checks):
+        sys.exit(1)
+
+
+COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
+    "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor,
+}
+_COMMAND: list[str] = []
+_OVERRIDES: list[tuple[str, str]] = []
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    print(f"nntrain: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing that keeps `--config.*` overrides for the config and reports bad flags in one line."""
+    try:
+        rest = FLAGS(argv, known_only=True)
+    except flags.Error as e:
+        _fail(f"{e}; see `nntrain --help`")
+    positional, unknown = [], []
+    _OVERRIDES.clear()
+    for arg in rest[1:]:
+        if arg.startswith("--config."):
+            try:
+                _OVERRIDES.append(nn_config.parse_override(arg))
+            except NntrainError as e:
+                _fail(str(e))
+        elif arg.startswith("-"):
+            unknown.append(arg)
+        else:
+            positional.append(arg)
+    if unknown:
+        _fail(f"unknown flag {unknown[0]}; see `nntrain --help` (config fields are set with --config.KEY=VALUE)")
+    return rest[:1] + positional
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        given = f"unknown command '{argv[1]}'" if len(argv) > 1 else "no command given"
+        _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")
+    _COMMAND[:] = [argv[1]]
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # TF's Python INFO lines; --verbosity=0 brings them back
+    quiet.import_tensorflow_quietly()
+    try:
+        COMMANDS[argv[1]](list(_OVERRIDES))
+    except NntrainError as e:
+        _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume", 130)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(arg in ("-h", "--help", "-?") for arg in argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown nntrain's
+    FLAGS.unparse_flags()
+    app.run(_main, argv=argv, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

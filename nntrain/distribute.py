@@ -1,0 +1,125 @@
+"""`--strategy` names to tf.distribute strategies, with advice instead of raw TF errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from nntrain import diagnostics
+from nntrain.errors import NntrainError
+from nntrain.logs import log
+
+STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
+
+
+def create_strategy(name: str = "auto", tpu: str = "") -> tf.distribute.Strategy:
+    """Returns the strategy for `name` (see STRATEGIES); `tpu` is local, a TPU name or grpc://HOST:PORT."""
+    if name not in STRATEGIES:
+        raise NntrainError(f"unknown strategy '{name}': use one of {', '.join(STRATEGIES)}")
+    if name == "auto":
+        return _auto_strategy(tpu)
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        return _mirrored_strategy()
+    if name == "tpu":
+        return _tpu_strategy(tpu)
+    return _multi_worker_strategy()
+
+
+def kind(strategy: tf.distribute.Strategy) -> str:
+    """'tpu', 'multi_worker', 'mirrored' or 'single': what the execution defaults depend on."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    return "single"
+
+
+def accelerator(strategy: tf.distribute.Strategy) -> str:
+    """'tpu', 'gpu' or 'cpu': the device type the strategy computes on."""
+    if kind(strategy) == "tpu":
+        return "tpu"
+    devices = getattr(strategy.extended, "worker_devices", ()) or ()
+    if any("GPU" in d.upper() for d in devices):
+        return "gpu"
+    return "cpu"
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    """One line: strategy class, replica count and devices."""
+    devices = getattr(strategy.extended, "worker_devices", ()) or ()
+    names = ", ".join(d.split("/", 3)[-1] if d.count("/") >= 3 else d for d in devices)
+    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) [{names}]"
+
+
+def _auto_strategy(tpu: str) -> tf.distribute.Strategy:
+    if tpu or _tpu_host():
+        return _tpu_strategy(tpu or "local")
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def _tpu_host() -> bool:
+    """True on a TPU VM (libtpu devices present) or where TPU_NAME points at a TPU."""
+    return bool(os.environ.get("TPU_NAME")) or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
+
+
+def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
+    if not tpu:
+        raise NntrainError("--strategy=tpu needs --tpu: --tpu=local on a TPU VM (Colab, Cloud TPU VM), "
+                           "or the TPU name / grpc://HOST:PORT of a TPU node")
+    if tpu.startswith("grpc://"):
+        os.environ.setdefault("GRPC_FAIL_FAST", "true")  # an unreachable address fails instead of hanging
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        if tpu != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError, RuntimeError) as e:
+        raise NntrainError(_tpu_advice(tpu, str(e))) from e
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _tpu_advice(tpu: str, message: str) -> str:
+    first_line = message.strip().splitlines()[0][:200] if message.strip() else "unknown error"
+    if "No OpKernel" in message and "ConfigureDistributedTPU" in message:
+        return (f"no TPU for --tpu={tpu}: this TensorFlow has no TPU kernels; on a TPU VM install them with "
+                f"`{diagnostics.tpu_install_line(tf.__version__)}`, elsewhere use --strategy=auto")
+    if "TPUs not found" in message:
+        return f"no TPU found for --tpu={tpu} ({first_line}); check that a TPU is attached, or use --strategy=auto"
+    if "[local]' not implemented" in message:
+        return (f"TPU --tpu={tpu} cannot read local files: put model_dir and data_dir on gs:// paths, "
+                "or use a TPU VM with --tpu=local")
+    return f"could not connect to TPU '{tpu}': {first_line}; on a TPU VM use --tpu=local"
+
+
+def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        raise NntrainError("--strategy=multi_worker needs TF_CONFIG (cluster and task) in the environment; "
+                           "see the 'Scaling up' section of README.md")
+    try:
+        tf_config = json.loads(raw)
+        workers = tf_config["cluster"]["worker"]
+        index = tf_config["task"]["index"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
+                           '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
+    log(f"multi-worker: this is worker {index} of {len(workers)}")
+    return tf.distribute.MultiWorkerMirroredStrategy()

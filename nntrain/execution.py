@@ -1,0 +1,70 @@
+"""Precision, steps_per_execution and jit_compile: defaults that work for each strategy and device.
+
+Known failures this steers around (see DESIGN.md):
+- MirroredStrategy + steps_per_execution > 1 fails (keras-team/keras#19246), and + jit_compile fails on
+  logical CPU devices ("Trying to access resource ... located in device CPU:1").
+- mixed_float16 on CPU runs ~200x slower unless XLA compiles it or grappler's remapper is off (oneDNN fuses
+  fp16 MatMul+BiasAdd into a slow kernel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+from nntrain import distribute
+from nntrain.logs import log
+
+TPU_STEPS_PER_EXECUTION = 32
+SINGLE_DEVICE_STEPS_PER_EXECUTION = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    precision: str
+    steps_per_execution: int
+    jit_compile: bool | str  # "auto" leaves the choice to Keras
+
+
+def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+            steps_per_epoch: int) -> Execution:
+    """Chooses precision, steps_per_execution and jit_compile; logs every change made to a user's setting."""
+    strategy_kind = distribute.kind(strategy)
+    device = distribute.accelerator(strategy)
+    precision = train_config.precision
+    if precision == "auto":
+        precision = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}[device]
+
+    steps = train_config.steps_per_execution
+    if strategy_kind in ("mirrored", "multi_worker"):
+        if steps is not None and steps > 1:
+            log(f"steps_per_execution={steps} -> 1: Keras fails with it under {strategy_kind} "
+                "(keras-team/keras#19246)")
+        steps = 1
+    elif steps is None:
+        steps = TPU_STEPS_PER_EXECUTION if strategy_kind == "tpu" else SINGLE_DEVICE_STEPS_PER_EXECUTION
+        steps = max(1, min(steps, steps_per_epoch))
+
+    jit = train_config.jit_compile
+    if strategy_kind in ("mirrored", "multi_worker") and device == "cpu":
+        if jit:
+            log(f"jit_compile=True -> False: XLA fails under {strategy_kind} on CPU devices")
+        jit = False
+    if precision == "mixed_float16" and device == "cpu":
+        if jit is not False:
+            if jit is None:
+                log("jit_compile -> True: float16 on CPU is ~200x slower without XLA")
+            jit = True
+        else:
+            log("float16 on CPU without XLA: turning off grappler's remapper (otherwise ~200x slower)")
+            tf.config.optimizer.set_experimental_options({"remapping": False})
+    return Execution(precision=precision, steps_per_execution=steps,
+                     jit_compile="auto" if jit is None else jit)
+
+
+def apply_precision(precision: str) -> None:
+    """Sets Keras's global dtype policy (models built afterwards use it)."""
+    keras.mixed_precision.set_global_policy(precision)

@@ -1,0 +1,106 @@
+"""Optimizer, learning-rate schedule and loss from the config, using Keras's own classes where they exist."""
+
+from __future__ import annotations
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+from nntrain.errors import NntrainError
+
+
+@keras.saving.register_keras_serializable(package="nntrain")
+class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to the rate `after` starts with, then `after` (shifted by the warmup steps)."""
+
+    def __init__(self, after: keras.optimizers.schedules.LearningRateSchedule | float, warmup_steps: int):
+        self.after = after
+        self.warmup_steps = warmup_steps
+
+    def _after(self, step):
+        if callable(self.after):
+            return self.after(step)
+        return tf.constant(self.after, tf.float32)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(max(self.warmup_steps, 1))
+        peak = self._after(tf.constant(0.0))
+        return tf.where(step < warmup, peak * (step + 1.0) / warmup, self._after(step - warmup))
+
+    def get_config(self) -> dict:
+        after = keras.optimizers.schedules.serialize(self.after) if callable(self.after) else self.after
+        return {"after": after, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Warmup:
+        after = config["after"]
+        if isinstance(after, dict):
+            after = keras.optimizers.schedules.deserialize(after)
+        return cls(after, config["warmup_steps"])
+
+
+@keras.saving.register_keras_serializable(package="nntrain")
+class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
+    """Sparse categorical cross-entropy with label smoothing (Keras has smoothing only for one-hot labels)."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
+    """The schedule named by config.schedule, over `total_steps` optimizer steps."""
+    base = config.optimizer.learning_rate
+    sched = config.schedule
+    decay_steps = sched.decay_steps or max(total_steps - sched.warmup_steps, 1)
+    schedules = keras.optimizers.schedules
+    if sched.name == "constant":
+        rate = base
+    elif sched.name == "exponential":
+        rate = schedules.ExponentialDecay(base, decay_steps, sched.decay_rate)
+    elif sched.name in ("polynomial", "linear"):
+        power = 1.0 if sched.name == "linear" else sched.power
+        rate = schedules.PolynomialDecay(base, decay_steps, sched.end_learning_rate, power=power)
+    else:  # cosine
+        rate = schedules.CosineDecay(base, decay_steps, alpha=sched.end_learning_rate / base)
+    return Warmup(rate, sched.warmup_steps) if sched.warmup_steps else rate
+
+
+def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer named by config.optimizer, with its schedule and gradient clipping."""
+    opt = config.optimizer
+    if opt.clip_norm is not None and opt.global_clip_norm is not None:
+        raise NntrainError("config.optimizer.clip_norm and config.optimizer.global_clip_norm are both set: "
+                           "keep one (clip each gradient by its norm, or all of them by their global norm)")
+    common = {"learning_rate": learning_rate(config, total_steps), "clipvalue": opt.clip_value,
+              "clipnorm": opt.clip_norm, "global_clipnorm": opt.global_clip_norm}
+    if opt.weight_decay is not None:
+        common["weight_decay"] = opt.weight_decay
+    optimizers = keras.optimizers
+    if opt.name == "sgd":
+        return optimizers.SGD(momentum=opt.momentum, nesterov=opt.nesterov, **common)
+    if opt.name == "rmsprop":
+        return optimizers.RMSprop(momentum=opt.momentum, **common)
+    return {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "adagrad": optimizers.Adagrad}[opt.name](**common)
+
+
+def loss(config: ml_collections.ConfigDict) -> keras.losses.Loss:
+    """The loss named by config.train.loss (outputs are probabilities, not logits)."""
+    smoothing = config.train.label_smoothing
+    if config.train.loss == "mse":
+        if smoothing:
+            raise NntrainError(f"config.train.label_smoothing={smoothing} needs a classification loss; set it to 0")
+        return keras.losses.MeanSquaredError()
+    if config.train.loss == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    if smoothing:
+        return SparseCategoricalCrossentropyWithSmoothing(smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()

@@ -1,0 +1,41 @@
+"""Keep TensorFlow's start-up chatter (C++ log lines written before its logging starts) off the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Sends file descriptor 2 to a temporary file; replays it if the block raises.
+
+    TF 2.21 ignores TF_CPP_MIN_LOG_LEVEL for the lines it prints while importing and finding devices.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and lists devices with the start-up lines hidden (NNTRAIN_TF_LOGS=1 shows them)."""
+    if "tensorflow" in sys.modules or os.environ.get("NNTRAIN_TF_LOGS"):
+        return
+    with native_stderr_captured():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()

@@ -1,0 +1,169 @@
+"""`train(config, model_dir)`: build data and model under a strategy, fit with safe callbacks, save.
+
+model_dir layout:
+  config.json        the resolved config (reproduce or resume the run)
+  metrics.jsonl      one line per epoch
+  checkpoints/       epoch-N.keras (the last finished epoch, with optimizer state: resume), best.keras,
+                     state.json (which epoch, best value)
+  logs/              TensorBoard
+  model.keras        the final model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+from nntrain import callbacks as nn_callbacks
+from nntrain import config as nn_config
+from nntrain import data as nn_data
+from nntrain import distribute, execution, models, optim
+from nntrain.errors import NntrainError
+from nntrain.logs import log
+
+FINAL_MODEL = "model.keras"
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(NntrainError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs before it writes anything: data, compiled model, execution settings."""
+
+    data: nn_data.Datasets
+    model: keras.Model
+    execution: execution.Execution
+    steps_per_epoch: int
+    strategy: tf.distribute.Strategy
+
+
+def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> Prepared:
+    """Builds the datasets and the compiled model under `strategy`; shared by train, tune and bench."""
+    data = nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed)
+    steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
+    run = execution.resolve(config.train, strategy, steps_per_epoch)
+    execution.apply_precision(run.precision)
+    keras.utils.set_random_seed(config.seed)
+    total_steps = steps_per_epoch * config.train.epochs
+    with strategy.scope():
+        model = models.build(config.model, data.spec)
+        model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
+                      metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
+                      jit_compile=run.jit_compile)
+    return Prepared(data, model, run, steps_per_epoch, strategy)
+
+
+def train(config: ml_collections.ConfigDict, model_dir: str,
+          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto") -> dict:
+    """Trains `config` into `model_dir`, resuming from its last checkpoint if there is one; returns final metrics."""
+    start = time.time()
+    nn_config.validate(config)
+    _check_writable(model_dir)
+    _check_same_model(config, model_dir)
+    strategy = strategy or distribute.create_strategy("auto")
+    prepared = prepare(config, strategy)
+    model, data, steps_per_epoch = prepared.model, prepared.data, prepared.steps_per_epoch
+    _log_plan(config, prepared)
+
+    os.makedirs(model_dir, exist_ok=True)
+    nn_config.save(config, model_dir)
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)
+    with strategy.scope():
+        initial_epoch = nn_callbacks.restore(model, checkpoint_dir)
+    if initial_epoch:
+        log(f"resuming from the checkpoint in {checkpoint_dir}: {initial_epoch} of {config.train.epochs} "
+            "epochs done")
+    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
+    checkpoints = nn_callbacks.Checkpoints(checkpoint_dir, config.train.monitor)
+    # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
+    callbacks = [nan_guard, nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch),
+                 checkpoints]
+    if config.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
+    if config.train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
+                                                       patience=config.train.early_stopping_patience))
+    model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=steps_per_epoch, validation_data=data.eval,
+              validation_steps=config.train.eval_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    if nan_guard.nan_step is not None:
+        latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
+        kept = f"{latest[0]} (epoch {latest[1]})" if latest else "none (no epoch finished)"
+        raise TrainingDiverged(
+            f"loss became NaN/inf at step {nan_guard.nan_step}; last finite loss "
+            f"{nan_guard.last_finite_loss}; checkpoint kept: {kept}; lower optimizer.learning_rate "
+            "or set optimizer.global_clip_norm")
+    final_path = os.path.join(model_dir, FINAL_MODEL)
+    nn_callbacks.save_atomic(model, final_path)
+    metrics = last_metrics(model_dir)
+    log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
+    return metrics
+
+
+def last_metrics(model_dir: str) -> dict:
+    """The last line of the run's metrics file, as a dict ({} before the first epoch)."""
+    path = os.path.join(model_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _format_metrics(metrics: dict) -> str:
+    shown = {k: v for k, v in metrics.items() if k not in ("learning_rate", "seconds")}
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+
+def _check_writable(model_dir: str) -> None:
+    """Fails before anything is written if model_dir cannot be created or written."""
+    if not model_dir:
+        raise NntrainError("no model_dir given: pass --model_dir=DIR (it is created if missing)")
+    existing = os.path.abspath(model_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NntrainError(f"model_dir '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NntrainError(f"model_dir '{model_dir}' is not writable ('{existing}' denies writing); "
+                           "choose a directory you can write to")
+
+
+def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
+    """A model_dir holds one model: resuming with another architecture would corrupt it."""
+    path = os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    current = nn_config.to_dict(config)
+    if saved.get("model") != current["model"]:
+        raise NntrainError(f"model_dir '{model_dir}' holds a run of another model ({saved.get('model')}); "
+                           "use a new --model_dir, or the same model config to resume")
+    changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
+                     for key in current[section]
+                     if saved.get(section, {}).get(key) != current[section][key])
+    if changed:
+        log(f"resuming with a changed config: {', '.join(changed)}")
+
+
+def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
+    data, run = prepared.data, prepared.execution
+    log(f"experiment {config.get('experiment', '?')}: {config.data.source} -> {config.model.name} "
+        f"({prepared.model.count_params():,} parameters)")
+    log(f"strategy: {distribute.describe(prepared.strategy)}")
+    log(f"global batch {data.global_batch_size} = {data.per_replica_batch_size} per replica x "
+        f"{data.num_replicas} replica(s); {prepared.steps_per_epoch} steps/epoch; {data.spec.train_examples} train / "
+        f"{data.spec.eval_examples} eval examples")
+    log(f"precision {run.precision}, steps_per_execution {run.steps_per_execution}, "
+        f"jit_compile {run.jit_compile}")

@@ -1,0 +1,146 @@
+"""Bad input: exit code != 0, one clear line, no traceback, and earlier outputs left as they were."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nntrain import cli
+
+XOR = ["--experiment=xor"]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def earlier_run(tmp_path: Path) -> Path:
+    """A model_dir that already holds outputs of an earlier run."""
+    model_dir = tmp_path / "earlier"
+    (model_dir / "checkpoints").mkdir(parents=True)
+    (model_dir / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n')
+    (model_dir / "checkpoints" / "latest.keras").write_bytes(b"weights of an earlier run")
+    return model_dir
+
+
+@pytest.fixture
+def corrupt_idx(tmp_path: Path) -> Path:
+    directory = tmp_path / "corrupt_idx"
+    directory.mkdir()
+    with gzip.open(directory / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x0a" + b"truncated")
+    with gzip.open(directory / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x0a" + bytes(10))
+    return directory
+
+
+def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str], str]]:
+    """(name, arguments, a phrase the error line must contain)."""
+    md = f"--model_dir={earlier}"
+    a_file = tmp / "a_file"
+    a_file.write_text("not a directory")
+    trained_elsewhere = tmp / "not_trained"
+    trained_elsewhere.mkdir(exist_ok=True)
+    return [
+        ("unknown command", ["fly"], "unknown command 'fly'"),
+        ("no command", [], "no command given"),
+        ("unknown experiment", ["train", "--experiment=mnist_mpl", md], "did you mean 'mnist_mlp'"),
+        ("missing experiment file", ["train", "--experiment=nowhere/exp.py", md], "does not exist"),
+        ("unknown config key", ["train", *XOR, md, "--config.train.bach_size=8"], "did you mean 'train.batch_size'"),
+        ("wrong type", ["train", *XOR, md, "--config.train.batch_size=many"], "an integer expected"),
+        ("negative batch size", ["train", *XOR, md, "--config.train.batch_size=-4"], "train.batch_size=-4"),
+        ("zero epochs", ["train", *XOR, md, "--config.train.epochs=0"], "train.epochs=0"),
+        ("negative learning rate", ["train", *XOR, md, "--config.optimizer.learning_rate=-0.1"],
+         "optimizer.learning_rate=-0.1"),
+        ("unknown optimizer", ["train", *XOR, md, "--config.optimizer.name=adamax"], "use one of sgd"),
+        ("override without value", ["train", *XOR, md, "--config.train.epochs"], "--config.KEY=VALUE"),
+        ("unknown flag", ["train", *XOR, md, "--epochs=3"], "unknown flag --epochs"),
+        ("loss and head disagree", ["train", *XOR, md, "--config.train.loss=mse"], "needs head 'regression'"),
+        ("label smoothing out of range", ["train", *XOR, md, "--config.train.label_smoothing=1.5"],
+         "label_smoothing=1.5"),
+        ("unknown model", ["train", *XOR, md, "--config.model.name=lstm"], "lstm"),
+        ("unknown strategy", ["train", *XOR, md, "--strategy=gpu_cluster"], "unknown strategy 'gpu_cluster'"),
+        ("tpu without a name", ["train", *XOR, md, "--strategy=tpu"], "--tpu=local"),
+        ("tpu asked for where there is none", ["train", *XOR, md, "--strategy=tpu", "--tpu=local"], "TPU"),
+        ("multi_worker without TF_CONFIG", ["train", *XOR, md, "--strategy=multi_worker"], "TF_CONFIG"),
+        ("missing data path", ["train", "--experiment=mnist_mlp", md, "--config.data.source=idx:/no/such/dir"],
+         "/no/such/dir"),
+        ("corrupt IDX file", ["train", "--experiment=mnist_mlp", md, f"--config.data.source=idx:{corrupt}",
+                              "--config.data.train_split=test", "--config.data.eval_split=test"],
+         "t10k-images-idx3-ubyte.gz"),
+        ("unknown data source", ["train", *XOR, md, "--config.data.source=s3:bucket"], "s3:bucket"),
+        ("model_dir under a file", ["train", *XOR, f"--model_dir={a_file}/run"], "is a file"),
+        ("missing model_dir", ["train", *XOR], "--model_dir is required"),
+        ("evaluate an untrained dir", ["evaluate", f"--model_dir={trained_elsewhere}"], "holds no nntrain run"),
+        ("export into a non-empty dir", ["export", md, f"--export_dir={earlier}"], "not empty"),
+        ("unknown checkpoint", ["evaluate", md, "--checkpoint=newest"], "newest"),
+    ]
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
+    cases = _cases(tmp_path, earlier_run, corrupt_idx)
+    assert len(cases) >= 15
+    before = _snapshot(tmp_path)
+    failures = []
+    for name, args, phrase in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["nntrain", *args])
+        out, err = capfd.readouterr()
+        error_lines = [line for line in err.splitlines() if "error" in line.lower()]
+        problems = []
+        if exit_info.value.code in (0, None):
+            problems.append(f"exit code {exit_info.value.code}")
+        if "Traceback" in err:
+            problems.append("traceback")
+        if len(error_lines) != 1 or not error_lines[0].startswith("nntrain: error: "):
+            problems.append(f"error lines {error_lines}")
+        elif phrase not in error_lines[0]:
+            problems.append(f"'{phrase}' not in {error_lines[0]!r}")
+        if _snapshot(tmp_path) != before:
+            problems.append("files changed")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}")
+    assert not failures, "\n".join(failures)
+
+
+def test_console_script_reports_error_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", "--experiment=xor",
+                             f"--model_dir={tmp_path / 'run'}", "--config.train.batch_size=-1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "nntrain: error: config.train.batch_size=-1 is not allowed: it must be > 0"
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_is_fast_and_does_not_import_tensorflow():
+    code = ("import sys, time; t = time.time(); from nntrain import cli\n"
+            "try:\n    cli.run(['nntrain', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+            "print(time.time() - t, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stdout and "doctor" in result.stdout
+    assert float(result.stderr.strip().splitlines()[-1]) < 1.5
+
+
+def test_flagfile_and_helpfull(tmp_path):
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--experiment=xor\n--config.train.batch_size=-2\n")
+    result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", f"--flagfile={flagfile}",
+                             f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "train.batch_size=-2" in result.stderr
+    helpfull = subprocess.run([sys.executable, "-m", "nntrain.cli", "--helpfull"], capture_output=True,
+                              text=True, timeout=120)
+    assert "--model_dir" in helpfull.stdout and "--flagfile" in helpfull.stdout

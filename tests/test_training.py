@@ -1,0 +1,142 @@
+"""End-to-end training: target metrics, resume, NaN handling, evaluate/export, strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import nntrain
+from nntrain import artifacts, distribute, execution
+from nntrain.trainer import TrainingDiverged
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+MNIST_LOCAL = [f"--config.data.source=idx:{MNIST_DIR}", "--config.data.train_split=test[:8000]",
+               "--config.data.eval_split=test[8000:]"]
+
+
+def _metrics_lines(model_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def _nntrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nntrain.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_xor_reaches_full_accuracy(tmp_path):
+    metrics = nntrain.train("xor", str(tmp_path / "xor"), strategy="cpu", verbose=0)
+    assert metrics["val_accuracy"] == 1.0
+    assert metrics["epoch"] == 5
+
+
+def test_quadratic_reaches_small_heldout_mse(tmp_path):
+    nntrain.train("quadratic", str(tmp_path / "quadratic"), strategy="cpu", verbose=0)
+    result = nntrain.evaluate(str(tmp_path / "quadratic"))
+    assert result["loss"] <= 1e-4, result
+
+
+@pytest.mark.slow
+def test_mnist_mlp_cli_on_real_mnist(tmp_path):
+    """The README's main job: mnist_mlp on 8,000 real MNIST digits, >= 96% on the other 2,000."""
+    model_dir = tmp_path / "mnist"
+    trained = _nntrain("train", "--experiment=mnist_mlp", f"--model_dir={model_dir}", *MNIST_LOCAL)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "global batch 128 = 128 per replica x 1 replica(s)" in trained.stderr
+    evaluated = _nntrain("evaluate", f"--model_dir={model_dir}", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = json.loads(evaluated.stdout)
+    assert result["examples"] == 2000
+    assert result["accuracy"] >= 0.96, result
+    assert abs(result["accuracy"] - _metrics_lines(model_dir)[-1]["val_accuracy"]) < 1e-6
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    model_dir = tmp_path / "resumed"
+    args = [sys.executable, "-m", "nntrain.cli", "train", "--experiment=quadratic", f"--model_dir={model_dir}",
+            "--config.train.epochs=12", "--strategy=cpu"]
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    metrics_path = model_dir / "metrics.jsonl"
+    while time.time() < deadline and process.poll() is None:
+        if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    done_before = len(_metrics_lines(model_dir))
+    assert 3 <= done_before < 12, "the run was not stopped mid-way"
+
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    state = json.loads((model_dir / "checkpoints" / "state.json").read_text())
+    resumed = again.stderr.split(f"resuming from the checkpoint in {model_dir}/checkpoints: ")[1]
+    resumed_at = int(resumed.split(" of")[0])
+    assert resumed_at >= done_before - 1  # the kill may land between the metrics line and the backup
+    epochs = [m["epoch"] for m in _metrics_lines(model_dir)]
+    assert epochs == list(range(1, 13)), epochs
+    assert state["epoch"] == 12
+
+
+def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    model_dir = str(tmp_path / "nan")
+    nntrain.train(nntrain.load_config("quadratic", {"train.epochs": 2}), model_dir, strategy="cpu", verbose=0)
+    kept, final = Path(model_dir, "checkpoints", "epoch-2.keras"), Path(model_dir, "model.keras")
+    good_bytes, final_bytes = kept.read_bytes(), final.read_bytes()
+    config = nntrain.load_config("quadratic", {"train.epochs": 4, "optimizer.learning_rate": 1e30})
+    with pytest.raises(TrainingDiverged) as error:
+        nntrain.train(config, model_dir, strategy="cpu", verbose=0)
+    message = str(error.value)
+    step = int(message.split("NaN/inf at step ")[1].split(";")[0])
+    assert 2 * 32 < step <= 3 * 32  # in epoch 3, the first epoch after the resume
+    assert "last finite loss" in message and f"{kept} (epoch 2)" in message
+    assert kept.read_bytes() == good_bytes
+    assert json.loads(Path(model_dir, "checkpoints", "state.json").read_text())["epoch"] == 2
+    assert final.read_bytes() == final_bytes  # the diverged weights were not saved as the final model
+
+
+def test_evaluate_and_export_match_the_trained_model(tmp_path):
+    model_dir, export_dir = str(tmp_path / "xor"), str(tmp_path / "export")
+    nntrain.train("xor", model_dir, strategy="cpu", verbose=0)
+    evaluated = nntrain.evaluate(model_dir)
+    assert evaluated["accuracy"] == 1.0
+    exported = nntrain.export(model_dir, export_dir)
+    assert exported["max_abs_difference"] == 0.0
+    inputs = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    keras_model = artifacts.load_model(model_dir)
+    reloaded = tf.saved_model.load(os.path.join(export_dir, "saved_model"))
+    np.testing.assert_array_equal(keras_model.predict(inputs, verbose=0), reloaded.serve(inputs).numpy())
+    np.testing.assert_array_equal(np.round(reloaded.serve(inputs).numpy()).ravel(), [0, 1, 1, 0])
+
+
+def test_mirrored_follows_single_device_loss_curve(tmp_path):
+    """Same global batch on 1 device and on 2 logical CPUs: per-epoch losses agree to 1e-4 relative."""
+    config = nntrain.load_config("quadratic", {"train.epochs": 4, "data.shuffle_buffer": 1})
+    nntrain.train(config, str(tmp_path / "single"), strategy="cpu", verbose=0)
+    nntrain.train(config, str(tmp_path / "mirrored"), strategy="mirrored", verbose=0)
+    single = [m["loss"] for m in _metrics_lines(tmp_path / "single")]
+    mirrored = [m["loss"] for m in _metrics_lines(tmp_path / "mirrored")]
+    assert len(single) == len(mirrored) == 4
+    np.testing.assert_allclose(mirrored, single, rtol=1e-4)
+    assert single[-1] < single[0]
+
+
+def test_execution_defaults_per_strategy():
+    config = nntrain.load_config("xor", {"train.steps_per_execution": 4, "train.jit_compile": True})
+    mirrored = execution.resolve(config.train, distribute.create_strategy("mirrored"), steps_per_epoch=100)
+    assert (mirrored.steps_per_execution, mirrored.jit_compile) == (1, False)
+    config = nntrain.load_config("xor", {"train.precision": "mixed_float16"})
+    single = execution.resolve(config.train, distribute.create_strategy("cpu"), steps_per_epoch=3)
+    assert (single.precision, single.steps_per_execution, single.jit_compile) == ("mixed_float16", 3, True)
+    assert execution.resolve(nntrain.load_config("xor").train, distribute.create_strategy("cpu"), 100).precision \
+        == "float32"
