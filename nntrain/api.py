@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import ml_collections
 
 from nntrain import config as nn_config
+from nntrain.runtime import Runtime
+
+if TYPE_CHECKING:  # it imports TensorFlow, which `import nntrain` must not
+    from nntrain.results import Predictions
 
 
 def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = ()) -> ml_collections.ConfigDict:
@@ -41,6 +46,28 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:
     from nntrain import artifacts
 
     return artifacts.export(model_dir, export_dir, checkpoint)
+
+
+def predict(model_dir: str, split: str | None = None, limit: int = 16, checkpoint: str = "final") -> Predictions:
+    """A trained model's answers (features, labels, outputs, predicted) on the first `limit` examples of a
+    split (default: its eval split)."""
+    from nntrain import results
+
+    return results.predict(model_dir, split, limit, checkpoint)
+
+
+def history(model_dir: str) -> list[dict]:
+    """A run's metrics, one dict per finished epoch."""
+    from nntrain import results
+
+    return results.history(model_dir)
+
+
+def detect_runtime() -> Runtime:
+    """Where this runs (Colab or not; TPU, GPU or CPU), the strategy to train with there, and advice."""
+    from nntrain import runtime
+
+    return runtime.detect()
 
 
 def doctor(model_dir: str | None = None) -> list[dict]:

@@ -18,7 +18,6 @@ def _check(name: str, status: str, detail: str, fix: str = "") -> dict:
 def run_checks(model_dir: str | None = None) -> list[dict]:
     """Each check is {check, status (ok|warn|fail|info), detail, fix}."""
     import tensorflow as tf
-    from tensorflow.python.framework import kernels
 
     checks = [_check("python", "ok", platform.python_version())]
     for package in PACKAGES:
@@ -35,8 +34,7 @@ def run_checks(model_dir: str | None = None) -> list[dict]:
     if not devices["GPU"] and tf.test.is_built_with_cuda():
         checks.append(_check("gpu", "info", "TensorFlow has CUDA support but sees no GPU",
                              "on a GPU machine check `nvidia-smi` and the CUDA driver"))
-    tpu_kernels = bool(kernels.get_registered_kernels_for_op("ConfigureDistributedTPU").kernel)
-    if tpu_kernels:
+    if tpu_kernels_registered():
         checks.append(_check("tpu kernels", "ok", "TPU ops are registered"))
     else:
         checks.append(_check("tpu kernels", "info", "this TensorFlow has no TPU kernels (fine off TPU)",
@@ -59,6 +57,13 @@ def _installed(package: str) -> bool:
         return False
 
 
+def tpu_kernels_registered() -> bool:
+    """True when this TensorFlow can drive a TPU (tensorflow-tpu installed)."""
+    from tensorflow.python.framework import kernels
+
+    return bool(kernels.get_registered_kernels_for_op("ConfigureDistributedTPU").kernel)
+
+
 def tpu_build(tf_version: str) -> str:
     """The newest tensorflow-tpu release not newer than the installed TF (2.20.0 is the last one)."""
     major, minor = (int(part) for part in tf_version.split(".")[:2])
@@ -66,8 +71,9 @@ def tpu_build(tf_version: str) -> str:
 
 
 def tpu_install_line(tf_version: str) -> str:
-    """The pip command that adds TPU kernels matching the installed TF."""
-    return (f"pip install tensorflow-tpu=={tpu_build(tf_version)} "
+    """The pip command that gives TF with TPU kernels: tensorflow and tensorflow-tpu of the same release."""
+    build = tpu_build(tf_version)
+    return (f"pip install tensorflow=={build} tensorflow-tpu=={build} "
             "-f https://storage.googleapis.com/libtpu-tf-releases/index.html")
 
 
