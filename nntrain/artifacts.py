@@ -40,8 +40,8 @@ def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
 
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     """Evaluates a trained model on its config's eval split; returns {metric: value}."""
-    config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint)
+    config = nn_config.load_saved(model_dir)
     dataset, spec = nn_data.load_split(config.data, config.data.eval_split, config.train.batch_size)
     results = model.evaluate(dataset, return_dict=True, verbose=0)
     return {"examples": spec.eval_examples, **{k: float(v) for k, v in results.items()}}

@@ -248,6 +248,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     non_negative("optimizer.momentum")
     for key in ("optimizer.clip_value", "optimizer.clip_norm", "optimizer.global_clip_norm"):
         positive(key, optional=True)
+    clipping = [k for k in ("clip_value", "clip_norm", "global_clip_norm") if config.optimizer[k] is not None]
+    require(len(clipping) <= 1, f"optimizer.{clipping[-1]}" if clipping else "optimizer.clip_norm",
+            f"{' and '.join(clipping)} are all set; Keras clips one way: keep one of them")
     if config.optimizer.weight_decay is not None:
         non_negative("optimizer.weight_decay")
     choice("schedule.name", SCHEDULES)

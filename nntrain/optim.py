@@ -77,9 +77,6 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
 def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.optimizers.Optimizer:
     """The optimizer named by config.optimizer, with its schedule and gradient clipping."""
     opt = config.optimizer
-    if opt.clip_norm is not None and opt.global_clip_norm is not None:
-        raise NntrainError("config.optimizer.clip_norm and config.optimizer.global_clip_norm are both set: "
-                           "keep one (clip each gradient by its norm, or all of them by their global norm)")
     common = {"learning_rate": learning_rate(config, total_steps), "clipvalue": opt.clip_value,
               "clipnorm": opt.clip_norm, "global_clipnorm": opt.global_clip_norm}
     if opt.weight_decay is not None:
