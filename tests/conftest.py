@@ -1,7 +1,8 @@
-"""Shared test setup: two logical CPU devices (for MirroredStrategy tests) and a data config fixture."""
+"""Shared test setup: two logical CPU devices (for MirroredStrategy tests), isolation fixtures, a data config."""
 
 import socket
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -24,6 +25,13 @@ def closed_port() -> int:
 def _no_tfds_download_host(monkeypatch):
     """Tests never reach the real TFDS download host: its probe goes to a closed local port."""
     monkeypatch.setenv("NNTRAIN_TFDS_PROBE_ADDRESS", f"127.0.0.1:{closed_port()}")
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy_after_each_test():
+    """A test that trains in mixed precision must not leak its global dtype policy into the next one."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture
