@@ -150,3 +150,13 @@ def test_float16_on_cpu_trains_through_xla(tmp_path):
     model = artifacts.load_model(str(tmp_path / "fp16"))
     assert model.layers[1].dtype_policy.name == "mixed_float16"
     assert model.get_layer("predictions").dtype_policy.name == "float32"
+
+
+def test_early_stopping_and_tensorboard_logs(tmp_path):
+    """xor's val_accuracy is 1.0 after epoch 1 and cannot improve: patience 1 stops it after epoch 2."""
+    config = nntrain.load_config("xor", {"train.early_stopping_patience": 1, "train.monitor": "val_accuracy",
+                                         "train.tensorboard": True})
+    nntrain.train(config, str(tmp_path / "early"), strategy="cpu", verbose=0)
+    assert [m["epoch"] for m in _metrics_lines(tmp_path / "early")] == [1, 2]
+    assert list((tmp_path / "early" / "logs" / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "early" / "logs" / "validation").glob("events.out.tfevents.*"))
