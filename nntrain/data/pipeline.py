@@ -52,12 +52,12 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
         dataset = _input(train, ctx, data_config).shuffle(data_config.shuffle_buffer, seed=seed).repeat()
         dataset = preprocess.augment(dataset.map(prep.fn, num_parallel_calls=AUTOTUNE), data_config, seed)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
-        return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic=False))  # shuffled anyway
+        return dataset.prefetch(AUTOTUNE).with_options(_options())
 
     def eval_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         dataset = _input(evaluation, ctx, data_config).map(prep.fn, num_parallel_calls=AUTOTUNE)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=static_shapes)
-        return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic=True))
+        return dataset.prefetch(AUTOTUNE).with_options(_options())
 
     eval_steps = None
     if evaluation is not None:
@@ -90,7 +90,7 @@ def load_split(data_config: ml_collections.ConfigDict, split: str,
     selected = _select(source, split)
     prep = preprocess.fit(train.dataset, data_config)
     dataset = selected.dataset.map(prep.fn, num_parallel_calls=AUTOTUNE).batch(batch_size)
-    dataset = dataset.prefetch(AUTOTUNE).with_options(_options(deterministic=True))
+    dataset = dataset.prefetch(AUTOTUNE).with_options(_options())
     return dataset, _spec(source, train, selected, prep)
 
 
@@ -109,9 +109,10 @@ def _input(split: Split, ctx: tf.distribute.InputContext, data_config: ml_collec
     return dataset.cache() if data_config.cache and split.cacheable else dataset
 
 
-def _options(deterministic: bool) -> tf.data.Options:
+def _options() -> tf.data.Options:
+    """Deterministic order everywhere: the same seed gives the same run, and resumes replay the same data."""
     options = tf.data.Options()
-    options.deterministic = deterministic
+    options.deterministic = True
     return options
 
 
