@@ -75,3 +75,15 @@ def doctor(model_dir: str | None = None) -> list[dict]:
     from nntrain import diagnostics
 
     return diagnostics.run_checks(model_dir)
+
+
+def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "", steps: int = 100) -> dict:
+    """Steady-state throughput, input-pipeline headroom, FLOPs per example, MFU and peak memory of an experiment.
+
+    Uses the data pipeline and compiled model `train` would; writes nothing. See docs/benchmarks.md.
+    """
+    from nntrain import benchmark, distribute
+
+    if isinstance(config, str):
+        config = load_config(config)
+    return benchmark.run(config, distribute.create_strategy(strategy, tpu), steps)

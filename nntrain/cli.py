@@ -5,12 +5,14 @@ Commands:
   evaluate   evaluate a trained --model_dir on its eval split
   export     export a trained --model_dir to --export_dir (.keras and SavedModel)
   doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
+  bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
 
 Examples:
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
   nntrain evaluate --model_dir=runs/mnist_mlp --json
   nntrain export --model_dir=runs/mnist_mlp --export_dir=exports/mnist_mlp
   nntrain doctor --json
+  nntrain bench --experiment=mnist_mlp --steps=200 --json
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """
@@ -36,6 +38,8 @@ flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU
 flags.DEFINE_string("export_dir", None, "Where `export` writes model.keras and saved_model/.")
 flags.DEFINE_string("checkpoint", "final", "Which model `evaluate`/`export` use: final | best | latest.")
 flags.DEFINE_boolean("json", False, "Print one JSON object on stdout instead of text.")
+flags.DEFINE_integer("steps", 100, "`bench`: training steps timed after the warm-up (rounded up to whole "
+                     "executions of steps_per_execution).")
 
 USAGE_ERROR = 2
 
@@ -91,8 +95,17 @@ def _doctor(overrides: list[tuple[str, str]]) -> None:
         sys.exit(1)
 
 
+def _bench(overrides: list[tuple[str, str]]) -> None:
+    from nntrain import benchmark
+
+    config = nn_config.resolve(_require("experiment"), overrides)
+    result = api.bench(config, strategy=FLAGS.strategy, tpu=FLAGS.tpu, steps=FLAGS.steps)
+    _print_result(result, benchmark.format_table(result))
+
+
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
     "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor,
+    "bench": _bench,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []

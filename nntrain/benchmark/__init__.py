@@ -1,0 +1,10 @@
+"""`nntrain bench`: steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment.
+
+    run(config, strategy, steps=DEFAULT_STEPS) -> dict     # one flat, JSON-ready result
+    format_table(result) -> str                            # the same result for people
+"""
+
+from nntrain.benchmark.report import format_table
+from nntrain.benchmark.runner import DEFAULT_STEPS, run
+
+__all__ = ["DEFAULT_STEPS", "format_table", "run"]
