@@ -64,14 +64,15 @@ class Checkpoints(keras.callbacks.Callback):
     """After every finite epoch: `epoch-N.keras` (model + optimizer state), then `state.json` naming it.
 
     Writing state.json is the commit point of an epoch: a run killed at any moment resumes from a complete
-    checkpoint. `best.keras` keeps the best `monitor` value. Unlike keras.callbacks.BackupAndRestore, weights
-    after a non-finite loss are never saved.
+    checkpoint. `best.keras` keeps the best `monitor` value (unless `keep_best` is False: a multi-worker backup).
+    Unlike keras.callbacks.BackupAndRestore, weights after a non-finite loss are never saved.
     """
 
-    def __init__(self, directory: str, monitor: str):
+    def __init__(self, directory: str, monitor: str, keep_best: bool = True):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
+        self.keep_best = keep_best
         self.mode_max = any(word in monitor for word in ("acc", "auc", "precision", "recall"))
         self.best: float | None = None
         state_path = os.path.join(directory, STATE)
@@ -87,7 +88,7 @@ class Checkpoints(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1}.keras"
         save_atomic(self.model, os.path.join(self.directory, name))
         value = (logs or {}).get(self.monitor)
-        improved = value is not None and math.isfinite(float(value)) and (
+        improved = self.keep_best and value is not None and math.isfinite(float(value)) and (
             self.best is None or (float(value) > self.best if self.mode_max else float(value) < self.best))
         if improved:
             self.best = float(value)

@@ -6,6 +6,7 @@ Commands:
   export     export a trained --model_dir to --export_dir (.keras and SavedModel)
   doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
   bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
+  launch     run a train command as --workers local multi-worker processes: launch --workers=2 -- train ...
 
 Examples:
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
@@ -13,6 +14,7 @@ Examples:
   nntrain export --model_dir=runs/mnist_mlp --export_dir=exports/mnist_mlp
   nntrain doctor --json
   nntrain bench --experiment=mnist_mlp --steps=200 --json
+  nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """
@@ -26,7 +28,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from nntrain import api, quiet
+from nntrain import api, quiet, tf_config
 from nntrain import config as nn_config
 from nntrain.errors import NntrainError
 
@@ -40,6 +42,10 @@ flags.DEFINE_string("checkpoint", "final", "Which model `evaluate`/`export` use:
 flags.DEFINE_boolean("json", False, "Print one JSON object on stdout instead of text.")
 flags.DEFINE_integer("steps", 100, "`bench`: training steps timed after the warm-up (rounded up to whole "
                      "executions of steps_per_execution).")
+flags.DEFINE_string("worker_hosts", "", "Multi-worker: every worker's HOST:PORT, comma-separated, in order "
+                    "(builds TF_CONFIG; implies --strategy=multi_worker).")
+flags.DEFINE_integer("task_index", None, "Multi-worker: this worker's index in --worker_hosts (0 is the chief).")
+flags.DEFINE_integer("workers", 2, "`launch`: how many local worker processes to start.")
 
 USAGE_ERROR = 2
 
@@ -66,7 +72,8 @@ def _print_result(result: dict, text: str) -> None:
 def _train(overrides: list[tuple[str, str]]) -> None:
     model_dir = _require("model_dir")
     config = nn_config.resolve(_require("experiment"), overrides)
-    metrics = api.train(config, model_dir, strategy=FLAGS.strategy, tpu=FLAGS.tpu)
+    strategy = tf_config.use_worker_flags(FLAGS.worker_hosts, FLAGS.task_index, FLAGS.strategy)
+    metrics = api.train(config, model_dir, strategy=strategy, tpu=FLAGS.tpu)
     if FLAGS.json:
         print(json.dumps(metrics, sort_keys=True))
 
@@ -95,6 +102,14 @@ def _doctor(overrides: list[tuple[str, str]]) -> None:
         sys.exit(1)
 
 
+def _launch(overrides: list[tuple[str, str]]) -> None:
+    from nntrain import launch
+
+    code = launch.launch(FLAGS.workers, _CHILD_ARGS)
+    if code:
+        sys.exit(code)
+
+
 def _bench(overrides: list[tuple[str, str]]) -> None:
     from nntrain import benchmark
 
@@ -104,11 +119,12 @@ def _bench(overrides: list[tuple[str, str]]) -> None:
 
 
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
-    "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor,
+    "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
     "bench": _bench,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []
+_CHILD_ARGS: list[str] = []  # after `--`: the command `launch` runs in each worker
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
@@ -124,6 +140,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _fail(f"{e}; see `nntrain --help`")
     positional, unknown = [], []
     _OVERRIDES.clear()
+    _CHILD_ARGS.clear()
+    if "--" in rest:
+        _CHILD_ARGS[:] = rest[rest.index("--") + 1:]
+        rest = rest[:rest.index("--")]
     for arg in rest[1:]:
         if arg.startswith("--config."):
             try:
@@ -146,7 +166,8 @@ def _main(argv: list[str]) -> None:
     _COMMAND[:] = [argv[1]]
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF's Python INFO lines; --verbosity=0 brings them back
-    quiet.import_tensorflow_quietly()
+    if argv[1] != "launch":  # the launcher only starts processes
+        quiet.import_tensorflow_quietly()
     try:
         COMMANDS[argv[1]](list(_OVERRIDES))
     except NntrainError as e:

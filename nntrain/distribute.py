@@ -8,6 +8,7 @@ import os
 import tensorflow as tf
 
 from nntrain import diagnostics
+from nntrain.compat import mwms_reduce
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -122,4 +123,4 @@ def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
         raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
                            '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
     log(f"multi-worker: this is worker {index} of {len(workers)}")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return mwms_reduce.patch(tf.distribute.MultiWorkerMirroredStrategy())

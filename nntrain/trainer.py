@@ -21,9 +21,9 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
+from nntrain import cluster, distribute, execution, models, optim
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import distribute, execution, models, optim
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -75,27 +75,34 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     model, data, steps_per_epoch = prepared.model, prepared.data, prepared.steps_per_epoch
     _log_plan(config, prepared)
 
-    os.makedirs(model_dir, exist_ok=True)
-    nn_config.save(config, model_dir)
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)
+    # Multi-worker: the chief writes model_dir; worker N only its backups, in model_dir/workers/N (cluster.py).
+    chief, out_dir = cluster.is_chief(strategy), cluster.output_dir(model_dir, strategy)
+    os.makedirs(out_dir, exist_ok=True)
+    if chief:
+        nn_config.save(config, model_dir)
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)  # every worker resumes from the chief's
     with strategy.scope():
         initial_epoch = nn_callbacks.restore(model, checkpoint_dir)
     if initial_epoch:
         log(f"resuming from the checkpoint in {checkpoint_dir}: {initial_epoch} of {config.train.epochs} "
             "epochs done")
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
-    checkpoints = nn_callbacks.Checkpoints(checkpoint_dir, config.train.monitor)
+    checkpoints = nn_callbacks.Checkpoints(os.path.join(out_dir, CHECKPOINTS), config.train.monitor, keep_best=chief)
     # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
-    callbacks = [nan_guard, nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch),
-                 checkpoints]
-    if config.train.tensorboard:
+    callbacks = [nan_guard]
+    if chief:
+        callbacks.append(nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch))
+    callbacks.append(checkpoints)
+    if config.train.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
                                                        patience=config.train.early_stopping_patience))
-    model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_epoch, validation_data=data.eval,
-              validation_steps=config.train.eval_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+    with cluster.peer_failures(strategy):
+        history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_data=data.eval,
+                            validation_steps=config.train.eval_steps, callbacks=callbacks, verbose=verbose,
+                            shuffle=False)
     if nan_guard.nan_step is not None:
         latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
         kept = f"{latest[0]} (epoch {latest[1]})" if latest else "none (no epoch finished)"
@@ -103,6 +110,10 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
             f"loss became NaN/inf at step {nan_guard.nan_step}; last finite loss "
             f"{nan_guard.last_finite_loss}; checkpoint kept: {kept}; lower optimizer.learning_rate "
             "or set optimizer.global_clip_norm")
+    if not chief:
+        metrics = cluster.last_logs(history)
+        log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
+        return metrics
     final_path = os.path.join(model_dir, FINAL_MODEL)
     nn_callbacks.save_atomic(model, final_path)
     metrics = last_metrics(model_dir)

@@ -1,0 +1,72 @@
+"""Multi-worker runs: TF_CONFIG from flags, who writes what, and a clear exit when a peer is lost.
+
+Every worker runs the same command with the same `model_dir`, which all workers must be able to read (the
+same path on one machine, `gs://...` on several hosts). The chief (worker 0) writes everything a run leaves
+in `model_dir`; every other worker N writes only its own backups, into `model_dir/workers/N/`, so that two
+workers never write one file. All workers resume from the chief's checkpoint, so they resume in step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+from nntrain import distribute
+from nntrain.errors import NntrainError
+
+WORKERS_DIR = "workers"
+# What a collective op raises when a peer has died or stopped answering.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+               tf.errors.CancelledError)
+
+
+class WorkerLost(NntrainError):
+    """A peer worker stopped: this worker cannot go on alone."""
+
+    exit_code = 1
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True where this process writes the run's outputs: always, except on non-chief multi-worker tasks."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def output_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """model_dir for the chief, model_dir/workers/N for any other worker N."""
+    if is_chief(strategy):
+        return model_dir
+    return os.path.join(model_dir, WORKERS_DIR, str(strategy.cluster_resolver.task_id))
+
+
+@contextlib.contextmanager
+def peer_failures(strategy: tf.distribute.Strategy) -> Iterator[None]:
+    """Under multi-worker, turns the error of a lost peer into one line that says how to resume."""
+    try:
+        yield
+    except PEER_ERRORS as e:
+        if distribute.kind(strategy) != "multi_worker":
+            raise
+        me = strategy.cluster_resolver.task_id
+        raise WorkerLost(f"worker {me} lost contact with {_lost_peers(e.message or '', me)} "
+                         f"({type(e).__name__}); start all workers again with the same command to resume from the "
+                         "last checkpoint") from e
+
+
+def _lost_peers(message: str, me: int) -> str:
+    """'worker 1' (or 'workers 1, 2') when TensorFlow's message names the tasks; else 'its peers'."""
+    peers = sorted({int(task) for task in re.findall(r"/job:worker(?:/replica:\d+)?/task:(\d+)", message)} - {me})
+    if not peers:
+        return "its peers (a worker stopped or is unreachable)"
+    return f"worker{'s' if len(peers) > 1 else ''} {', '.join(map(str, peers))} (stopped or unreachable)"
+
+
+def last_logs(history: keras.callbacks.History) -> dict:
+    """A non-chief worker's final metrics, from fit's History (the chief's are in metrics.jsonl)."""
+    if not history.epoch:
+        return {}
+    return {"epoch": history.epoch[-1] + 1, **{key: float(values[-1]) for key, values in history.history.items()}}
