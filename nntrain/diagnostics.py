@@ -17,6 +17,9 @@ def _check(name: str, status: str, detail: str, fix: str = "") -> dict:
 
 def run_checks(model_dir: str | None = None) -> list[dict]:
     """Each check is {check, status (ok|warn|fail|info), detail, fix}."""
+    from nntrain import quiet
+
+    quiet.import_tensorflow_quietly()
     import tensorflow as tf
 
     checks = [_check("python", "ok", platform.python_version())]

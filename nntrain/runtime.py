@@ -40,6 +40,9 @@ def tpu_attached() -> bool:
 
 def detect() -> Runtime:
     """Finds the accelerator and says which strategy to train with, and what to change if anything."""
+    from nntrain import quiet
+
+    quiet.import_tensorflow_quietly()  # TensorFlow's start-up lines would fill a notebook cell
     import tensorflow as tf
 
     from nntrain import diagnostics
