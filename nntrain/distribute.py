@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-from nntrain import diagnostics
+from nntrain import diagnostics, runtime
 from nntrain.compat import mwms_reduce
 from nntrain.errors import NntrainError
 from nntrain.logs import log
@@ -62,17 +62,12 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 
 
 def _auto_strategy(tpu: str) -> tf.distribute.Strategy:
-    if tpu or _tpu_host():
+    if tpu or runtime.tpu_attached():
         return _tpu_strategy(tpu or "local")
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-
-
-def _tpu_host() -> bool:
-    """True on a TPU VM (libtpu devices present) or where TPU_NAME points at a TPU."""
-    return bool(os.environ.get("TPU_NAME")) or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
 
 
 def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
