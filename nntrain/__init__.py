@@ -7,9 +7,9 @@
 Importing nntrain does not import TensorFlow; the first call that needs it does.
 """
 
-from nntrain.api import bench, detect_runtime, doctor, evaluate, export, history, load_config, predict, train
+from nntrain.api import bench, detect_runtime, doctor, evaluate, export, history, load_config, predict, preflight, train
 from nntrain.errors import NntrainError
 
 __all__ = ["NntrainError", "bench", "detect_runtime", "doctor", "evaluate", "export", "history", "load_config",
-           "predict", "train"]
+           "predict", "preflight", "train"]
 __version__ = "0.1.0"

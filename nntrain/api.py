@@ -87,3 +87,17 @@ def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: 
     if isinstance(config, str):
         config = load_config(config)
     return benchmark.run(config, distribute.create_strategy(strategy, tpu), steps)
+
+
+def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_cores: int = 8, gpus: int = 1,
+              tpu: str = "", model_dir: str | None = None) -> dict:
+    """Checks on CPU that an experiment will run on `target` (tpu | gpu): a checklist with a fix for each problem.
+
+    Compiles the real train step with XLA; checks static shapes, model ops, the batch for the replica count,
+    paths a TPU host can reach, and estimates memory per replica. `report["ok"]` is False if a check failed.
+    """
+    from nntrain import preflight_checks as checklist
+
+    if isinstance(config, str):
+        config = load_config(config)
+    return checklist.run(config, target, tpu_cores=tpu_cores, gpus=gpus, tpu=tpu, model_dir=model_dir)

@@ -7,6 +7,7 @@ Commands:
   doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
   bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
   launch     run a train command as --workers local multi-worker processes: launch --workers=2 -- train ...
+  preflight  on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, paths, memory
 
 Examples:
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
@@ -15,6 +16,7 @@ Examples:
   nntrain doctor --json
   nntrain bench --experiment=mnist_mlp --steps=200 --json
   nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
+  nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """
@@ -46,6 +48,9 @@ flags.DEFINE_string("worker_hosts", "", "Multi-worker: every worker's HOST:PORT,
                     "(builds TF_CONFIG; implies --strategy=multi_worker).")
 flags.DEFINE_integer("task_index", None, "Multi-worker: this worker's index in --worker_hosts (0 is the chief).")
 flags.DEFINE_integer("workers", 2, "`launch`: how many local worker processes to start.")
+flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
+flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
+flags.DEFINE_integer("gpus", 1, "`preflight --target=gpu`: GPUs (replicas).")
 
 USAGE_ERROR = 2
 
@@ -110,6 +115,17 @@ def _launch(overrides: list[tuple[str, str]]) -> None:
         sys.exit(code)
 
 
+def _preflight(overrides: list[tuple[str, str]]) -> None:
+    from nntrain import preflight_checks
+
+    config = nn_config.resolve(_require("experiment"), overrides)
+    report = api.preflight(config, target=FLAGS.target, tpu_cores=FLAGS.tpu_cores, gpus=FLAGS.gpus, tpu=FLAGS.tpu,
+                           model_dir=FLAGS.model_dir)
+    _print_result(report, preflight_checks.format_report(report))
+    if not report["ok"]:
+        sys.exit(1)
+
+
 def _bench(overrides: list[tuple[str, str]]) -> None:
     from nntrain import benchmark
 
@@ -120,7 +136,7 @@ def _bench(overrides: list[tuple[str, str]]) -> None:
 
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
     "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
-    "bench": _bench,
+    "bench": _bench, "preflight": _preflight,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []
