@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import nntrain
 from nntrain import diagnostics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def test_quickstart_trains_plots_predicts_and_exports(tmp_path):
     assert seconds < NOTEBOOK_SECONDS
     text = _text(notebook)
     assert "local machine, CPU runtime" in text
-    history = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    history = nntrain.history(str(model_dir))
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.9, history
     assert f"held-out images: {history[-1]['val_accuracy']:.2%}" in text  # evaluate agrees with training
     assert (model_dir / "curves.png").stat().st_size > 10_000
@@ -107,8 +108,10 @@ def test_tpu_notebook_without_a_tpu_says_what_to_do_and_trains_on_cpu(tmp_path):
     assert seconds < NOTEBOOK_SECONDS
     text = _text(notebook)
     assert "] tpu kernels: this TensorFlow has no TPU kernels" in text  # nntrain doctor ran
+    assert "[pass] xla compile:" in text and "ready for the accelerator" in text  # nntrain preflight ran
     assert "No TPU is attached to this runtime. To train on one:" in text
     assert "Meanwhile this notebook trains the same experiment on the CPU." in text
-    history = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    history = nntrain.history(str(model_dir))
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.85, history
     assert f"trained on the CPU: accuracy {history[-1]['val_accuracy']:.2%} on 2000 held-out images" in text
+
