@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -13,6 +14,8 @@ from nntrain.errors import NntrainError
 from nntrain.logs import log
 
 STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
+COLLECTIVE_KEYS_PER_STRATEGY = 100_000
+_mirrored_created = itertools.count(1)
 
 
 def create_strategy(name: str = "auto", tpu: str = "") -> tf.distribute.Strategy:
@@ -48,17 +51,29 @@ def accelerator(strategy: tf.distribute.Strategy) -> str:
     """'tpu', 'gpu' or 'cpu': the device type the strategy computes on."""
     if kind(strategy) == "tpu":
         return "tpu"
-    devices = getattr(strategy.extended, "worker_devices", ()) or ()
-    if any("GPU" in d.upper() for d in devices):
+    if any("GPU" in d.upper() for d in devices(strategy)):
         return "gpu"
     return "cpu"
 
 
+def devices(strategy: tf.distribute.Strategy) -> tuple[str, ...]:
+    """The devices the strategy computes on (for the default strategy: TensorFlow's default device)."""
+    if _is_default(strategy):
+        gpus = tf.config.list_logical_devices("GPU")
+        return ((gpus or tf.config.list_logical_devices("CPU"))[0].name,)
+    return tuple(getattr(strategy.extended, "worker_devices", ()) or ())
+
+
 def describe(strategy: tf.distribute.Strategy) -> str:
     """One line: strategy class, replica count and devices."""
-    devices = getattr(strategy.extended, "worker_devices", ()) or ()
-    names = ", ".join(d.split("/", 3)[-1] if d.count("/") >= 3 else d for d in devices)
-    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s) [{names}]"
+    names = ", ".join(d.split("/", 3)[-1] if d.count("/") >= 3 else d for d in devices(strategy))
+    name = "default strategy (plain Keras)" if _is_default(strategy) else type(strategy).__name__
+    return f"{name} with {strategy.num_replicas_in_sync} replica(s) [{names}]"
+
+
+def _is_default(strategy: tf.distribute.Strategy) -> bool:
+    """The strategy TensorFlow uses outside any scope: what plain Keras trains with."""
+    return type(strategy).__name__ == "_DefaultDistributionStrategy"
 
 
 def _auto_strategy(tpu: str) -> tf.distribute.Strategy:
@@ -66,14 +81,34 @@ def _auto_strategy(tpu: str) -> tf.distribute.Strategy:
         return _tpu_strategy(tpu or "local")
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        return _new_mirrored([d.name for d in gpus])
+    if gpus:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    # CPU only: the default strategy, as in plain Keras. OneDeviceStrategy builds a new multi-device iterator for
+    # every evaluate (twice per epoch), which doubled mnist_mlp's epoch time (docs/benchmarks.md).
+    return tf.distribute.get_strategy()
 
 
 def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
     gpus = tf.config.list_logical_devices("GPU")
     devices = gpus or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return _new_mirrored([d.name for d in devices])
+
+
+def _new_mirrored(devices: list[str]) -> tf.distribute.MirroredStrategy:
+    """A MirroredStrategy with collective keys of its own.
+
+    Every MirroredStrategy numbers its all-reduces from the same keys, so a second one in a process (a notebook,
+    a test session) that trains another model fails with "Shape mismatch in the collective instance 100".
+    TensorFlow's own tests give each strategy another `_collective_key_base`; so does this.
+    """
+    strategy_class = tf.distribute.MirroredStrategy
+    default = strategy_class._collective_key_base
+    strategy_class._collective_key_base = default + COLLECTIVE_KEYS_PER_STRATEGY * next(_mirrored_created)
+    try:
+        return strategy_class(devices)
+    finally:
+        strategy_class._collective_key_base = default
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:

@@ -12,7 +12,9 @@ import pytest
 import tensorflow as tf
 
 import nntrain
+from nntrain import distribute
 from nntrain.benchmark import format_table
+from nntrain.errors import NntrainError
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -82,11 +84,8 @@ def test_bench_cli_json(tmp_path):
 
 
 def test_bench_rejects_non_positive_steps():
-    done = subprocess.run([sys.executable, "-m", "nntrain.cli", "bench", "--experiment=xor", "--steps=0"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "nntrain: error: --steps=0 must be a positive number of timed training steps, e.g. --steps=100"]
+    with pytest.raises(NntrainError, match=r"^--steps=0 must be a positive number of timed training steps"):
+        nntrain.bench("xor", strategy="cpu", steps=0)
 
 
 def test_einsum_flops_are_counted():
@@ -99,3 +98,21 @@ def test_einsum_flops_are_counted():
     options = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
                .with_empty_output().build())
     assert tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops == 2 * 7 * 6 * 3 * 4 * 5
+
+
+def test_auto_strategy_on_cpu_is_plain_keras():
+    """OneDeviceStrategy re-created its input iterators at every validation: nntrain's epochs took twice as long."""
+    strategy = distribute.create_strategy("auto")
+    if tf.config.list_logical_devices("GPU"):  # one GPU: OneDeviceStrategy on it; several: MirroredStrategy
+        assert distribute.accelerator(strategy) == "gpu"
+    else:
+        assert distribute.describe(strategy).startswith("default strategy (plain Keras) with 1 replica(s)")
+        assert distribute.accelerator(strategy) == "cpu" and distribute.kind(strategy) == "single"
+
+
+def test_second_mirrored_strategy_trains_another_model(tmp_path):
+    """Two MirroredStrategies in one process used to share collective keys and fail on other shapes."""
+    for experiment in ("xor", "quadratic"):
+        config = nntrain.load_config(experiment, {"train.epochs": "1", "train.steps_per_epoch": "2"})
+        metrics = nntrain.train(config, str(tmp_path / experiment), strategy="mirrored", verbose=0)
+        assert metrics["epoch"] == 1

@@ -35,8 +35,9 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
           seed: int = 0) -> Datasets:
     """Train and eval pipelines of `data_config`, batched per replica and distributed by `strategy`.
 
-    Train: shard, cache, shuffle, repeat, preprocess, augment, batch (drop remainder), prefetch.
-    Eval: shard, cache, preprocess, batch (drop remainder only on TPUs, which need static shapes), prefetch.
+    Train: shard, cache, shuffle, repeat, augment, batch (drop remainder), preprocess, prefetch.
+    Eval: shard, cache, batch (drop remainder only on TPUs, which need static shapes), preprocess, prefetch.
+    Preprocessing maps whole batches: one map per example made mnist_mlp input-bound (docs/benchmarks.md).
     """
     num_replicas = strategy.num_replicas_in_sync
     if global_batch_size <= 0 or global_batch_size % num_replicas:
@@ -50,14 +51,14 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         dataset = _input(train, ctx, data_config).shuffle(data_config.shuffle_buffer, seed=seed).repeat()
-        dataset = preprocess.augment(dataset.map(prep.fn, num_parallel_calls=AUTOTUNE), data_config, seed)
+        dataset = preprocess.augment(dataset, data_config, seed)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
-        return dataset.prefetch(AUTOTUNE).with_options(_options())
+        return dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_options())
 
     def eval_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        dataset = _input(evaluation, ctx, data_config).map(prep.fn, num_parallel_calls=AUTOTUNE)
+        dataset = _input(evaluation, ctx, data_config)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=static_shapes)
-        return dataset.prefetch(AUTOTUNE).with_options(_options())
+        return dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_options())
 
     eval_steps = None
     if evaluation is not None:
@@ -89,7 +90,7 @@ def load_split(data_config: ml_collections.ConfigDict, split: str,
     train = _select(source, data_config.train_split)
     selected = _select(source, split)
     prep = preprocess.fit(train.dataset, data_config)
-    dataset = selected.dataset.map(prep.fn, num_parallel_calls=AUTOTUNE).batch(batch_size)
+    dataset = selected.dataset.batch(batch_size).map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
     dataset = dataset.prefetch(AUTOTUNE).with_options(_options())
     return dataset, _spec(source, train, selected, prep)
 

@@ -20,7 +20,8 @@ Example = tuple[tf.Tensor, tf.Tensor]
 class Preprocess:
     """Turns stored `(features, label)` examples into model `(inputs, target)` pairs."""
 
-    fn: Callable[[tf.Tensor, tf.Tensor], Example]
+    fn: Callable[[tf.Tensor, tf.Tensor], Example]  # one example
+    batch_fn: Callable[[tf.Tensor, tf.Tensor], Example]  # a batch: one vectorised map instead of one per example
     vocab_size: int | None = None  # text sources only
 
 
@@ -51,11 +52,24 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> Prepr
             return tf.cast(features, tf.float32)
 
     def fn(features: tf.Tensor, label: tf.Tensor) -> Example:
-        if label.dtype.is_integer:
-            return to_inputs(features), tf.reshape(tf.cast(label, tf.int32), [])
-        return to_inputs(features), tf.reshape(tf.cast(label, tf.float32), [-1])
+        return to_inputs(features), _target(label, batched=False)
 
-    return Preprocess(fn, vocab_size)
+    def batch_fn(features: tf.Tensor, label: tf.Tensor) -> Example:
+        inputs = to_inputs(features)
+        inputs.set_shape(features.shape[:1].concatenate(inputs.shape[1:]))  # TextVectorization drops the batch size
+        return inputs, _target(label, batched=True)
+
+    return Preprocess(fn, batch_fn, vocab_size)
+
+
+def _target(label: tf.Tensor, batched: bool) -> tf.Tensor:
+    """Integer labels -> int32 classes, one per example; others -> float32 vectors, (1,) at least, per example."""
+    if label.dtype.is_integer:
+        return tf.reshape(tf.cast(label, tf.int32), [-1] if batched else [])
+    if not batched:
+        return tf.reshape(tf.cast(label, tf.float32), [-1])
+    width = label.shape[1:].num_elements()  # static per-example size, so batches keep static shapes
+    return tf.reshape(tf.cast(label, tf.float32), [-1, width] if width else [tf.shape(label)[0], -1])
 
 
 def augment(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict, seed: int) -> tf.data.Dataset:
