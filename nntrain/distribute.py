@@ -124,6 +124,10 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError, RuntimeError) as e:
         raise NntrainError(_tpu_advice(tpu, str(e))) from e
+    except OSError as e:  # a TPU name is looked up on the GCE metadata server, found only on Google Cloud
+        raise NntrainError(f"could not look up TPU '{tpu}': the GCE metadata server did not answer ({e}); "
+                           "TPU names work on Google Cloud only: on a TPU VM (Colab, Cloud TPU VM) use --tpu=local, "
+                           "elsewhere --tpu=grpc://HOST:8470") from e
     return tf.distribute.TPUStrategy(resolver)
 
 
