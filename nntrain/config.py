@@ -10,6 +10,7 @@ import difflib
 import importlib.util
 import json
 import os
+import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ def experiment_names() -> list[str]:
 
 def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
     """Loads `experiments/NAME.py` or a path to an experiment file and returns its config."""
+    module, path = experiment_module(name_or_path)
+    if not hasattr(module, "get_config"):
+        raise NntrainError(f"experiment file '{path}' has no get_config() function")
+    config = module.get_config()
+    with config.unlocked():
+        config.experiment = str(path.stem)
+    return config
+
+
+def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:
+    """The executed experiment file (`experiments/NAME.py` or a path) and its path."""
     if not name_or_path:
         raise NntrainError("no experiment given: pass --experiment=NAME or a path "
                            f"(available: {', '.join(experiment_names())})")
@@ -119,12 +131,7 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
         spec.loader.exec_module(module)
     except Exception as e:  # a broken experiment file is the user's to fix
         raise NntrainError(f"experiment file '{path}' failed to load: {type(e).__name__}: {e}") from e
-    if not hasattr(module, "get_config"):
-        raise NntrainError(f"experiment file '{path}' has no get_config() function")
-    config = module.get_config()
-    with config.unlocked():
-        config.experiment = str(path.stem)
-    return config
+    return module, path
 
 
 def parse_override(arg: str) -> tuple[str, str]:

@@ -51,16 +51,26 @@ def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy)
     """Builds the datasets and the compiled model under `strategy`; shared by train, tune and bench."""
     data = nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
+    model, run = build_model(config, data.spec, steps_per_epoch, strategy)
+    return Prepared(data, model, run, steps_per_epoch, strategy)
+
+
+def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, steps_per_epoch: int,
+                strategy: tf.distribute.Strategy) -> tuple[keras.Model, execution.Execution]:
+    """The model of `config`, seeded and compiled for `steps_per_epoch` steps per epoch under `strategy`.
+
+    `prepare` and the tuner's HyperModel both build models here, so a trial trains exactly like `train`.
+    """
     run = execution.resolve(config.train, strategy, steps_per_epoch)
     execution.apply_precision(run.precision)
     keras.utils.set_random_seed(config.seed)
     total_steps = steps_per_epoch * config.train.epochs
     with strategy.scope():
-        model = models.build(config.model, data.spec)
+        model = models.build(config.model, spec)
         model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
                       metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
                       jit_compile=run.jit_compile)
-    return Prepared(data, model, run, steps_per_epoch, strategy)
+    return model, run
 
 
 def train(config: ml_collections.ConfigDict, model_dir: str,
