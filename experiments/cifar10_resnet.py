@@ -4,6 +4,7 @@
 """
 
 from nntrain.config import base_config
+from nntrain.tuning.search_space import choice, log_range
 
 
 def get_config():
@@ -27,3 +28,16 @@ def get_config():
     config.train.label_smoothing = 0.1
     config.train.monitor = "val_accuracy"
     return config
+
+
+def get_search_space():
+    """What `nntrain tune` searches (docs/tuning.md); the learning rate is the base rate at batch size 128,
+    scaled linearly for SGD."""
+    return {
+        "train.batch_size": choice(64, 128, 256),
+        "optimizer.learning_rate": log_range(0.02, 0.4),
+        "optimizer.name": choice("sgd", "adamw"),
+        "model.depth": choice(8, 14, 20, 32),
+        "model.width": choice(16, 32),
+        "train.label_smoothing": choice(0.0, 0.1),
+    }

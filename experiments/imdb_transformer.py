@@ -4,6 +4,7 @@
 """
 
 from nntrain.config import base_config
+from nntrain.tuning.search_space import choice, float_range, log_range
 
 
 def get_config():
@@ -25,3 +26,15 @@ def get_config():
     config.train.epochs = 3
     config.train.monitor = "val_accuracy"
     return config
+
+
+def get_search_space():
+    """What `nntrain tune` searches (docs/tuning.md); the learning rate is the base rate at batch size 64."""
+    return {
+        "train.batch_size": choice(32, 64, 128),
+        "optimizer.learning_rate": log_range(1e-4, 2e-3),
+        "optimizer.name": choice("adamw", "adam"),
+        "model.num_heads": choice(1, 2, 4),
+        "model.num_layers": choice(1, 2, 3),
+        "model.dropout": float_range(0.0, 0.3, step=0.1),
+    }

@@ -10,6 +10,7 @@ Offline, on local IDX files (the official MNIST test set split 8,000 / 2,000):
 """
 
 from nntrain.config import base_config
+from nntrain.tuning.search_space import choice, float_range, layers, log_range
 
 
 def get_config():
@@ -28,3 +29,14 @@ def get_config():
     config.train.epochs = 10
     config.train.monitor = "val_accuracy"
     return config
+
+
+def get_search_space():
+    """What `nntrain tune` searches (docs/tuning.md); the learning rate is the base rate at batch size 128."""
+    return {
+        "train.batch_size": choice(32, 64, 128, 256, 512),
+        "optimizer.learning_rate": log_range(1e-4, 1e-2),
+        "optimizer.name": choice("adam", "adamw", "rmsprop"),
+        "model.hidden_sizes": layers(depth=(1, 2, 3), width=(128, 256, 512), factor=0.5),  # 256 -> (256, 128)
+        "model.dropout": float_range(0.0, 0.4, step=0.1),
+    }

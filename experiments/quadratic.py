@@ -4,6 +4,7 @@
 """
 
 from nntrain.config import base_config
+from nntrain.tuning.search_space import choice, layers, log_range
 
 
 def get_config():
@@ -29,3 +30,14 @@ def get_config():
     config.train.epochs = 30
     config.train.monitor = "val_loss"
     return config
+
+
+def get_search_space():
+    """What `nntrain tune` searches (docs/tuning.md); the learning rate is the base rate at batch size 32."""
+    return {
+        "train.batch_size": choice(16, 32, 64),
+        "optimizer.learning_rate": log_range(3e-4, 3e-2),
+        "optimizer.name": choice("adam", "adamw"),
+        "model.hidden_sizes": layers(depth=(1, 2, 3), width=(16, 32, 64)),
+        "model.activation": choice("gelu", "tanh", "relu"),
+    }

@@ -4,6 +4,7 @@
 """
 
 from nntrain.config import base_config
+from nntrain.tuning.search_space import choice, layers, log_range
 
 
 def get_config():
@@ -27,3 +28,13 @@ def get_config():
     config.train.monitor = "val_loss"
     config.train.tensorboard = False
     return config
+
+
+def get_search_space():
+    """What `nntrain tune` searches (docs/tuning.md); the learning rate is the base rate at batch size 4."""
+    return {
+        "train.batch_size": choice(2, 4),
+        "optimizer.learning_rate": log_range(1e-3, 1e-1),
+        "optimizer.name": choice("adam", "rmsprop"),
+        "model.hidden_sizes": layers(depth=(1, 2), width=(4, 8, 16)),
+    }

@@ -7,9 +7,23 @@
 Importing nntrain does not import TensorFlow; the first call that needs it does.
 """
 
-from nntrain.api import bench, detect_runtime, doctor, evaluate, export, history, load_config, predict, preflight, train
+from nntrain.api import (
+    bench,
+    detect_runtime,
+    doctor,
+    evaluate,
+    export,
+    find_batch_size,
+    find_lr,
+    history,
+    load_config,
+    predict,
+    preflight,
+    train,
+    tune,
+)
 from nntrain.errors import NntrainError
 
-__all__ = ["NntrainError", "bench", "detect_runtime", "doctor", "evaluate", "export", "history", "load_config",
-           "predict", "preflight", "train"]
+__all__ = ["NntrainError", "bench", "detect_runtime", "doctor", "evaluate", "export", "find_batch_size", "find_lr",
+           "history", "load_config", "predict", "preflight", "train", "tune"]
 __version__ = "0.1.0"

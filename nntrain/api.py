@@ -101,3 +101,47 @@ def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_
     if isinstance(config, str):
         config = load_config(config)
     return checklist.run(config, target, tpu_cores=tpu_cores, gpus=gpus, tpu=tpu, model_dir=model_dir)
+
+
+def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides: Iterable[tuple[str, str]] | dict = (),
+         search_space: dict | None = None, strategy: str = "auto", tpu: str = "", **options) -> dict:
+    """Hyperparameter search (keras-tuner) over the experiment's search space; returns the leaderboard.
+
+    `experiment` is a name or path (its get_search_space() is the space) or a config (then pass `search_space`,
+    or the experiment it was loaded from must be in experiments/). `options`: tuner (random | bayesian |
+    hyperband | grid), max_trials, objective, executions_per_trial, resume, lr_scaling (auto | linear | sqrt |
+    none), role (chief | worker), oracle_address, worker_id, worker_timeout, verbose. Writes results.csv,
+    results.json and best_config.py into model_dir. See docs/tuning.md.
+    """
+    from nntrain import distribute
+    from nntrain.tuning import search
+    from nntrain.tuning import search_space as spaces
+
+    config = load_config(experiment, overrides) if isinstance(experiment, str) else experiment
+    if search_space is None:
+        search_space = spaces.load(experiment if isinstance(experiment, str) else config.get("experiment", ""))
+    return search.run(config, search_space, model_dir, distribute.create_strategy(strategy, tpu),
+                      search.Options(**options))
+
+
+def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "",
+                    max_batch_size: int | None = None, num_steps: int = 20) -> dict:
+    """Training examples/s of doubling batch sizes and the largest that still speeds training (writes nothing)."""
+    from nntrain import distribute
+    from nntrain.tuning import find_batch_size as finder
+
+    if isinstance(config, str):
+        config = load_config(config)
+    return finder.find_batch_size(config, distribute.create_strategy(strategy, tpu), max_batch_size=max_batch_size,
+                                  num_steps=num_steps)
+
+
+def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: str = "auto", tpu: str = "",
+            min_lr: float = 1e-6, max_lr: float = 10.0, num_steps: int = 100) -> dict:
+    """Learning-rate range test: writes lr_range.csv and lr_range.png into output_dir, suggests a range."""
+    from nntrain import distribute
+    from nntrain.tuning import find_lr as finder
+
+    if isinstance(config, str):
+        config = load_config(config)
+    return finder.find_lr(config, output_dir, distribute.create_strategy(strategy, tpu), min_lr, max_lr, num_steps)

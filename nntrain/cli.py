@@ -7,6 +7,9 @@ Commands:
   doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
   bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
   launch     run a train command as --workers local multi-worker processes: launch --workers=2 -- train ...
+  tune       hyperparameter search (keras-tuner) over the experiment's search space into --model_dir
+  find-batch-size  examples/s of doubling batch sizes; the largest that still speeds training
+  find-lr    learning-rate range test: lr_range.png and lr_range.csv in --model_dir, a suggested range
   preflight  on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, paths, memory
 
 Examples:
@@ -16,6 +19,8 @@ Examples:
   nntrain doctor --json
   nntrain bench --experiment=mnist_mlp --steps=200 --json
   nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
+  nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
+  nntrain find-lr --experiment=mnist_mlp --model_dir=runs/lr_mnist
   nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
@@ -48,6 +53,25 @@ flags.DEFINE_string("worker_hosts", "", "Multi-worker: every worker's HOST:PORT,
                     "(builds TF_CONFIG; implies --strategy=multi_worker).")
 flags.DEFINE_integer("task_index", None, "Multi-worker: this worker's index in --worker_hosts (0 is the chief).")
 flags.DEFINE_integer("workers", 2, "`launch`: how many local worker processes to start.")
+flags.DEFINE_string("tuner", "random", "`tune`: random | bayesian | hyperband | grid.")
+flags.DEFINE_integer("max_trials", 10, "`tune`: how many trials (hyperparameter sets) at most.")
+flags.DEFINE_string("objective", None, "`tune`: the metric to optimize, e.g. val_accuracy (default: train.monitor).")
+flags.DEFINE_integer("executions_per_trial", 1, "`tune`: trainings per trial, from new initializations; averaged.")
+flags.DEFINE_boolean("resume", False, "`tune`: continue the search in --model_dir; finished trials are not rerun.")
+flags.DEFINE_string("lr_scaling", "auto", "`tune`: scale the base learning rate to each trial's batch size: "
+                    "auto (linear for sgd, sqrt otherwise) | linear | sqrt | none.")
+flags.DEFINE_string("role", "", "`tune` on several machines: chief (serves the search) or worker (runs trials).")
+flags.DEFINE_string("oracle_address", "127.0.0.1:8000", "`tune --role`: HOST:PORT the chief listens on and "
+                    "workers connect to (127.0.0.1: this machine only).")
+flags.DEFINE_string("worker_id", None, "`tune --role=worker`: this worker's name (default: worker-HOST-PID).")
+flags.DEFINE_float("worker_timeout", 60.0, "`tune --role`: seconds the chief waits for a silent worker (and a "
+                   "worker for the chief) before giving up.")
+flags.DEFINE_integer("max_batch_size", None, "`find-batch-size`: the largest batch size to try (default: the "
+                     "train split's size).")
+flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed at each batch size.")
+flags.DEFINE_float("min_lr", 1e-6, "`find-lr`: the learning rate the range test starts at.")
+flags.DEFINE_float("max_lr", 10.0, "`find-lr`: the learning rate the range test ends at.")
+flags.DEFINE_integer("lr_steps", 100, "`find-lr`: training steps from --min_lr to --max_lr.")
 flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
 flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
 flags.DEFINE_integer("gpus", 1, "`preflight --target=gpu`: GPUs (replicas).")
@@ -134,9 +158,38 @@ def _bench(overrides: list[tuple[str, str]]) -> None:
     _print_result(result, benchmark.format_table(result))
 
 
+def _tune(overrides: list[tuple[str, str]]) -> None:
+    result = api.tune(_require("experiment"), _require("model_dir"), overrides, strategy=FLAGS.strategy,
+                      tpu=FLAGS.tpu, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials, objective=FLAGS.objective,
+                      executions_per_trial=FLAGS.executions_per_trial, resume=FLAGS.resume,
+                      lr_scaling=FLAGS.lr_scaling, role=FLAGS.role, oracle_address=FLAGS.oracle_address,
+                      worker_id=FLAGS.worker_id, worker_timeout=FLAGS.worker_timeout, verbose=not FLAGS.json)
+    if FLAGS.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def _find_batch_size(overrides: list[tuple[str, str]]) -> None:
+    from nntrain.tuning import find_batch_size
+
+    config = nn_config.resolve(_require("experiment"), overrides)
+    result = api.find_batch_size(config, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
+                                 max_batch_size=FLAGS.max_batch_size, num_steps=FLAGS.batch_steps)
+    _print_result(result, find_batch_size.format_result(result))
+
+
+def _find_lr(overrides: list[tuple[str, str]]) -> None:
+    from nntrain.tuning import find_lr
+
+    config = nn_config.resolve(_require("experiment"), overrides)
+    result = api.find_lr(config, _require("model_dir"), strategy=FLAGS.strategy, tpu=FLAGS.tpu,
+                         min_lr=FLAGS.min_lr, max_lr=FLAGS.max_lr, num_steps=FLAGS.lr_steps)
+    _print_result(result, find_lr.format_result(result))
+
+
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
     "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
-    "bench": _bench, "preflight": _preflight,
+    "bench": _bench, "tune": _tune, "find-batch-size": _find_batch_size, "find-lr": _find_lr,
+    "preflight": _preflight,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []

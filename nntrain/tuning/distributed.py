@@ -1,0 +1,191 @@
+"""Distributed search: a chief serves keras-tuner's oracle over gRPC, workers run the trials.
+
+Workers find the chief through keras-tuner's environment (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+KERASTUNER_ORACLE_PORT). The chief binds the address it is given (127.0.0.1 unless told otherwise). keras-tuner's
+own chief waits forever for workers that died; this one hears a heartbeat from every worker, puts the trial of a
+worker silent for `worker_timeout` seconds back in the queue, and when no worker is left before the search is
+done it raises SearchIncomplete (after the caller has its results) instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+
+import grpc
+import keras_tuner
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief, oracle_client
+
+from nntrain.errors import NntrainError
+from nntrain.logs import log
+
+ROLES = ("chief", "worker")
+DEFAULT_ADDRESS = "127.0.0.1:8000"
+HEARTBEAT_KEY = "nntrain-worker"
+_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+_POLL_S = 0.2
+
+
+class SearchIncomplete(NntrainError):
+    """The chief stopped before the search was done: no worker was left."""
+
+    exit_code = 1
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT`."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise NntrainError(f"--oracle_address={address!r} is not HOST:PORT: use e.g. "
+                           f"--oracle_address={DEFAULT_ADDRESS}")
+    return host, int(port)
+
+
+def worker_id(given: str | None) -> str:
+    """The worker's id: `given`, or one from the host name and process id; never containing 'chief'."""
+    name = given or f"worker-{socket.gethostname()}-{os.getpid()}"
+    if "chief" in name:  # keras-tuner takes any id containing "chief" for the chief's
+        raise NntrainError(f"--worker_id={name!r} must not contain 'chief': choose another name")
+    return name
+
+
+@contextlib.contextmanager
+def worker_environment(host: str, port: int, tuner_id: str, rpc_timeout: float) -> Iterator[None]:
+    """keras-tuner's worker environment, and a bound on every call to the chief (keras-tuner's is an hour)."""
+    saved_env = {key: os.environ.get(key) for key in _ENV}
+    saved_timeout = oracle_client.TIMEOUT
+    os.environ.update(dict(zip(_ENV, (tuner_id, host, str(port)), strict=True)))
+    oracle_client.TIMEOUT = rpc_timeout
+    try:
+        yield
+    finally:
+        oracle_client.TIMEOUT = saved_timeout
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_for_chief(host: str, port: int, timeout: float) -> None:
+    """Returns once the chief accepts connections; NntrainError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(_POLL_S)
+    raise NntrainError(f"no chief answers at {host}:{port} after {timeout:.0f} s: start `nntrain tune --role=chief "
+                       f"--oracle_address={host}:{port}` first, or fix --oracle_address")
+
+
+class Heartbeat:
+    """A worker's background thread telling the chief every `interval` seconds that the worker is alive."""
+
+    def __init__(self, host: str, port: int, tuner_id: str, interval: float):
+        self.target, self.tuner_id, self.interval = f"{host}:{port}", tuner_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nntrain-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with grpc.insecure_channel(self.target) as channel:
+            stub = protos.get_service_grpc().OracleStub(channel)
+            while True:
+                with contextlib.suppress(grpc.RpcError):  # the chief may be busy or gone; try again
+                    stub.GetSpace(protos.get_service().GetSpaceRequest(), timeout=self.interval,
+                                  metadata=((HEARTBEAT_KEY, self.tuner_id),))
+                if self._stop.wait(self.interval):
+                    return
+
+
+class _SupervisedServicer(oracle_chief.OracleServicer):
+    """keras-tuner's oracle service, noting when each worker was last heard from."""
+
+    def __init__(self, oracle: keras_tuner.Oracle):
+        super().__init__(oracle)
+        self.last_seen: dict[str, float] = {}
+
+    def GetSpace(self, request, context):  # noqa: N802 (gRPC method name)
+        tuner_id = dict(context.invocation_metadata()).get(HEARTBEAT_KEY)
+        if tuner_id:
+            self.last_seen[tuner_id] = time.monotonic()
+        return super().GetSpace(request, context)
+
+    def CreateTrial(self, request, context):  # noqa: N802 (gRPC method name)
+        self.last_seen[request.tuner_id] = time.monotonic()
+        return super().CreateTrial(request, context)
+
+
+@keras_tuner.synchronized
+def _drop_worker(oracle: keras_tuner.Oracle, tuner_id: str) -> str | None:
+    """Forgets a silent worker; its running trial goes back to the queue. Returns that trial's id."""
+    oracle.tuner_ids.discard(tuner_id)
+    trial = oracle.ongoing_trials.pop(tuner_id, None)
+    if trial is not None:
+        oracle._retry_queue.append(trial.trial_id)  # what keras-tuner's own reload does with unfinished trials
+    oracle.save()
+    return trial.trial_id if trial is not None else None
+
+
+@keras_tuner.synchronized
+def _finished(oracle: keras_tuner.Oracle, stop_triggered: bool) -> bool:
+    """No trial running or queued, no worker waiting for an answer, and no trial left to start."""
+    all_started = stop_triggered or bool(oracle.max_trials and len(oracle.end_order) >= oracle.max_trials)
+    return all_started and not oracle.ongoing_trials and not oracle._retry_queue and not oracle.tuner_ids
+
+
+def serve(oracle: keras_tuner.Oracle, host: str, port: int, worker_timeout: float,
+          on_trial_end: Callable[[str], None]) -> None:
+    """Serves `oracle` on host:port until the search is done; SearchIncomplete if every worker went silent."""
+    servicer = _SupervisedServicer(oracle)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise NntrainError(f"the chief cannot listen on {host}:{port} (in use, or not this machine's address): "
+                           "choose another --oracle_address")
+    server.start()
+    log(f"chief: serving the search on {host}:{port}; start workers with --role=worker --oracle_address={host}:{port}")
+    reported, quiet_since = len(oracle.end_order), time.monotonic()
+    try:
+        while True:
+            for trial_id in oracle.end_order[reported:]:
+                on_trial_end(trial_id)
+            reported = len(oracle.end_order)
+            if _finished(oracle, servicer.stop_triggered):
+                return
+            now = time.monotonic()
+            for silent in [w for w, seen in list(servicer.last_seen.items()) if now - seen > worker_timeout]:
+                servicer.last_seen.pop(silent, None)
+                lost = _drop_worker(oracle, silent)
+                if lost is not None:
+                    log(f"chief: worker {silent} silent for {worker_timeout:.0f} s; trial {lost} goes back to "
+                        "the queue")
+            if servicer.last_seen:
+                quiet_since = now
+            elif now - quiet_since > worker_timeout:
+                raise SearchIncomplete(
+                    f"no worker heard from for {worker_timeout:.0f} s and the search is not done "
+                    f"({len(oracle.end_order)} trial(s) finished): start workers with --role=worker "
+                    f"--oracle_address={host}:{port}, then the chief again with --resume")
+            time.sleep(_POLL_S)
+    finally:
+        server.stop(grace=1)

@@ -1,0 +1,230 @@
+"""Hyperparameter search: every tuner, batch-size tuning, resume, failed trials, distributed search, finders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import keras_tuner
+import pytest
+import tensorflow as tf
+from keras_tuner.src import protos
+
+import nntrain
+from nntrain.tuning import distributed, search_space, tuners
+from nntrain.tuning.hypermodel import HyperModel
+from nntrain.tuning.search_space import choice, layers, log_range
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+XOR = {"train.steps_per_epoch": 5, "train.epochs": 1}
+TINY_MNIST = {"data.source": f"idx:{MNIST_DIR}", "data.train_split": "test[:512]",
+              "data.eval_split": "test[9000:9512]", "model.hidden_sizes": "32", "train.epochs": 2}
+
+
+def _results(model_dir: Path) -> dict:
+    return json.loads((model_dir / "results.json").read_text())
+
+
+def _tags(log_dir: Path, pattern: str) -> set[str]:
+    """The summary tags in the event files that `pattern` matches under log_dir."""
+    tags = set()
+    for path in log_dir.glob(pattern):
+        for record in tf.data.TFRecordDataset(str(path)):
+            tags |= {value.tag for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value}
+    return tags
+
+
+@pytest.fixture
+def progress(monkeypatch) -> list[str]:
+    """The progress lines the tuners log."""
+    lines: list[str] = []
+    monkeypatch.setattr(tuners, "log", lines.append)
+    return lines
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband", "grid"])
+def test_each_tuner_runs_distinct_trials_on_xor(tmp_path, tuner, progress):
+    overrides = {**XOR, "train.epochs": 3} if tuner == "hyperband" else XOR
+    result = nntrain.tune("xor", str(tmp_path), overrides, strategy="cpu", tuner=tuner, max_trials=2, verbose=False)
+    trials = result["trials"]
+    assert len(trials) == 2 and all(t["status"] == "completed" for t in trials), trials
+    assert len({json.dumps(t["hyperparameters"], sort_keys=True) for t in trials}) == 2
+    assert [t["trial"] for t in trials] == [result["best_trial"], *[t["trial"] for t in trials[1:]]]
+    assert trials[0]["score"] <= trials[1]["score"]  # val_loss: lower is better, best first
+    if tuner == "hyperband":  # Hyperband's epochs reach model.fit through HyperModel.fit's **kwargs
+        assert all(t["epochs"] == t["hyperparameters"]["tuner/epochs"] < 3 for t in trials)
+    if tuner == "grid":  # the grid starts at the experiment's own values
+        first = next(t for t in trials if t["trial"] == "0")
+        assert first["settings"]["model.hidden_sizes"] == [8] and first["settings"]["train.batch_size"] == 4
+    done = [line for line in progress if " -> val_loss=" in line]
+    assert len(done) == 2 and done[0].startswith("trial 0 (1/2): batch_size=") and "best so far" in done[1]
+    with open(tmp_path / "results.csv") as f:
+        assert [row["trial"] for row in csv.DictReader(f)] == [t["trial"] for t in trials]
+    assert _tags(tmp_path / "logs", "events.out.tfevents.*") == {"_hparams_/experiment"}  # the config, once
+    assert "_hparams_/session_start_info" in _tags(tmp_path / "logs", "*/execution0/events.out.tfevents.*")
+
+
+def test_batch_size_sets_steps_and_scales_lr_and_best_config_retrains(tmp_path):
+    space = {"train.batch_size": choice(128, 32), "optimizer.learning_rate": choice(1e-3, 3e-3)}
+    model_dir = tmp_path / "search"
+    result = nntrain.tune("mnist_mlp", str(model_dir), TINY_MNIST, search_space=space, strategy="cpu",
+                          tuner="grid", max_trials=3, objective="val_accuracy", verbose=False)
+    trials = {t["trial"]: t for t in result["trials"]}
+    assert {t["settings"]["train.batch_size"] for t in trials.values()} == {32, 128}
+    for t in trials.values():
+        batch = t["settings"]["train.batch_size"]
+        assert t["steps_per_epoch"] == math.ceil(512 / batch)
+        assert t["effective_learning_rate"] == pytest.approx(t["base_learning_rate"] * math.sqrt(batch / 128))
+        assert t["lr_rule"] == "sqrt"
+    best = result["trials"][0]
+    assert result["command"] == f"nntrain train --experiment={model_dir}/best_config.py --model_dir={model_dir}/best"
+    config = nntrain.load_config(result["best_config"])
+    assert config.optimizer.learning_rate == pytest.approx(best["effective_learning_rate"])
+    retrained = nntrain.train(config, str(tmp_path / "best"), strategy="cpu", verbose=0)
+    assert abs(retrained["val_accuracy"] - best["score"]) <= 0.02, (retrained, best)
+
+
+def test_resume_after_a_kill_runs_only_unfinished_trials(tmp_path, monkeypatch):
+    fitted: list[str] = []
+    real_fit = HyperModel.fit
+
+    def fit(self, hp, model, **kwargs):
+        fitted.append(self.trial(hp.values).settings["optimizer.learning_rate"])
+        if len(fitted) == 2 and kill:
+            raise KeyboardInterrupt  # what Ctrl-C or a kill does mid-trial: keras-tuner does not catch it
+        return real_fit(self, hp, model, **kwargs)
+
+    monkeypatch.setattr(HyperModel, "fit", fit)
+    kill = True
+    with pytest.raises(KeyboardInterrupt):
+        nntrain.tune("xor", str(tmp_path), XOR, strategy="cpu", max_trials=2, verbose=False)
+    with pytest.raises(nntrain.NntrainError, match="already holds a search: pass --resume"):
+        nntrain.tune("xor", str(tmp_path), XOR, strategy="cpu", max_trials=2, verbose=False)
+    with pytest.raises(nntrain.NntrainError, match="used another tuner"):
+        nntrain.tune("xor", str(tmp_path), XOR, strategy="cpu", tuner="grid", max_trials=2, resume=True)
+    kill = False
+    result = nntrain.tune("xor", str(tmp_path), XOR, strategy="cpu", max_trials=2, resume=True, verbose=False)
+    assert len(fitted) == 3 and fitted[2] == fitted[1]  # only the interrupted trial ran again, not the first
+    assert sorted(t["trial"] for t in result["trials"]) == ["0", "1"]
+    assert all(t["status"] == "completed" for t in result["trials"])
+
+
+def test_failed_and_diverging_trials_do_not_stop_the_search(tmp_path, progress):
+    space = {"optimizer.learning_rate": choice(3e-3, 1e30), "model.activation": choice("gelu", "bogus")}
+    result = nntrain.tune("quadratic", str(tmp_path), {"train.steps_per_epoch": 5, "train.epochs": 1},
+                          search_space=space, strategy="cpu", tuner="grid", max_trials=3, verbose=False)
+    by_settings = {(t["settings"]["optimizer.learning_rate"], t["settings"]["model.activation"]): t
+                   for t in result["trials"]}
+    assert by_settings[(3e-3, "gelu")]["status"] == "completed"
+    assert result["best_trial"] == by_settings[(3e-3, "gelu")]["trial"]
+    diverged = by_settings[(1e30, "gelu")]
+    assert diverged["status"] == "failed" and "NaN/inf" in diverged["error"]
+    broken = by_settings[(3e-3, "bogus")]
+    assert broken["status"] == "failed" and "config.model.activation='bogus'" in broken["error"]
+    assert any("-> failed: FailedTrialError: loss became NaN/inf" in line for line in progress)
+    assert (tmp_path / "best_config.py").is_file()
+
+
+def test_search_space_mistakes_are_one_line_errors(tmp_path):
+    with pytest.raises(nntrain.NntrainError, match="unknown config key 'model.hiden_sizes'"):
+        nntrain.tune("xor", str(tmp_path), search_space={"model.hiden_sizes": layers((1,), (8,))}, strategy="cpu")
+    with pytest.raises(nntrain.NntrainError, match="--objective=val_acc is not a metric"):
+        nntrain.tune("xor", str(tmp_path), search_space={"optimizer.learning_rate": log_range(1e-3, 1e-1)},
+                     strategy="cpu", objective="val_acc")
+    with pytest.raises(nntrain.NntrainError, match="one type"):
+        choice(1, "a")
+    assert not any(tmp_path.iterdir())  # nothing written before everything was checked
+
+
+def test_every_experiment_declares_a_valid_search_space():
+    from nntrain import config as nn_config
+
+    for name in nn_config.experiment_names():
+        space = search_space.load(name)
+        search_space.validate(space, nn_config.resolve(name))
+        assert {"train.batch_size", "optimizer.learning_rate"} <= set(space), name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_left(tmp_path):
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=3, seed=1)
+    oracle._set_project_dir(str(tmp_path), "search")
+    hp = keras_tuner.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    oracle.update_space(hp)
+    port = _free_port()
+
+    def worker_that_dies():  # asks for one trial, then never heartbeats again
+        channel = distributed.grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = protos.get_service_grpc().OracleStub(channel)
+        stub.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id="w1"), wait_for_ready=True, timeout=20)
+        channel.close()
+
+    threading.Thread(target=worker_that_dies, daemon=True).start()
+    start = time.monotonic()
+    with pytest.raises(distributed.SearchIncomplete, match="no worker heard from for 1 s"):
+        distributed.serve(oracle, "127.0.0.1", port, worker_timeout=1.0, on_trial_end=print)
+    assert time.monotonic() - start < 10
+    assert oracle._retry_queue == ["0"] and not oracle.ongoing_trials and not oracle.tuner_ids
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_run_each_trial_exactly_once(tmp_path):
+    address = f"127.0.0.1:{_free_port()}"
+    common = [sys.executable, "-m", "nntrain.cli", "tune", "--experiment=xor", f"--model_dir={tmp_path}",
+              "--strategy=cpu", "--max_trials=4", "--config.train.steps_per_epoch=5", "--config.train.epochs=1",
+              f"--oracle_address={address}", "--worker_timeout=60"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    chief = subprocess.Popen([*common, "--role=chief", "--json"], cwd=REPO, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers = [subprocess.Popen([*common, "--role=worker", f"--worker_id=w{i}"], cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (1, 2)]
+    try:
+        chief_out, chief_err = chief.communicate(timeout=240)
+        worker_logs = [w.communicate(timeout=60)[1] for w in workers]
+    finally:
+        for process in (chief, *workers):
+            process.kill()
+    assert chief.returncode == 0, chief_err[-3000:]
+    ran = []
+    for log_text, worker in zip(worker_logs, workers, strict=True):
+        assert worker.returncode == 0, log_text[-3000:]
+        done = [line for line in log_text.splitlines() if ": done, ran trial(s) " in line]
+        ran += [t for t in done[0].split("ran trial(s) ")[1].split(", ") if t != "none"]
+    assert sorted(ran) == ["0", "1", "2", "3"]  # every trial, each by exactly one worker
+    result = json.loads(chief_out)
+    assert sorted(t["trial"] for t in result["trials"]) == ["0", "1", "2", "3"]
+    assert all(t["status"] == "completed" for t in result["trials"])
+    assert f"serving the search on {address}" in chief_err
+
+
+def test_find_batch_size_and_find_lr_on_mnist_mlp(tmp_path):
+    config = nntrain.load_config("mnist_mlp", {**TINY_MNIST, "data.train_split": "test[:1024]"})
+    found = nntrain.find_batch_size(config, strategy="cpu", max_batch_size=32, num_steps=4)
+    sizes = [r["batch_size"] for r in found["rows"]]
+    assert sizes == [16, 32]
+    assert [r["steps_per_epoch"] for r in found["rows"]] == [1024 // b for b in sizes]
+    assert all(r["examples_per_second"] > 0 for r in found["rows"]) and found["recommended"] in sizes
+
+    lr = nntrain.find_lr(config, str(tmp_path), strategy="cpu", min_lr=1e-5, max_lr=1.0, num_steps=30)
+    with open(tmp_path / "lr_range.csv") as f:
+        rows = list(csv.DictReader(f))
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert rates[0] == pytest.approx(1e-5) and all(a < b for a, b in zip(rates, rates[1:], strict=False))
+    assert len(rows) == lr["steps"] <= 30
+    assert (tmp_path / "lr_range.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 1e-5 <= lr["low"] < lr["high"] <= 1.0
