@@ -59,7 +59,7 @@ def _images(notebook: nbformat.NotebookNode) -> int:
 
 def test_notebooks_are_stored_without_outputs_and_start_with_parameters():
     paths = _notebook_paths()
-    assert {p.name for p in paths} >= {"quickstart.ipynb", "tpu.ipynb"}
+    assert {p.name for p in paths} >= {"quickstart.ipynb", "tpu.ipynb", "sweep.ipynb"}
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
@@ -115,3 +115,26 @@ def test_tpu_notebook_without_a_tpu_says_what_to_do_and_trains_on_cpu(tmp_path):
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.85, history
     assert f"trained on the CPU: accuracy {history[-1]['val_accuracy']:.2%} on 2000 held-out images" in text
 
+
+@pytest.mark.slow
+def test_sweep_searches_ranks_plots_and_retrains_the_best(tmp_path):
+    model_dir = tmp_path / "sweep"
+    notebook, seconds = _execute("sweep.ipynb", {
+        "MAX_TRIALS": 3, "EPOCHS": 1, "STEPS_PER_EPOCH": 20, "RETRAIN_EPOCHS": 2, "MODEL_DIR": str(model_dir),
+        **MNIST}, tmp_path)
+    assert seconds < NOTEBOOK_SECONDS
+    summary = json.loads((model_dir / "results.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed"] * 3
+    assert any("text/html" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    assert (model_dir / "score_vs_lr_and_batch_size.png").stat().st_size > 10_000 and _images(notebook) == 1
+    logs = model_dir / "logs"
+    assert list(logs.glob("events.out.tfevents.*")), "no HParams config at the root of the logs"
+    assert len([p for p in logs.iterdir() if p.is_dir()]) == 3
+    best = next(t for t in summary["trials"] if t["trial"] == summary["best_trial"])
+    retrained = json.loads((model_dir / "best" / "config.json").read_text())
+    assert retrained["train"]["batch_size"] == best["settings"]["train.batch_size"]
+    assert retrained["optimizer"]["learning_rate"] == pytest.approx(best["effective_learning_rate"])
+    history = nntrain.history(str(model_dir / "best"))
+    assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.8, history
+    accuracy = history[-1]["val_accuracy"]
+    assert f"retrained for 2 epochs: accuracy {accuracy:.2%} on 2000 held-out images" in _text(notebook)
