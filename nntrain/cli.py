@@ -7,10 +7,11 @@ Commands:
   doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
   bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
   launch     run a train command as --workers local multi-worker processes: launch --workers=2 -- train ...
+  preflight  on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, paths, memory
+  data-service  a tf.data service (dispatcher + --workers) on 127.0.0.1:--port for --config.data.service
   tune       hyperparameter search (keras-tuner) over the experiment's search space into --model_dir
   find-batch-size  examples/s of doubling batch sizes; the largest that still speeds training
   find-lr    learning-rate range test: lr_range.png and lr_range.csv in --model_dir, a suggested range
-  preflight  on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, paths, memory
 
 Examples:
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
@@ -19,9 +20,10 @@ Examples:
   nntrain doctor --json
   nntrain bench --experiment=mnist_mlp --steps=200 --json
   nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
+  nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
+  nntrain data-service --port=5050 --workers=2
   nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
   nntrain find-lr --experiment=mnist_mlp --model_dir=runs/lr_mnist
-  nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """
@@ -52,7 +54,12 @@ flags.DEFINE_integer("steps", 100, "`bench`: training steps timed after the warm
 flags.DEFINE_string("worker_hosts", "", "Multi-worker: every worker's HOST:PORT, comma-separated, in order "
                     "(builds TF_CONFIG; implies --strategy=multi_worker).")
 flags.DEFINE_integer("task_index", None, "Multi-worker: this worker's index in --worker_hosts (0 is the chief).")
-flags.DEFINE_integer("workers", 2, "`launch`: how many local worker processes to start.")
+flags.DEFINE_integer("workers", 2, "`launch`: local worker processes to start; `data-service`: tf.data workers.")
+flags.DEFINE_integer("port", 5050, "`data-service`: the dispatcher's port (0: any free port).")
+flags.DEFINE_float("max_seconds", 0, "`data-service`: stop after this many seconds (0: run until Ctrl-C).")
+flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
+flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
+flags.DEFINE_integer("gpus", 1, "`preflight --target=gpu`: GPUs (replicas).")
 flags.DEFINE_string("tuner", "random", "`tune`: random | bayesian | hyperband | grid.")
 flags.DEFINE_integer("max_trials", 10, "`tune`: how many trials (hyperparameter sets) at most.")
 flags.DEFINE_string("objective", None, "`tune`: the metric to optimize, e.g. val_accuracy (default: train.monitor).")
@@ -72,9 +79,6 @@ flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed
 flags.DEFINE_float("min_lr", 1e-6, "`find-lr`: the learning rate the range test starts at.")
 flags.DEFINE_float("max_lr", 10.0, "`find-lr`: the learning rate the range test ends at.")
 flags.DEFINE_integer("lr_steps", 100, "`find-lr`: training steps from --min_lr to --max_lr.")
-flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
-flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
-flags.DEFINE_integer("gpus", 1, "`preflight --target=gpu`: GPUs (replicas).")
 
 USAGE_ERROR = 2
 
@@ -150,6 +154,12 @@ def _preflight(overrides: list[tuple[str, str]]) -> None:
         sys.exit(1)
 
 
+def _data_service(overrides: list[tuple[str, str]]) -> None:
+    from nntrain.data import service
+
+    service.serve(FLAGS.port, FLAGS.workers, FLAGS.max_seconds)
+
+
 def _bench(overrides: list[tuple[str, str]]) -> None:
     from nntrain import benchmark
 
@@ -189,7 +199,7 @@ def _find_lr(overrides: list[tuple[str, str]]) -> None:
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
     "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
     "bench": _bench, "tune": _tune, "find-batch-size": _find_batch_size, "find-lr": _find_lr,
-    "preflight": _preflight,
+    "preflight": _preflight, "data-service": _data_service,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []

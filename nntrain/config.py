@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
             "crop_padding": 4,
             "vocab_size": 20_000,  # text sources: tokenizer vocabulary
             "sequence_length": 200,  # text sources: tokens per example
+            "service": "",  # grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline
         },
         "model": {
             "name": "mlp",
@@ -241,6 +242,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(_get(config, key) >= 0, key, "it must be >= 0")
 
     require(bool(config.data.source), "data.source", "name a source such as tfds:mnist or idx:DIR")
+    require(config.data.service == "" or config.data.service.startswith("grpc://"), "data.service",
+            "give the dispatcher as grpc://HOST:PORT (nntrain data-service starts one)")
     choice("data.augment", AUGMENTATIONS)
     for key in ("data.num_examples", "data.num_classes", "data.shuffle_buffer", "data.vocab_size",
                 "data.sequence_length"):

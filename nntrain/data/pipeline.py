@@ -8,7 +8,7 @@ import math
 import ml_collections
 import tensorflow as tf
 
-from nntrain.data import preprocess
+from nntrain.data import preprocess, service
 from nntrain.data.sources import Source, open_source
 from nntrain.data.spec import DatasetSpec
 from nntrain.data.splits import Split
@@ -53,7 +53,10 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
         dataset = _input(train, ctx, data_config).shuffle(data_config.shuffle_buffer, seed=seed).repeat()
         dataset = preprocess.augment(dataset, data_config, seed)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
-        return dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_options())
+        dataset = dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
+        if data_config.service:  # the tf.data service's workers run all of the above
+            dataset = service.distribute(dataset, data_config.service)
+        return dataset.prefetch(AUTOTUNE).with_options(_options())
 
     def eval_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         dataset = _input(evaluation, ctx, data_config)

@@ -1,0 +1,95 @@
+"""tf.data service: run the training input pipeline on other processes or machines.
+
+`data.service=grpc://HOST:PORT` sends the train pipeline through the dispatcher at that address: its workers
+read, shuffle, preprocess and batch; the trainer only receives batches. Every worker runs the whole pipeline
+(parallel epochs), which suits nntrain's repeated, shuffled train split; evaluation stays local, so it sees each
+example once. `nntrain data-service --port=P --workers=N` starts a dispatcher and N workers for users who have none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+
+import tensorflow as tf
+
+from nntrain.errors import NntrainError
+from nntrain.logs import log
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+_service = tf.data.experimental.service
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.removeprefix("grpc://").rpartition(":")
+    if not address.startswith("grpc://") or not sep or not host or not port.isdigit():
+        raise NntrainError(f"data.service={address!r} is not grpc://HOST:PORT: use e.g. "
+                           "--config.data.service=grpc://127.0.0.1:5050")
+    return host, int(port)
+
+
+def check_reachable(address: str) -> None:
+    """Fails within seconds when no dispatcher listens at `address` (tf.data would wait for it forever)."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
+            pass
+    except OSError as e:
+        raise NntrainError(f"no tf.data service dispatcher answers at {address} ({e.strerror or e}): start one with "
+                           f"`nntrain data-service --port={port} --workers=2`, or unset data.service") from e
+
+
+def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
+    """`dataset`, produced by the workers of the tf.data service at `address` (each runs all of it)."""
+    check_reachable(address)
+    return dataset.apply(_service.distribute(processing_mode=_service.ShardingPolicy.OFF, service=address))
+
+
+@dataclasses.dataclass
+class LocalService:
+    """A dispatcher and its workers running in this process."""
+
+    dispatcher: tf.data.experimental.service.DispatchServer
+    workers: list[tf.data.experimental.service.WorkerServer]
+
+    @property
+    def address(self) -> str:
+        """The dispatcher's grpc://127.0.0.1:PORT, for data.service."""
+        return "grpc://127.0.0.1:" + self.dispatcher.target.rpartition(":")[2]
+
+    def stop(self) -> None:
+        for server in [*self.workers, self.dispatcher]:
+            server.stop()
+
+
+def start(port: int = 0, workers: int = 2) -> LocalService:
+    """Starts a dispatcher on `port` (0: any free port) and `workers` workers, all on 127.0.0.1."""
+    if workers < 1:
+        raise NntrainError(f"--workers={workers}: a tf.data service needs at least 1 worker")
+    if not 0 <= port < 65536:
+        raise NntrainError(f"--port={port} is not a TCP port: use e.g. --port=5050")
+    try:
+        dispatcher = _service.DispatchServer(_service.DispatcherConfig(port=port))
+    except tf.errors.OpError as e:
+        raise NntrainError(f"cannot start a tf.data dispatcher on port {port} ({e.message.splitlines()[0]}): "
+                           "choose another --port") from e
+    address = "127.0.0.1:" + dispatcher.target.rpartition(":")[2]
+    config = _service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%", port=0)
+    servers = [_service.WorkerServer(config) for _ in range(workers)]
+    return LocalService(dispatcher, servers)
+
+
+def serve(port: int, workers: int, max_seconds: float = 0) -> None:
+    """Runs a local tf.data service until Ctrl-C (or for `max_seconds`, when > 0)."""
+    service = start(port, workers)
+    log(f"tf.data service: dispatcher at {service.address} with {workers} worker(s); train with "
+        f"--config.data.service={service.address}; Ctrl-C stops it")
+    deadline = time.time() + max_seconds if max_seconds > 0 else float("inf")
+    try:
+        while time.time() < deadline:
+            time.sleep(min(1.0, max(0.0, deadline - time.time())))
+    except KeyboardInterrupt:
+        log("tf.data service: stopping")
+    finally:
+        service.stop()
