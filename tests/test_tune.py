@@ -184,32 +184,33 @@ def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_le
 
 @pytest.mark.slow
 def test_chief_and_two_workers_run_each_trial_exactly_once(tmp_path):
+    """Two `nntrain tune --role=worker` processes and a chief (here, in the test's process) on 127.0.0.1."""
     address = f"127.0.0.1:{_free_port()}"
-    common = [sys.executable, "-m", "nntrain.cli", "tune", "--experiment=xor", f"--model_dir={tmp_path}",
+    worker = [sys.executable, "-m", "nntrain.cli", "tune", "--experiment=xor", f"--model_dir={tmp_path}",
               "--strategy=cpu", "--max_trials=4", "--config.train.steps_per_epoch=5", "--config.train.epochs=1",
-              f"--oracle_address={address}", "--worker_timeout=60"]
+              f"--oracle_address={address}", "--worker_timeout=120", "--role=worker"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    chief = subprocess.Popen([*common, "--role=chief", "--json"], cwd=REPO, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    workers = [subprocess.Popen([*common, "--role=worker", f"--worker_id=w{i}"], cwd=REPO, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (1, 2)]
+    logs = [tmp_path / f"w{i}.log" for i in (1, 2)]
+    with logs[0].open("w") as log1, logs[1].open("w") as log2:
+        workers = [subprocess.Popen([*worker, f"--worker_id=w{i}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=log) for i, log in ((1, log1), (2, log2))]
     try:
-        chief_out, chief_err = chief.communicate(timeout=240)
-        worker_logs = [w.communicate(timeout=60)[1] for w in workers]
+        result = nntrain.tune("xor", str(tmp_path), {"train.steps_per_epoch": 5, "train.epochs": 1}, strategy="cpu",
+                              max_trials=4, role="chief", oracle_address=address, worker_timeout=120, verbose=False)
+        for process in workers:
+            process.wait(timeout=60)
     finally:
-        for process in (chief, *workers):
+        for process in workers:
             process.kill()
-    assert chief.returncode == 0, chief_err[-3000:]
     ran = []
-    for log_text, worker in zip(worker_logs, workers, strict=True):
-        assert worker.returncode == 0, log_text[-3000:]
+    for log, process in zip(logs, workers, strict=True):
+        log_text = log.read_text()
+        assert process.returncode == 0, log_text[-3000:]
         done = [line for line in log_text.splitlines() if ": done, ran trial(s) " in line]
         ran += [t for t in done[0].split("ran trial(s) ")[1].split(", ") if t != "none"]
     assert sorted(ran) == ["0", "1", "2", "3"]  # every trial, each by exactly one worker
-    result = json.loads(chief_out)
     assert sorted(t["trial"] for t in result["trials"]) == ["0", "1", "2", "3"]
     assert all(t["status"] == "completed" for t in result["trials"])
-    assert f"serving the search on {address}" in chief_err
 
 
 def test_find_batch_size_and_find_lr_on_mnist_mlp(tmp_path):
