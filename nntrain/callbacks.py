@@ -81,6 +81,13 @@ class Checkpoints(keras.callbacks.Callback):
             with open(state_path) as f:
                 self.best = json.load(f).get("best")
 
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Removes the temporary files of a save that a killed run left behind."""
+        if os.path.isdir(self.directory):
+            for name in os.listdir(self.directory):
+                if name.startswith("tmp-") or name.endswith(".tmp"):
+                    os.remove(os.path.join(self.directory, name))
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not _finite(logs):
             return

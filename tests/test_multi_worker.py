@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nntrain import callbacks as nn_callbacks
 from nntrain import cluster, launch, tf_config
 from nntrain.compat import mwms_reduce
 from nntrain.errors import NntrainError
@@ -88,6 +89,14 @@ def test_launcher_prefixes_output_and_stops_all_when_one_fails(capsys):
         launch.worker_commands(2, ["evaluate", "--model_dir=x"])
     with pytest.raises(NntrainError, match="sets --task_index itself"):
         launch.worker_commands(2, [*TRAIN, "--task_index=0"])
+
+
+def test_a_killed_save_leaves_no_temporary_files(tmp_path):
+    """A worker killed while saving leaves tmp-epoch-N.keras; the next run removes it (and keeps the rest)."""
+    for name in ("tmp-epoch-2.keras", "state.json.tmp", "epoch-1.keras", "state.json"):
+        (tmp_path / name).write_text("{}")
+    nn_callbacks.Checkpoints(str(tmp_path), "val_loss").on_train_begin()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.keras", "state.json"]
 
 
 def _worker(model_dir: Path, hosts: str, index: int, log: Path) -> subprocess.Popen:
