@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import keras
@@ -111,8 +112,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     with cluster.peer_failures(strategy):
         history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, validation_data=data.eval,
-                            validation_steps=config.train.eval_steps, callbacks=callbacks, verbose=verbose,
-                            shuffle=False)
+                            validation_steps=config.train.eval_steps, callbacks=callbacks,
+                            verbose=_progress(verbose), shuffle=False)
     if nan_guard.nan_step is not None:
         latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
         kept = f"{latest[0]} (epoch {latest[1]})" if latest else "none (no epoch finished)"
@@ -129,6 +130,13 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     metrics = last_metrics(model_dir)
     log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
     return metrics
+
+
+def _progress(verbose: int | str) -> int | str:
+    """"auto": a live progress bar on a terminal, one line per epoch in logs and CI (no bar redraws)."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
 
 
 def last_metrics(model_dir: str) -> dict:
