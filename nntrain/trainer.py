@@ -7,6 +7,7 @@ model_dir layout:
                      state.json (which epoch, best value)
   logs/              TensorBoard
   model.keras        the final model
+  workers/N/         multi-worker only: worker N's own checkpoints/ (the chief, worker 0, writes all of the above)
 """
 
 from __future__ import annotations
