@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from nntrain import addresses
 from nntrain.errors import NntrainError
 
 
@@ -15,10 +16,7 @@ def build(worker_hosts: str, task_index: int | None) -> dict:
         raise NntrainError("--worker_hosts is empty: list every worker, e.g. "
                            "--worker_hosts=10.0.0.1:2222,10.0.0.2:2222")
     for host in hosts:
-        name, _, port = host.rpartition(":")
-        if not name or not port.isdigit() or not 0 < int(port) < 65536:
-            raise NntrainError(f"--worker_hosts: '{host}' is not HOST:PORT; write e.g. "
-                               "--worker_hosts=10.0.0.1:2222,10.0.0.2:2222")
+        addresses.host_port(host, "--worker_hosts", "--worker_hosts=10.0.0.1:2222,10.0.0.2:2222")
     if len(set(hosts)) != len(hosts):
         raise NntrainError(f"--worker_hosts={worker_hosts} names a worker twice: give each worker its own HOST:PORT")
     if task_index is None or not 0 <= task_index < len(hosts):

@@ -44,6 +44,8 @@ def test_unreachable_dispatcher_fails_fast(tmp_path):
 def test_bad_addresses_and_sizes_are_user_errors():
     with pytest.raises(NntrainError, match="data.service"):
         nntrain.load_config("xor", {"data.service": "127.0.0.1:5050"})
+    with pytest.raises(NntrainError, match="data.service: '127.0.0.1' is not HOST:PORT"):
+        service.check_reachable("grpc://127.0.0.1")
     with pytest.raises(NntrainError, match="at least 1 worker"):
         service.start(port=0, workers=0)
 

@@ -14,6 +14,7 @@ import time
 
 import tensorflow as tf
 
+from nntrain import addresses
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -21,17 +22,12 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 _service = tf.data.experimental.service
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    host, sep, port = address.removeprefix("grpc://").rpartition(":")
-    if not address.startswith("grpc://") or not sep or not host or not port.isdigit():
-        raise NntrainError(f"data.service={address!r} is not grpc://HOST:PORT: use e.g. "
-                           "--config.data.service=grpc://127.0.0.1:5050")
-    return host, int(port)
-
-
 def check_reachable(address: str) -> None:
     """Fails within seconds when no dispatcher listens at `address` (tf.data would wait for it forever)."""
-    host, port = _host_port(address)
+    example = "--config.data.service=grpc://127.0.0.1:5050"
+    if not address.startswith("grpc://"):
+        raise NntrainError(f"data.service={address!r} is not grpc://HOST:PORT; write e.g. {example}")
+    host, port = addresses.host_port(address.removeprefix("grpc://"), "data.service", example)
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS):
             pass
