@@ -1,4 +1,4 @@
-"""Multi-worker runs: TF_CONFIG from flags, who writes what, and a clear exit when a peer is lost.
+"""Multi-worker runs: who writes what, and a clear exit when a peer is lost (TF_CONFIG: nntrain/tf_config.py).
 
 Every worker runs the same command with the same `model_dir`, which all workers must be able to read (the
 same path on one machine, `gs://...` on several hosts). The chief (worker 0) writes everything a run leaves
