@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 _logger = logging.getLogger("nntrain")
 
@@ -28,3 +30,24 @@ def warn(message: str) -> None:
     """Logs one line that the user should read."""
     _configure()
     _logger.warning(f"WARNING: {message}")
+
+
+class _Without(logging.Filter):
+    def __init__(self, phrase: str):
+        super().__init__()
+        self.phrase = phrase
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.phrase not in record.getMessage()
+
+
+@contextlib.contextmanager
+def tensorflow_messages_hidden(phrase: str) -> Iterator[None]:
+    """Drops TensorFlow's Python log records that contain `phrase` (expected, harmless warnings)."""
+    tf_logger = logging.getLogger("tensorflow")
+    without = _Without(phrase)
+    tf_logger.addFilter(without)
+    try:
+        yield
+    finally:
+        tf_logger.removeFilter(without)

@@ -26,7 +26,7 @@ from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import distribute
 from nntrain.errors import NntrainError
-from nntrain.logs import log
+from nntrain.logs import log, tensorflow_messages_hidden
 from nntrain.tuning import distributed, hparams, results, scaling, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
 
@@ -74,8 +74,9 @@ def run(config: ml_collections.ConfigDict, space: dict[str, search_space.Spec], 
     oracle.verbose = 0  # keras-tuner's own multi-line report per trial; the progress lines replace it
     log(f"searching {config.get('experiment', '?')} with {options.tuner} for {objective.name}: "
         f"{len(oracle.end_order)} of {options.max_trials} trials done before; results in {model_dir}")
+    # Every trial builds a new model, so TensorFlow's "triggered tf.function retracing" warning is expected.
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), tensorflow_messages_hidden("tf.function retracing"):
             if options.role == "chief":
                 tuner.save()
                 host, port = distributed.parse_address(options.oracle_address)
