@@ -10,17 +10,10 @@ import time
 
 import keras
 
+from nntrain.files import write_text_atomic
 from nntrain.logs import log
 
 STATE = "state.json"
-
-
-def _write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _finite(logs: dict | None) -> bool:
@@ -104,8 +97,8 @@ class Checkpoints(keras.callbacks.Callback):
             best, tmp = os.path.join(self.directory, "best.keras"), os.path.join(self.directory, "tmp-best.keras")
             shutil.copyfile(path, tmp)  # the same bytes: milliseconds, where a second save took ~50 ms
             os.replace(tmp, best)
-        _write_json_atomic(os.path.join(self.directory, STATE),
-                           {"epoch": epoch + 1, "latest": name, "monitor": self.monitor, "best": self.best})
+        state = {"epoch": epoch + 1, "latest": name, "monitor": self.monitor, "best": self.best}
+        write_text_atomic(os.path.join(self.directory, STATE), json.dumps(state, indent=2) + "\n")
         if previous and os.path.basename(previous[0]) != name:
             os.remove(previous[0])
 
@@ -124,10 +117,7 @@ class MetricsFile(keras.callbacks.Callback):
         if os.path.isfile(self.path):
             with open(self.path) as f:
                 kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= self.initial_epoch]
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(kept))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_start = time.time()

@@ -19,6 +19,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from nntrain.errors import NntrainError
+from nntrain.files import write_text_atomic
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 RESOLVED_CONFIG_NAME = "config.json"
@@ -308,11 +309,7 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 def save(config: ml_collections.ConfigDict, model_dir: str) -> str:
     """Writes the resolved config into model_dir atomically and returns its path."""
     path = os.path.join(model_dir, RESOLVED_CONFIG_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_dict(config), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -21,8 +21,8 @@ import tensorflow as tf
 from nntrain import config as nn_config
 from nntrain import trainer
 from nntrain.errors import NntrainError
+from nntrain.files import write_text_atomic
 from nntrain.logs import log
-from nntrain.tuning.results import write_atomic
 
 CSV_NAME = "lr_range.csv"
 PNG_NAME = "lr_range.png"
@@ -107,7 +107,7 @@ def _write_csv(path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=["step", "learning_rate", "loss", "smoothed_loss"])
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, text.getvalue())
+    write_text_atomic(path, text.getvalue())
 
 
 def _write_png(path: str, rows: list[dict], suggestion: dict, batch_size: int) -> None:

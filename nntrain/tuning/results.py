@@ -15,6 +15,7 @@ import keras_tuner
 import ml_collections
 
 from nntrain import config as nn_config
+from nntrain.files import write_text_atomic
 from nntrain.tuning.hypermodel import TRIAL_FACTS, HyperModel
 
 RESULTS_CSV = "results.csv"
@@ -116,7 +117,7 @@ def leaderboard(rows: list[dict], objective: str) -> str:
 
 def write_tables(model_dir: str, rows: list[dict], summary: dict) -> None:
     """results.json (summary and every trial) and results.csv (one line per trial, best first)."""
-    write_atomic(os.path.join(model_dir, RESULTS_JSON), json.dumps({**summary, "trials": rows}, indent=2) + "\n")
+    write_text_atomic(os.path.join(model_dir, RESULTS_JSON), json.dumps({**summary, "trials": rows}, indent=2) + "\n")
     keys = list(dict.fromkeys(key for r in rows for key in r["settings"]))
     columns = ["trial", "status", "score", *keys, "base_learning_rate", "effective_learning_rate", "lr_rule",
                *TRIAL_FACTS, "error"]
@@ -125,7 +126,7 @@ def write_tables(model_dir: str, rows: list[dict], summary: dict) -> None:
     writer.writerow(columns)
     for r in rows:
         writer.writerow([_fmt_csv(r["settings"].get(c) if c in keys else r[c]) for c in columns])
-    write_atomic(os.path.join(model_dir, RESULTS_CSV), text.getvalue())
+    write_text_atomic(os.path.join(model_dir, RESULTS_CSV), text.getvalue())
 
 
 def _fmt_csv(value: Any) -> Any:
@@ -147,7 +148,7 @@ def write_best_config(model_dir: str, best: dict, hypermodel: HyperModel, object
            f"(learning rate: base {best['base_learning_rate']:.6g} at batch size "
            f"{hypermodel.config.train.batch_size}, {best['lr_rule']} scaling -> {best['effective_learning_rate']:.6g})"
            f"\n\n  {command}\n")
-    write_atomic(path, _config_source(config, doc))
+    write_text_atomic(path, _config_source(config, doc))
     reloaded = nn_config.to_dict(nn_config.load_experiment(path))
     expected = nn_config.to_dict(config)
     if {**reloaded, "experiment": None} != {**expected, "experiment": None}:
@@ -175,9 +176,3 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -26,6 +26,7 @@ from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import distribute
 from nntrain.errors import NntrainError
+from nntrain.files import write_text_atomic
 from nntrain.logs import log, tensorflow_messages_hidden
 from nntrain.tuning import distributed, hparams, results, scaling, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
@@ -67,7 +68,7 @@ def run(config: ml_collections.ConfigDict, space: dict[str, search_space.Spec], 
     with contextlib.redirect_stdout(sys.stderr):  # keras-tuner prints; stdout is for results
         tuner = tuners.create(options.tuner, hypermodel, objective, options.max_trials, options.executions_per_trial,
                               model_dir, strategy)
-    results.write_atomic(os.path.join(model_dir, SETTINGS_FILE), json.dumps(settings, indent=2, sort_keys=True))
+    write_text_atomic(os.path.join(model_dir, SETTINGS_FILE), json.dumps(settings, indent=2, sort_keys=True))
     log_dir = os.path.join(model_dir, hparams.LOGS)
     hparams.write_config(log_dir, tuner.oracle.get_space(), config)
     oracle = tuner.oracle
