@@ -13,6 +13,7 @@ import threading
 import ml_collections
 import tensorflow as tf
 
+from nntrain import addresses
 from nntrain.data import splits
 from nntrain.errors import NntrainError
 
@@ -23,14 +24,12 @@ PROBE_SECONDS = 5.0
 
 def reachable(address: str, seconds: float = PROBE_SECONDS) -> bool:
     """Whether a TCP connection to HOST:PORT opens within `seconds`, name lookup included."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise NntrainError(f"{PROBE_ENV}={address!r} is not HOST:PORT, e.g. {PROBE_DEFAULT}")
+    host, port = addresses.host_port(address, PROBE_ENV, PROBE_DEFAULT)
     opened: list[bool] = []
 
     def connect() -> None:
         try:
-            with socket.create_connection((host, int(port)), timeout=seconds):
+            with socket.create_connection((host, port), timeout=seconds):
                 opened.append(True)
         except OSError:
             pass

@@ -22,6 +22,7 @@ import keras_tuner
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief, oracle_client
 
+from nntrain import addresses
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -40,11 +41,7 @@ class SearchIncomplete(NntrainError):
 
 def parse_address(address: str) -> tuple[str, int]:
     """(host, port) of `HOST:PORT`."""
-    host, sep, port = (address or "").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NntrainError(f"--oracle_address={address!r} is not HOST:PORT: use e.g. "
-                           f"--oracle_address={DEFAULT_ADDRESS}")
-    return host, int(port)
+    return addresses.host_port(address or "", "--oracle_address", f"--oracle_address={DEFAULT_ADDRESS}")
 
 
 def worker_id(given: str | None) -> str:
