@@ -1,11 +1,10 @@
 """Shared test setup: two logical CPU devices (for MirroredStrategy tests), isolation fixtures, a data config."""
 
-import socket
-
 import keras
 import pytest
 import tensorflow as tf
 
+from nntrain import launch
 from nntrain.config import base_config
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
@@ -16,9 +15,7 @@ if tf.config.get_logical_device_configuration(_CPUS[0]) is None:
 
 def closed_port() -> int:
     """A local TCP port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return launch.free_ports(1)[0]
 
 
 @pytest.fixture(autouse=True)

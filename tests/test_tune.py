@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import tensorflow as tf
 from keras_tuner.src import protos
 
 import nntrain
+from nntrain import launch
 from nntrain.tuning import distributed, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
 from nntrain.tuning.search_space import choice, layers, log_range
@@ -154,19 +154,13 @@ def test_every_experiment_declares_a_valid_search_space():
         assert {"train.batch_size", "optimizer.learning_rate"} <= set(space), name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_left(tmp_path):
     oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=3, seed=1)
     oracle._set_project_dir(str(tmp_path), "search")
     hp = keras_tuner.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     oracle.update_space(hp)
-    port = _free_port()
+    port = launch.free_ports(1)[0]
 
     def worker_that_dies():  # asks for one trial, then never heartbeats again
         channel = distributed.grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -186,7 +180,7 @@ def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_le
 @pytest.mark.slow
 def test_chief_and_two_workers_run_each_trial_exactly_once(tmp_path):
     """Two `nntrain tune --role=worker` processes and a chief (here, in the test's process) on 127.0.0.1."""
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{launch.free_ports(1)[0]}"
     worker = [sys.executable, "-m", "nntrain.cli", "tune", "--experiment=xor", f"--model_dir={tmp_path}",
               "--strategy=cpu", "--max_trials=4", "--config.train.steps_per_epoch=5", "--config.train.epochs=1",
               f"--oracle_address={address}", "--worker_timeout=120", "--role=worker"]
