@@ -10,6 +10,7 @@ import time
 
 import keras
 
+from nntrain.compat import keras_saving
 from nntrain.files import write_text_atomic
 from nntrain.logs import log
 
@@ -23,6 +24,7 @@ def _finite(logs: dict | None) -> bool:
 
 def save_atomic(model: keras.Model, path: str, weights_only: bool = False) -> None:
     """Saves to a temporary file beside `path`, then renames: a reader never sees half a file."""
+    keras_saving.patch()
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f"tmp-{name}")
     if weights_only:
@@ -104,7 +106,11 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 class MetricsFile(keras.callbacks.Callback):
-    """Appends one JSON line per epoch to `path`; after a resume, drops lines of epochs that will rerun."""
+    """Appends one JSON line per epoch to `path`; after a resume, drops lines of epochs that will rerun.
+
+    Each line: the epoch, Keras's logs, the learning rate, the epoch's `seconds` (training and validation) and
+    `wall_time`, the Unix time the line was written (as TensorBoard's events record it).
+    """
 
     def __init__(self, path: str, initial_epoch: int):
         super().__init__()
@@ -123,9 +129,10 @@ class MetricsFile(keras.callbacks.Callback):
         self.epoch_start = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.time()
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                  "seconds": round(time.time() - self.epoch_start, 3)}
+                  "seconds": round(now - self.epoch_start, 3), "wall_time": round(now, 3)}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

@@ -151,7 +151,7 @@ def last_metrics(model_dir: str) -> dict:
 
 
 def _format_metrics(metrics: dict) -> str:
-    shown = {k: v for k, v in metrics.items() if k not in ("learning_rate", "seconds")}
+    shown = {k: v for k, v in metrics.items() if k not in ("learning_rate", "seconds", "wall_time")}
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
