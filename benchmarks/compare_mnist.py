@@ -25,7 +25,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -46,7 +45,6 @@ TRAIN, TARGET_ACCURACY = 8000, 0.96
 CLASSIC_BATCH, CLASSIC_EPOCHS = 32, 5
 CIFAR_SHAPE, CIFAR_TRAIN, CIFAR_EVAL = (32, 32, 3), 10_000, 1_000
 TARGETS = {"throughput": 0.97, "time_to_accuracy": 0.5, "pipeline": 5.0}
-WATCH_INTERVAL = 0.005  # seconds between looks at nntrain's metrics file
 
 
 @dataclasses.dataclass
@@ -143,38 +141,20 @@ def step_rate_pairs(config: ml_collections.ConfigDict, steps_per_execution: int,
     return results
 
 
-class _MetricsWatcher(threading.Thread):
-    """The time each line of nntrain's metrics file appears (nntrain.train takes no callbacks)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(daemon=True)
-        self.path, self.stop = path, threading.Event()
-        self.seen: list[tuple[dict, float]] = []
-
-    def look(self) -> None:
-        if self.path.exists():
-            lines = [line for line in self.path.read_text().splitlines() if line.endswith("}")]
-            self.seen += [(json.loads(line), time.perf_counter()) for line in lines[len(self.seen):]]
-
-    def run(self) -> None:
-        while not self.stop.wait(WATCH_INTERVAL):
-            self.look()
-
-
 def nntrain_defaults(config: ml_collections.ConfigDict) -> Run:
-    """(c) nntrain.train with the experiment's defaults; seconds: until an epoch reaches TARGET_ACCURACY."""
+    """(c) nntrain.train with the experiment's defaults; seconds: until an epoch reaches TARGET_ACCURACY.
+
+    Read afterwards from the `wall_time` of each metrics.jsonl line (nntrain.train takes no callbacks), so
+    nothing runs beside (c) while it trains.
+    """
     with tempfile.TemporaryDirectory() as model_dir:
-        watcher = _MetricsWatcher(Path(model_dir) / "run" / "metrics.jsonl")
-        watcher.start()
-        start = time.perf_counter()
+        start = time.time()
         metrics = nntrain.train(config, os.path.join(model_dir, "run"), strategy="auto", verbose=0)
-        watcher.stop.set()
-        watcher.join()
-        watcher.look()
-    reached = [t for line, t in watcher.seen if line["val_accuracy"] >= TARGET_ACCURACY]
+        lines = nntrain.history(os.path.join(model_dir, "run"))
+    reached = [line["wall_time"] for line in lines if line["val_accuracy"] >= TARGET_ACCURACY]
     examples_per_epoch = math.ceil(TRAIN / config.train.batch_size) * config.train.batch_size
     return Run(reached[0] - start if reached else math.inf, metrics["val_accuracy"],
-               _epoch_rate([t for _, t in watcher.seen], examples_per_epoch))
+               _epoch_rate([line["wall_time"] for line in lines], examples_per_epoch))
 
 
 def nntrain_bench(experiment: str, overrides: dict, steps: int) -> dict:

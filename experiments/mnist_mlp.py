@@ -1,5 +1,10 @@
 """mnist_mlp: the classic Dense 256-128-10 ReLU network on MNIST, Adam, sparse categorical cross-entropy.
 
+Adam at 5e-3 with cosine decay to 0, rather than the constant 1e-3 of most tutorials: trained on the first 6,000
+images of the local MNIST files and validated on the next 2,000 (never the 2,000 used as the eval split below),
+it reached the constant rate's 10-epoch accuracy by epoch 4 and ended 0.8 points above it (0.9593 against 0.9517,
+mean of 5 seeds; benchmarks/mnist_recipe.py, docs/benchmarks.md).
+
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp
 
 Offline, on local IDX files (the official MNIST test set split 8,000 / 2,000):
@@ -24,7 +29,8 @@ def get_config():
     config.model.l2 = 0.0
     config.model.batch_norm = False
     config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
+    config.optimizer.learning_rate = 5e-3
+    config.schedule.name = "cosine"
     config.train.batch_size = 128
     config.train.epochs = 10
     config.train.monitor = "val_accuracy"
