@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.saving import saving_lib
 
 import nntrain
 from nntrain import artifacts, distribute, execution
+from nntrain.compat import keras_saving
 from nntrain.trainer import TrainingDiverged
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,10 +67,6 @@ def test_mnist_mlp_cli_on_real_mnist(tmp_path):
 
 def test_keras_attribute_skipsets_are_computed_once():
     """Every checkpoint save walks the model with these sets; Keras 3.15 recomputes them (~17 ms) each time."""
-    from keras.src.saving import saving_lib
-
-    from nntrain.compat import keras_saving
-
     keras_saving.patch()
     assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")
     assert "variables" not in saving_lib.get_attr_skipset("Optimizer")

@@ -19,5 +19,5 @@ from keras.src.saving import saving_lib
 
 def patch() -> None:
     """Makes `saving_lib.get_attr_skipset` compute each type's set once; idempotent."""
-    if not isinstance(saving_lib.get_attr_skipset, functools._lru_cache_wrapper):
+    if not hasattr(saving_lib.get_attr_skipset, "cache_info"):  # not wrapped by functools.cache yet
         saving_lib.get_attr_skipset = functools.cache(saving_lib.get_attr_skipset)
