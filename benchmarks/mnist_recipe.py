@@ -10,15 +10,13 @@ compare_mnist.py) are not read. Prints, per recipe, the mean validation accuracy
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-from pathlib import Path
+
+from compare_mnist import MNIST_DIR  # the sibling script: one place says where the MNIST files are
 
 import nntrain
 
-MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-                                / "mnist"))
 HELD_OUT = {"data.source": f"idx:{MNIST_DIR}", "data.train_split": "test[:6000]",
             "data.eval_split": "test[6000:8000]", "train.tensorboard": False}
 RECIPES = {
