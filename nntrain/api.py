@@ -108,7 +108,7 @@ def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides:
     """Hyperparameter search (keras-tuner) over the experiment's search space; returns the leaderboard.
 
     `experiment` is a name or path (its get_search_space() is the space) or a config (then pass `search_space`,
-    or the experiment it was loaded from must be in experiments/). `options`: tuner (random | bayesian |
+    or the experiment it was loaded from must be in nntrain/experiments/). `options`: tuner (random | bayesian |
     hyperband | grid), max_trials, objective, executions_per_trial, resume, lr_scaling (auto | linear | sqrt |
     none), role (chief | worker), oracle_address, worker_id, worker_timeout, verbose. Writes results.csv,
     results.json and best_config.py into model_dir. See docs/tuning.md.

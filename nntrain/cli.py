@@ -42,7 +42,7 @@ from nntrain import config as nn_config
 from nntrain.errors import NntrainError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file.")
+flags.DEFINE_string("experiment", None, "Experiment name (see nntrain/experiments/) or path to an experiment .py file.")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
 flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")

@@ -21,7 +21,7 @@ from ml_collections import config_dict
 from nntrain.errors import NntrainError
 from nntrain.files import write_text_atomic
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 RESOLVED_CONFIG_NAME = "config.json"
 
 LOSSES = ("mse", "binary_crossentropy", "sparse_categorical_crossentropy")
@@ -97,12 +97,12 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def experiment_names() -> list[str]:
-    """Names of the experiments shipped in `experiments/`."""
+    """Names of the experiments shipped in `nntrain/experiments/`."""
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
-    """Loads `experiments/NAME.py` or a path to an experiment file and returns its config."""
+    """Loads `nntrain/experiments/NAME.py` or a path to an experiment file and returns its config."""
     module, path = experiment_module(name_or_path)
     if not hasattr(module, "get_config"):
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
@@ -113,7 +113,7 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
 
 
 def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:
-    """The executed experiment file (`experiments/NAME.py` or a path) and its path."""
+    """The executed experiment file (`nntrain/experiments/NAME.py` or a path) and its path."""
     if not name_or_path:
         raise NntrainError("no experiment given: pass --experiment=NAME or a path "
                            f"(available: {', '.join(experiment_names())})")
