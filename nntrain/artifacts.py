@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import models, optim  # noqa: F401  register nntrain's layers, schedules and losses for load_model
 from nntrain.callbacks import latest_checkpoint
 from nntrain.errors import NntrainError
 from nntrain.trainer import CHECKPOINTS as CHECKPOINTS_DIR

@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
             "vocab_size": 20_000,  # text sources: tokenizer vocabulary
             "sequence_length": 200,  # text sources: tokens per example
             "service": "",  # grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline
+            "one_hot_labels": False,  # classes as one-hot vectors: train.label_smoothing needs them
         },
         "model": {
             "name": "mlp",
@@ -277,6 +278,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive("train.steps_per_execution", optional=True)
     choice("train.loss", LOSSES)
     require(0.0 <= config.train.label_smoothing < 1.0, "train.label_smoothing", "it must be in [0, 1)")
+    require(not config.train.label_smoothing or config.train.loss != "sparse_categorical_crossentropy"
+            or config.data.one_hot_labels, "train.label_smoothing",
+            "Keras smooths one-hot labels only: add --config.data.one_hot_labels=true")
+    require(not config.schedule.warmup_steps or config.schedule.name in ("cosine", "constant"),
+            "schedule.warmup_steps", "warmup works with schedule.name=cosine or constant (Keras's CosineDecay "
+            "warmup); set schedule.warmup_steps=0 or choose one of them")
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
