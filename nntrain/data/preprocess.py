@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import tensorflow as tf
@@ -27,6 +28,8 @@ class Preprocess:
     fn: Callable[[tf.Tensor, tf.Tensor], Example]  # one example
     batch_fn: Callable[[tf.Tensor, tf.Tensor], Example]  # a batch: one vectorised map instead of one per example
     vocab_size: int | None = None  # text sources only
+    to_inputs: Callable[[tf.Tensor], tf.Tensor] | None = None  # stored features -> model inputs (serving exports)
+    vectorizer: Any = None  # text sources: the TextVectorization layer that holds the vocabulary
 
 
 def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_classes: int | None = None) -> Preprocess:
@@ -38,7 +41,7 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_clas
     """
     one_hot = num_classes if data_config.one_hot_labels and num_classes else None
     dtype = train.element_spec[0].dtype
-    vocab_size = None
+    vocab_size = vectorizer = None
     if dtype == tf.string:
         import keras  # lazy: only text needs it
 
@@ -67,7 +70,7 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_clas
         inputs.set_shape(features.shape[:1].concatenate(inputs.shape[1:]))  # TextVectorization drops the batch size
         return inputs, _target(label, batched=True, one_hot=one_hot)
 
-    return Preprocess(fn, batch_fn, vocab_size)
+    return Preprocess(fn, batch_fn, vocab_size, to_inputs, vectorizer)
 
 
 def _target(label: tf.Tensor, batched: bool, one_hot: int | None = None) -> tf.Tensor:

@@ -1,0 +1,62 @@
+"""TFLite exports of the serving SavedModel: same raw inputs and answers, optionally quantized.
+
+  none     float32 weights and activations
+  dynamic  int8 weights, float activations (dynamic-range quantization)
+  float16  float16 weights
+  int8     int8 weights and activations, calibrated on CALIBRATION_EXAMPLES raw training examples
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from nntrain.data.raw import RawData
+from nntrain.errors import NntrainError
+from nntrain.serving import SIGNATURE, Predictor
+
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+CALIBRATION_EXAMPLES = 300
+
+
+def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
+    """The TFLite flatbuffer of a serving SavedModel; NntrainError when TFLite cannot convert or quantize it."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    text = raw.train.element_spec[0].dtype == tf.string
+    if text:  # string splitting and the vocabulary lookup are TensorFlow ops, run by TFLite's Flex delegate
+        builtins.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = builtins
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if text:
+            raise NntrainError("--quantize=int8 needs a model TFLite can run in int8, but this one reads raw text "
+                               "(string ops have no int8 kernels): use --quantize=dynamic or float16")
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: _calibration(raw)
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others; its first line names the op
+        first = next((line.strip() for line in str(e).splitlines() if "error" in line.lower()), str(e).strip())
+        raise NntrainError(f"TFLite could not convert the model with --quantize={quantize}: {first[:300]}; "
+                           "try --quantize=dynamic or float16") from e
+
+
+def predictor(model: bytes) -> Predictor:
+    """Runs a TFLite model's serving signature with TFLite's interpreter on a batch of raw features."""
+    with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to LiteRT; it still works in TF 2.21
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=model)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    return lambda features: runner(features=features)
+
+
+def _calibration(raw: RawData) -> Iterator[dict[str, np.ndarray]]:
+    for features, _ in raw.train.take(CALIBRATION_EXAMPLES).batch(1).as_numpy_iterator():
+        yield {"features": features}
