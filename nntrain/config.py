@@ -94,6 +94,14 @@ def base_config() -> ml_collections.ConfigDict:
             "monitor": "val_loss",  # metric for the best checkpoint and early stopping
             "tensorboard": True,
         },
+        "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
+            "target_sparsity": 0.0,  # fraction of each kernel set to zero by end_step; 0 turns pruning off
+            "initial_sparsity": 0.0,  # sparsity at begin_step
+            "begin_step": 0,  # optimizer step of the first mask update
+            "end_step": placeholder(int),  # step the target is reached (None: 3/4 of training)
+            "frequency": 100,  # optimizer steps between mask updates
+            "power": 3.0,  # exponent of the polynomial schedule (3 in the paper)
+        },
     })
 
 
@@ -287,6 +295,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
+    require(0.0 <= config.prune.target_sparsity < 1.0, "prune.target_sparsity", "it must be in [0, 1), e.g. 0.8")
+    require(0.0 <= config.prune.initial_sparsity <= config.prune.target_sparsity, "prune.initial_sparsity",
+            "it must be in [0, prune.target_sparsity]")
+    non_negative("prune.begin_step")
+    require(config.prune.end_step is None or config.prune.end_step > config.prune.begin_step, "prune.end_step",
+            "it must be > prune.begin_step (or None: 3/4 of training)")
+    positive("prune.frequency")
+    positive("prune.power")
     loss_head = {"mse": "regression", "binary_crossentropy": "binary",
                  "sparse_categorical_crossentropy": "classification"}
     require(loss_head[config.train.loss] == config.model.head, "model.head",
