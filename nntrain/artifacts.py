@@ -53,7 +53,8 @@ def _metrics(model: keras.Model, config) -> dict:
 
 def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_format: str = "saved_model",
            quantize: str = "none") -> dict:
-    """Writes `model.keras`, the serving SavedModel (`saved_model/`) and, for `tflite`, `model.tflite`.
+    """Writes `model.keras` (no optimizer state), the serving SavedModel (`saved_model/`) and, for `tflite`,
+    `model.tflite`.
 
     Every artifact is scored on the eval split (the SavedModel and TFLite model on raw examples, as a client
     sends them). The export is built in a temporary directory beside export_dir and renamed into place, so
@@ -76,7 +77,8 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         keras_path, saved_model_path = os.path.join(staging, KERAS_FILE), os.path.join(staging, SAVED_MODEL)
-        model.save(keras_path)
+        # An inference model: the same layers without the optimizer state that the run's model.keras carries.
+        keras.Model(model.inputs, model.outputs, name=model.name).save(keras_path)
         serving.write_saved_model(model, config, raw, saved_model_path)
         rows = [_row(KERAS_FILE, keras_path, _keras_score(model, config)),
                 _row(SAVED_MODEL, saved_model_path,

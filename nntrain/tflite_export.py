@@ -54,7 +54,15 @@ def predictor(model: bytes) -> Predictor:
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_content=model)
     runner = interpreter.get_signature_runner(SIGNATURE)
-    return lambda features: runner(features=features)
+
+    def predict(features: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            return runner(features=features)
+        except (RuntimeError, ValueError) as e:  # an op TFLite converted but cannot run
+            raise NntrainError(f"the TFLite model does not run in TFLite's interpreter ({str(e).strip()[:300]}); "
+                               "try another --quantize") from e
+
+    return predict
 
 
 def _calibration(raw: RawData) -> Iterator[dict[str, np.ndarray]]:

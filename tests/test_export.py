@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -117,3 +118,23 @@ def test_bad_export_flags_are_one_line_and_write_nothing(tmp_path, flags, messag
     assert result.returncode != 0
     assert result.stderr.strip() == f"nntrain: error: {message}"
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_int8_of_an_op_tflite_cannot_quantize_is_one_clear_error(tmp_path):
+    """The converter's own failure (a matrix determinant: no TFLite kernel) becomes one NntrainError line."""
+    import tensorflow as tf
+
+    from nntrain import tflite_export
+    from nntrain.data import raw as raw_data
+
+    module = tf.Module()
+    module.serve = tf.function(lambda features: {"outputs": tf.linalg.det(features)},
+                               input_signature=[tf.TensorSpec((None, 2, 2), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    examples = tf.data.Dataset.from_tensor_slices((np.ones((8, 2, 2), np.float32), np.zeros(8, np.float32)))
+    raw = raw_data.RawData(examples, examples, 8, None, None)
+    with pytest.raises(NntrainError) as error:
+        tflite_export.convert(str(tmp_path / "sm"), "int8", raw)
+    message = str(error.value)
+    assert message.startswith("TFLite could not convert the model with --quantize=int8: ")
+    assert "\n" not in message and message.endswith("try --quantize=dynamic or float16")
