@@ -1,6 +1,6 @@
 """The measured table of docs/compression.md: accuracy and size of dense, pruned and TFLite mnist_mlp models.
 
-  .venv/bin/python benchmarks/compression.py        # about 5 minutes on 2 CPU cores
+  .venv/bin/python benchmarks/compression.py        # about 2.5 minutes on 2 CPU cores
 
 mnist_mlp (its default 10-epoch recipe) is trained on the first 8,000 images of the local MNIST files, dense and
 pruned to 50, 80 and 90% sparsity (prune.frequency=20, the target reached at 3/4 of training), and exported with
