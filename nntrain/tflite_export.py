@@ -4,6 +4,8 @@
   dynamic  int8 weights, float activations (dynamic-range quantization)
   float16  float16 weights
   int8     int8 weights and activations, calibrated on CALIBRATION_EXAMPLES raw training examples
+
+Text models are refused: their string ops need TFLite's Flex delegate, which TensorFlow's interpreter lacks.
 """
 
 from __future__ import annotations
@@ -24,20 +26,16 @@ CALIBRATION_EXAMPLES = 300
 
 def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
     """The TFLite flatbuffer of a serving SavedModel; NntrainError when TFLite cannot convert or quantize it."""
+    if raw.train.element_spec[0].dtype == tf.string:
+        raise NntrainError("--format=tflite needs a model on numeric inputs, but this one reads raw text: TFLite "
+                           "splits strings and looks up a vocabulary only with its Flex delegate (which TensorFlow's "
+                           "TFLite interpreter lacks, and int8 cannot quantize); serve saved_model/ instead")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
-    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    text = raw.train.element_spec[0].dtype == tf.string
-    if text:  # string splitting and the vocabulary lookup are TensorFlow ops, run by TFLite's Flex delegate
-        builtins.append(tf.lite.OpsSet.SELECT_TF_OPS)
-    converter.target_spec.supported_ops = builtins
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
-        if text:
-            raise NntrainError("--quantize=int8 needs a model TFLite can run in int8, but this one reads raw text "
-                               "(string ops have no int8 kernels): use --quantize=dynamic or float16")
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = lambda: _calibration(raw)
     try:
@@ -45,7 +43,7 @@ def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
     except Exception as e:  # the converter raises ConverterError and others; its first line names the op
         first = next((line.strip() for line in str(e).splitlines() if "error" in line.lower()), str(e).strip())
         raise NntrainError(f"TFLite could not convert the model with --quantize={quantize}: {first[:300]}; "
-                           "try --quantize=dynamic or float16") from e
+                           "try another --quantize, or serve saved_model/") from e
 
 
 def predictor(model: bytes) -> Predictor:
