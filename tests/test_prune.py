@@ -75,6 +75,9 @@ def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatc
     checkpoint = next((model_dir / "checkpoints").glob("epoch-*.keras"))
     masks = _checkpoint_masks(checkpoint)
     assert len(masks) == 3 and all(0.3 < np.mean(mask == 0) < 0.8 for mask in masks)  # mid-pruning
+    with zipfile.ZipFile(checkpoint) as archive:  # the masks are weights only: no nntrain class in the config
+        assert "nntrain" not in archive.read("config.json").decode()
+    assert len(_dense_kernels(checkpoint)) == 3
 
     config = nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 10})
     resumed_with = []  # the masks the resumed run starts from
