@@ -289,6 +289,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(not config.train.label_smoothing or config.train.loss != "sparse_categorical_crossentropy"
             or config.data.one_hot_labels, "train.label_smoothing",
             "Keras smooths one-hot labels only: add --config.data.one_hot_labels=true")
+    require(not config.data.one_hot_labels or config.train.loss == "sparse_categorical_crossentropy",
+            "data.one_hot_labels", "one-hot labels are for classification (the sparse_categorical_crossentropy "
+            "loss): set it to false")
     require(not config.schedule.warmup_steps or config.schedule.name in ("cosine", "constant"),
             "schedule.warmup_steps", "warmup works with schedule.name=cosine or constant (Keras's CosineDecay "
             "warmup); set schedule.warmup_steps=0 or choose one of them")

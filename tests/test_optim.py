@@ -74,3 +74,5 @@ def test_label_smoothing_uses_keras_categorical_crossentropy_on_one_hot_labels()
     assert type(loss) is keras.losses.CategoricalCrossentropy and loss.get_config()["label_smoothing"] == 0.1
     with pytest.raises(NntrainError, match="label_smoothing=0.1 .*data.one_hot_labels=true"):
         _config(**{"train.label_smoothing": 0.1})
+    with pytest.raises(NntrainError, match="data.one_hot_labels=True .*classification"):
+        nntrain.load_config("xor", {"data.one_hot_labels": True})
