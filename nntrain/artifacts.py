@@ -72,9 +72,13 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     model = load_model(model_dir, checkpoint)
     head = config.model.head
     raw = raw_data.load(config.data)
+    if export_format == "tflite":
+        tflite_export.check_inputs(raw)
     parent = os.path.dirname(os.path.abspath(export_dir))
+    created = _first_missing(parent)  # removed again if the export fails: a failed export changes nothing
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    exported = False
     try:
         keras_path, saved_model_path = os.path.join(staging, KERAS_FILE), os.path.join(staging, SAVED_MODEL)
         # An inference model: the same layers without the optimizer state that the run's model.keras carries.
@@ -93,8 +97,11 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         if os.path.exists(export_dir):
             os.rmdir(export_dir)
         os.replace(staging, export_dir)
+        exported = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not exported:
+            shutil.rmtree(created, ignore_errors=True)
     paths = {row["artifact"]: os.path.join(export_dir, row["artifact"]) for row in rows}
     return {"export_dir": export_dir, "keras": paths[KERAS_FILE], "saved_model": paths[SAVED_MODEL],
             **({"tflite": paths[TFLITE_FILE]} if TFLITE_FILE in paths else {}), "eval_examples": raw.eval_examples,
@@ -109,6 +116,14 @@ def format_table(result: dict) -> str:
     for row in result["artifacts"]:
         lines.append(f"{row['artifact']:<16}{row['quantize']:<10}{row['bytes'] / 1024:>9.1f} KB{row[metric]:>12.6g}")
     return "\n".join(lines)
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost directory of `path` that does not exist yet, or None."""
+    missing = None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
 
 
 def _row(name: str, path: str, score: dict, quantize: str = "none") -> dict:

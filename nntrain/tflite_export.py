@@ -24,12 +24,16 @@ QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 CALIBRATION_EXAMPLES = 300
 
 
-def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
-    """The TFLite flatbuffer of a serving SavedModel; NntrainError when TFLite cannot convert or quantize it."""
+def check_inputs(raw: RawData) -> None:
+    """NntrainError unless the model reads numeric inputs (before an export writes anything)."""
     if raw.train.element_spec[0].dtype == tf.string:
         raise NntrainError("--format=tflite needs a model on numeric inputs, but this one reads raw text: TFLite "
                            "splits strings and looks up a vocabulary only with its Flex delegate (which TensorFlow's "
                            "TFLite interpreter lacks, and int8 cannot quantize); serve saved_model/ instead")
+
+
+def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
+    """The TFLite flatbuffer of a serving SavedModel; NntrainError when TFLite cannot convert or quantize it."""
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -75,6 +75,20 @@ def test_tflite_export_scores_close_to_the_keras_model(mnist_run, tmp_path, quan
         assert tflite["bytes"] < rows["saved_model"]["bytes"] / 3
 
 
+@pytest.mark.slow
+def test_a_failed_export_leaves_nothing_behind(mnist_run, tmp_path, monkeypatch):
+    """A failure after files were written (here: the TFLite conversion) removes them and the directories made."""
+    from nntrain import tflite_export
+
+    def fail(*args):
+        raise NntrainError("TFLite could not convert the model")
+
+    monkeypatch.setattr(tflite_export, "convert", fail)
+    with pytest.raises(NntrainError, match="could not convert"):
+        nntrain.export(mnist_run, str(tmp_path / "new" / "dirs" / "export"), export_format="tflite")
+    assert os.listdir(tmp_path) == []
+
+
 TEXT_CLIENT = """
 import sys
 import tensorflow as tf
@@ -95,7 +109,7 @@ def test_text_export_takes_raw_strings_and_int8_is_refused(tmp_path):
     with tfds.testing.mock_data(num_examples=32):
         nntrain.train(config, model_dir, strategy="cpu", verbose=0)
         with pytest.raises(NntrainError, match="--format=tflite needs a model on numeric inputs.*raw text.*int8"):
-            nntrain.export(model_dir, str(export_dir), export_format="tflite", quantize="int8")
+            nntrain.export(model_dir, str(tmp_path / "new" / "export"), export_format="tflite", quantize="int8")
         assert not export_dir.exists() and sorted(os.listdir(tmp_path)) == ["run"]  # nothing half-written
         exported = nntrain.export(model_dir, str(export_dir))
     served = subprocess.run([sys.executable, "-c", TEXT_CLIENT, exported["saved_model"]], capture_output=True,
@@ -105,18 +119,25 @@ def test_text_export_takes_raw_strings_and_int8_is_refused(tmp_path):
     assert all(name in ("neg", "pos") for name in eval(served.stdout.split("] ", 1)[1]))
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--format=onnx"], "unknown export format 'onnx': use one of saved_model, tflite"),
-    (["--format=tflite", "--quantize=int4"], "unknown quantization 'int4': use one of none, dynamic, float16, int8"),
-    (["--quantize=int8"], "--quantize=int8 applies to TFLite exports: add --format=tflite"),
-])
-def test_bad_export_flags_are_one_line_and_write_nothing(tmp_path, flags, message):
+def test_bad_export_format_is_one_line_and_writes_nothing(tmp_path):
     export_dir = tmp_path / "export"
     result = subprocess.run([sys.executable, "-m", "nntrain.cli", "export", f"--model_dir={tmp_path / 'none'}",
-                             f"--export_dir={export_dir}", *flags], capture_output=True, text=True, timeout=120,
-                            cwd=REPO)
+                             f"--export_dir={export_dir}", "--format=onnx"], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
     assert result.returncode != 0
-    assert result.stderr.strip() == f"nntrain: error: {message}"
+    assert result.stderr.strip() == "nntrain: error: unknown export format 'onnx': use one of saved_model, tflite"
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"export_format": "tflite", "quantize": "int4"},
+     "unknown quantization 'int4': use one of none, dynamic, float16, int8"),
+    ({"quantize": "int8"}, "--quantize=int8 applies to TFLite exports: add --format=tflite"),
+])
+def test_bad_quantization_is_refused_before_anything_is_read(tmp_path, options, message):
+    with pytest.raises(NntrainError) as error:
+        nntrain.export(str(tmp_path / "none"), str(tmp_path / "export"), **options)
+    assert str(error.value) == message
     assert sorted(os.listdir(tmp_path)) == []
 
 
