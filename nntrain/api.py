@@ -41,11 +41,13 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     return artifacts.evaluate(model_dir, checkpoint)
 
 
-def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:
-    """Exports a trained model as `.keras` and a SavedModel into export_dir."""
+def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_format: str = "saved_model",
+           quantize: str = "none") -> dict:
+    """Exports a trained model into export_dir: `model.keras`, a serving SavedModel that takes raw inputs and,
+    with export_format="tflite", `model.tflite` (quantize: none | dynamic | float16 | int8); scores each."""
     from nntrain import artifacts
 
-    return artifacts.export(model_dir, export_dir, checkpoint)
+    return artifacts.export(model_dir, export_dir, checkpoint, export_format, quantize)
 
 
 def predict(model_dir: str, split: str | None = None, limit: int = 16, checkpoint: str = "final") -> Predictions:

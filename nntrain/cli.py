@@ -47,6 +47,10 @@ flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoi
 flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")
 flags.DEFINE_string("export_dir", None, "Where `export` writes model.keras and saved_model/.")
+flags.DEFINE_string("format", "saved_model", "`export`: saved_model (model.keras + serving SavedModel) | tflite "
+                    "(also model.tflite).")
+flags.DEFINE_string("quantize", "none", "`export --format=tflite`: none | dynamic | float16 | int8 (calibrated on "
+                    "training examples).")
 flags.DEFINE_string("checkpoint", "final", "Which model `evaluate`/`export` use: final | best | latest.")
 flags.DEFINE_boolean("json", False, "Print one JSON object on stdout instead of text.")
 flags.DEFINE_integer("steps", 100, "`bench`: training steps timed after the warm-up (rounded up to whole "
@@ -118,9 +122,11 @@ def _evaluate(overrides: list[tuple[str, str]]) -> None:
 
 
 def _export(overrides: list[tuple[str, str]]) -> None:
-    result = api.export(_require("model_dir"), _require("export_dir"), FLAGS.checkpoint)
-    _print_result(result, f"exported to {result['export_dir']} (model.keras, saved_model/); reloaded "
-                          f"SavedModel matches the model to {result['max_abs_difference']:.2g}")
+    from nntrain import artifacts
+
+    result = api.export(_require("model_dir"), _require("export_dir"), FLAGS.checkpoint, FLAGS.format,
+                        FLAGS.quantize)
+    _print_result(result, artifacts.format_table(result))
 
 
 def _doctor(overrides: list[tuple[str, str]]) -> None:

@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
             "vocab_size": 20_000,  # text sources: tokenizer vocabulary
             "sequence_length": 200,  # text sources: tokens per example
             "service": "",  # grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline
+            "one_hot_labels": False,  # classes as one-hot vectors: train.label_smoothing needs them
         },
         "model": {
             "name": "mlp",
@@ -92,6 +93,14 @@ def base_config() -> ml_collections.ConfigDict:
             "early_stopping_patience": 0,  # epochs without improvement; 0 turns it off
             "monitor": "val_loss",  # metric for the best checkpoint and early stopping
             "tensorboard": True,
+        },
+        "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
+            "target_sparsity": 0.0,  # fraction of each kernel set to zero by end_step; 0 turns pruning off
+            "initial_sparsity": 0.0,  # sparsity at begin_step
+            "begin_step": 0,  # optimizer step of the first mask update
+            "end_step": placeholder(int),  # step the target is reached (None: 3/4 of training)
+            "frequency": 100,  # optimizer steps between mask updates
+            "power": 3.0,  # exponent of the polynomial schedule (3 in the paper)
         },
     })
 
@@ -277,9 +286,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive("train.steps_per_execution", optional=True)
     choice("train.loss", LOSSES)
     require(0.0 <= config.train.label_smoothing < 1.0, "train.label_smoothing", "it must be in [0, 1)")
+    require(not config.train.label_smoothing or config.train.loss != "sparse_categorical_crossentropy"
+            or config.data.one_hot_labels, "train.label_smoothing",
+            "Keras smooths one-hot labels only: add --config.data.one_hot_labels=true")
+    require(not config.data.one_hot_labels or config.train.loss == "sparse_categorical_crossentropy",
+            "data.one_hot_labels", "one-hot labels are for classification (the sparse_categorical_crossentropy "
+            "loss): set it to false")
+    require(not config.schedule.warmup_steps or config.schedule.name in ("cosine", "constant"),
+            "schedule.warmup_steps", "warmup works with schedule.name=cosine or constant (Keras's CosineDecay "
+            "warmup); set schedule.warmup_steps=0 or choose one of them")
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
+    require(0.0 <= config.prune.target_sparsity < 1.0, "prune.target_sparsity", "it must be in [0, 1), e.g. 0.8")
+    require(0.0 <= config.prune.initial_sparsity <= config.prune.target_sparsity, "prune.initial_sparsity",
+            "it must be in [0, prune.target_sparsity]")
+    non_negative("prune.begin_step")
+    require(config.prune.end_step is None or config.prune.end_step > config.prune.begin_step, "prune.end_step",
+            "it must be > prune.begin_step (or None: 3/4 of training)")
+    positive("prune.frequency")
+    positive("prune.power")
     loss_head = {"mse": "regression", "binary_crossentropy": "binary",
                  "sparse_categorical_crossentropy": "classification"}
     require(loss_head[config.train.loss] == config.model.head, "model.head",

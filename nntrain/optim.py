@@ -1,59 +1,15 @@
-"""Optimizer, learning-rate schedule and loss from the config, using Keras's own classes where they exist."""
+"""Optimizer, learning-rate schedule and loss from the config, built from Keras's own classes only.
+
+Everything here is saved with the model (its compile config), so only Keras built-ins are used: `model.keras`
+and the checkpoints load with `keras.saving.load_model` in a process without nntrain.
+"""
 
 from __future__ import annotations
 
 import keras
 import ml_collections
-import tensorflow as tf
 
 from nntrain.errors import NntrainError
-
-
-@keras.saving.register_keras_serializable(package="nntrain")
-class Warmup(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to the rate `after` starts with, then `after` (shifted by the warmup steps)."""
-
-    def __init__(self, after: keras.optimizers.schedules.LearningRateSchedule | float, warmup_steps: int):
-        self.after = after
-        self.warmup_steps = warmup_steps
-
-    def _after(self, step):
-        if callable(self.after):
-            return self.after(step)
-        return tf.constant(self.after, tf.float32)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warmup = float(max(self.warmup_steps, 1))
-        peak = self._after(tf.constant(0.0))
-        return tf.where(step < warmup, peak * (step + 1.0) / warmup, self._after(step - warmup))
-
-    def get_config(self) -> dict:
-        after = keras.optimizers.schedules.serialize(self.after) if callable(self.after) else self.after
-        return {"after": after, "warmup_steps": self.warmup_steps}
-
-    @classmethod
-    def from_config(cls, config: dict) -> Warmup:
-        after = config["after"]
-        if isinstance(after, dict):
-            after = keras.optimizers.schedules.deserialize(after)
-        return cls(after, config["warmup_steps"])
-
-
-@keras.saving.register_keras_serializable(package="nntrain")
-class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
-    """Sparse categorical cross-entropy with label smoothing (Keras has smoothing only for one-hot labels)."""
-
-    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_categorical_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1])
-        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
@@ -71,7 +27,12 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
         rate = schedules.PolynomialDecay(base, decay_steps, sched.end_learning_rate, power=power)
     else:  # cosine
         rate = schedules.CosineDecay(base, decay_steps, alpha=sched.end_learning_rate / base)
-    return Warmup(rate, sched.warmup_steps) if sched.warmup_steps else rate
+    if not sched.warmup_steps:
+        return rate
+    # Keras's CosineDecay warms up linearly from 0 to `base`; alpha=1 keeps a constant rate after it.
+    alpha = 1.0 if sched.name == "constant" else sched.end_learning_rate / base
+    return schedules.CosineDecay(0.0, decay_steps, alpha=alpha, warmup_target=base,
+                                 warmup_steps=sched.warmup_steps)
 
 
 def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.optimizers.Optimizer:
@@ -90,7 +51,10 @@ def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.opti
 
 
 def loss(config: ml_collections.ConfigDict) -> keras.losses.Loss:
-    """The loss named by config.train.loss (outputs are probabilities, not logits)."""
+    """The loss named by config.train.loss (outputs are probabilities, not logits).
+
+    Classes come as one-hot vectors when data.one_hot_labels is set: Keras smooths one-hot labels only.
+    """
     smoothing = config.train.label_smoothing
     if config.train.loss == "mse":
         if smoothing:
@@ -98,6 +62,6 @@ def loss(config: ml_collections.ConfigDict) -> keras.losses.Loss:
         return keras.losses.MeanSquaredError()
     if config.train.loss == "binary_crossentropy":
         return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
-    if smoothing:
-        return SparseCategoricalCrossentropyWithSmoothing(smoothing)
+    if config.data.one_hot_labels:  # config.validate asks for them when label_smoothing is set
+        return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
     return keras.losses.SparseCategoricalCrossentropy()

@@ -23,7 +23,7 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, models, optim
+from nntrain import cluster, distribute, execution, models, optim, prune
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.errors import NntrainError
@@ -69,6 +69,7 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
     total_steps = steps_per_epoch * config.train.epochs
     with strategy.scope():
         model = models.build(config.model, spec)
+        prune.attach(model, config.prune)
         model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
                       metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
                       jit_compile=run.jit_compile)
@@ -101,7 +102,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
     checkpoints = nn_callbacks.Checkpoints(os.path.join(out_dir, CHECKPOINTS), config.train.monitor, keep_best=chief)
     # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
-    callbacks = [nan_guard]
+    callbacks = [*prune.callbacks(model, config.prune, steps_per_epoch * config.train.epochs), nan_guard]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch))
     callbacks.append(checkpoints)

@@ -46,7 +46,7 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
     source = open_source(data_config)
     train = _select(source, data_config.train_split)
     evaluation = _select(source, data_config.eval_split) if data_config.eval_split else None
-    prep = preprocess.fit(train.dataset, data_config)
+    prep = preprocess.fit(train.dataset, data_config, source.num_classes)
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -92,7 +92,7 @@ def load_split(data_config: ml_collections.ConfigDict, split: str,
     source = open_source(data_config)
     train = _select(source, data_config.train_split)
     selected = _select(source, split)
-    prep = preprocess.fit(train.dataset, data_config)
+    prep = preprocess.fit(train.dataset, data_config, source.num_classes)
     dataset = selected.dataset.batch(batch_size).map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
     dataset = dataset.prefetch(AUTOTUNE).with_options(_options())
     return dataset, _spec(source, train, selected, prep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import tensorflow as tf
@@ -27,16 +28,20 @@ class Preprocess:
     fn: Callable[[tf.Tensor, tf.Tensor], Example]  # one example
     batch_fn: Callable[[tf.Tensor, tf.Tensor], Example]  # a batch: one vectorised map instead of one per example
     vocab_size: int | None = None  # text sources only
+    to_inputs: Callable[[tf.Tensor], tf.Tensor] | None = None  # stored features -> model inputs (serving exports)
+    vectorizer: Any = None  # text sources: the TextVectorization layer that holds the vocabulary
 
 
-def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> Preprocess:
+def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_classes: int | None = None) -> Preprocess:
     """The preprocessing of a source, fitted on its train split (only text needs fitting: the vocabulary).
 
     uint8 images -> float32 in [0, 1]; other numbers -> float32; strings -> int32 token ids of
-    data.sequence_length. Integer labels -> int32 scalars (classes); others -> float32 vectors, (1,) at least.
+    data.sequence_length. Integer labels -> int32 scalars (classes), or float32 one-hot vectors of num_classes
+    when data.one_hot_labels is set; others -> float32 vectors, (1,) at least.
     """
+    one_hot = num_classes if data_config.one_hot_labels and num_classes else None
     dtype = train.element_spec[0].dtype
-    vocab_size = None
+    vocab_size = vectorizer = None
     if dtype == tf.string:
         import keras  # lazy: only text needs it
 
@@ -57,19 +62,22 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> Prepr
 
     @_traced_as_is
     def fn(features: tf.Tensor, label: tf.Tensor) -> Example:
-        return to_inputs(features), _target(label, batched=False)
+        return to_inputs(features), _target(label, batched=False, one_hot=one_hot)
 
     @_traced_as_is
     def batch_fn(features: tf.Tensor, label: tf.Tensor) -> Example:
         inputs = to_inputs(features)
         inputs.set_shape(features.shape[:1].concatenate(inputs.shape[1:]))  # TextVectorization drops the batch size
-        return inputs, _target(label, batched=True)
+        return inputs, _target(label, batched=True, one_hot=one_hot)
 
-    return Preprocess(fn, batch_fn, vocab_size)
+    return Preprocess(fn, batch_fn, vocab_size, to_inputs, vectorizer)
 
 
-def _target(label: tf.Tensor, batched: bool) -> tf.Tensor:
-    """Integer labels -> int32 classes, one per example; others -> float32 vectors, (1,) at least, per example."""
+def _target(label: tf.Tensor, batched: bool, one_hot: int | None = None) -> tf.Tensor:
+    """Integer labels -> int32 classes (or one-hot float32 vectors), one per example; others -> float32 vectors,
+    (1,) at least, per example."""
+    if label.dtype.is_integer and one_hot:
+        return tf.one_hot(tf.reshape(tf.cast(label, tf.int32), [-1] if batched else []), one_hot)
     if label.dtype.is_integer:
         return tf.reshape(tf.cast(label, tf.int32), [-1] if batched else [])
     if not batched:

@@ -26,6 +26,7 @@ def get_config():
     config.train.batch_size = 128
     config.train.epochs = 100
     config.train.label_smoothing = 0.1
+    config.data.one_hot_labels = True  # Keras's label smoothing needs one-hot labels
     config.train.monitor = "val_accuracy"
     return config
 

@@ -20,7 +20,7 @@ def get_config():
     config.model.dropout = 0.1
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 5e-4
-    config.schedule.name = "linear"
+    config.schedule.name = "cosine"  # with warmup: Keras's CosineDecay has it built in
     config.schedule.warmup_steps = 100
     config.train.batch_size = 64
     config.train.epochs = 3

@@ -16,17 +16,6 @@ from nntrain.data.spec import DatasetSpec
 from nntrain.models import blocks, fields, heads
 
 
-@keras.saving.register_keras_serializable(package="nntrain")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned vector per position to a (batch, length, dim) sequence of static length."""
-
-    def build(self, input_shape: tuple[int | None, ...]) -> None:
-        self.embeddings = self.add_weight(shape=tuple(input_shape[-2:]), initializer="uniform", name="embeddings")
-
-    def call(self, x: keras.KerasTensor) -> keras.KerasTensor:
-        return x + keras.ops.cast(self.embeddings, x.dtype)
-
-
 def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> keras.KerasTensor:
     """The outputs of a Transformer encoder on int32 token ids of shape (sequence_length,)."""
     fields.require_input(spec, "transformer", "int32 token ids of shape (sequence_length,) and a vocab_size",
@@ -40,12 +29,18 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
     num_layers = fields.positive_int(model_config, "num_layers")
     dropout = fields.rate(model_config, "dropout")
     x = keras.layers.Embedding(spec.vocab_size, embed_dim)(inputs)
-    x = PositionEmbedding()(x)
+    x = keras.layers.Add()([x, _position_embedding(inputs, embed_dim)])
     for _ in range(num_layers):
         x = _encoder_block(x, num_heads, ff_dim, dropout)
     x = keras.layers.GlobalAveragePooling1D()(x)
     x = blocks.dropout(x, dropout)
     return heads.output(x, model_config, spec)
+
+
+def _position_embedding(inputs: keras.KerasTensor, embed_dim: int) -> keras.KerasTensor:
+    """A learned vector per position, from built-in layers and ops only (so model.keras needs no nntrain)."""
+    positions = keras.ops.cumsum(keras.ops.ones_like(inputs), axis=-1) - 1  # 0, 1, ... per row
+    return keras.layers.Embedding(inputs.shape[-1], embed_dim, name="position_embedding")(positions)
 
 
 def _encoder_block(x: keras.KerasTensor, num_heads: int, ff_dim: int, dropout: float) -> keras.KerasTensor:

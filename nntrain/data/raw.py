@@ -1,0 +1,42 @@
+"""Examples as stored, before preprocessing: what clients give a served or TFLite model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import tensorflow as tf
+
+from nntrain.data import preprocess
+from nntrain.data.sources import open_source
+
+
+@dataclasses.dataclass(frozen=True)
+class RawData:
+    """A run's train and eval splits as stored, with the preprocessing its model was trained behind."""
+
+    train: tf.data.Dataset  # (features, label) examples as stored, e.g. uint8 images or raw strings
+    eval: tf.data.Dataset
+    eval_examples: int
+    preprocess: preprocess.Preprocess  # fitted on the train split, as for training
+    class_names: tuple[str, ...] | None  # TFDS ClassLabel names; None where the source has none
+
+
+def load(data_config: ml_collections.ConfigDict) -> RawData:
+    """The raw splits of `data_config` (train for calibration, eval for scoring) and their preprocessing."""
+    source = open_source(data_config)
+    train = source.select(data_config.train_split)
+    evaluation = source.select(data_config.eval_split)
+    prep = preprocess.fit(train.dataset, data_config, source.num_classes)
+    return RawData(train.dataset, evaluation.dataset, evaluation.num_examples, prep, _class_names(data_config))
+
+
+def _class_names(data_config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
+    kind, _, name = data_config.source.partition(":")
+    if kind != "tfds":
+        return None
+    import tensorflow_datasets as tfds  # lazy: TFDS is slow to import
+
+    info = tfds.builder(name, data_dir=data_config.data_dir).info
+    names = getattr(info.features[info.supervised_keys[1]], "names", None)
+    return tuple(names) if names else None

@@ -1,0 +1,79 @@
+"""The serving SavedModel: takes examples as a client has them and answers with probabilities and classes.
+
+`serving_default` takes `features` as stored by the data source (uint8 images of the source's shape, raw
+strings for text) and applies the training preprocessing inside the graph (scaling, the text vocabulary), so a
+client needs neither nntrain nor its preprocessing. It returns `probabilities` and `class_index` (plus
+`class_name` where the source names its classes) for classification and binary heads, `outputs` for regression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from nntrain.data.raw import RawData
+
+SIGNATURE = "serving_default"
+EVAL_BATCH = 256
+
+Answers = dict[str, tf.Tensor]
+Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def write_saved_model(model: keras.Model, config: ml_collections.ConfigDict, raw: RawData, path: str) -> None:
+    """Writes the serving SavedModel of `model` to `path`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    stored = raw.train.element_spec[0]
+    head, names = config.model.head, raw.class_names
+
+    def serve(features: tf.Tensor) -> Answers:
+        return answers(model(raw.preprocess.to_inputs(features), training=False), head, names)
+
+    archive.add_endpoint(SIGNATURE, serve, input_signature=[tf.TensorSpec((None, *stored.shape), stored.dtype,
+                                                                           name="features")])
+    vectorizer = raw.preprocess.vectorizer
+    if vectorizer is not None:  # its vocabulary table goes into the SavedModel
+        vectorizer.build()  # it has no weights; adapt() leaves it unbuilt, which ExportArchive.track refuses
+        archive.track(vectorizer)
+    archive.write_out(path, verbose=False)
+
+
+def answers(outputs: tf.Tensor, head: str, class_names: tuple[str, ...] | None = None) -> Answers:
+    """The model's outputs as a client wants them: probabilities and the class (index and name), or values."""
+    if head == "regression":
+        return {"outputs": outputs}
+    if head == "binary":
+        index = tf.cast(outputs[:, 0] > 0.5, tf.int64)
+    else:
+        index = tf.argmax(outputs, axis=-1)
+    result = {"probabilities": outputs, "class_index": index}
+    if class_names:
+        result["class_name"] = tf.gather(tf.constant(class_names), index)
+    return result
+
+
+def saved_model_predictor(path: str) -> Predictor:
+    """Runs a serving SavedModel's serving_default on a batch of raw features."""
+    serve = tf.saved_model.load(path).signatures[SIGNATURE]
+    return lambda features: {k: v.numpy() for k, v in serve(features=tf.constant(features)).items()}
+
+
+def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:
+    """`accuracy` (classification, binary) or `mse` (regression) of a raw-input predictor on the eval split."""
+    total, count = 0.0, 0
+    for features, labels in raw.eval.batch(EVAL_BATCH).as_numpy_iterator():
+        result = predict(features)
+        if head == "regression":  # squared errors, averaged over every output of every example
+            outputs = result["outputs"]
+            total += float(np.sum((outputs - labels.reshape(outputs.shape)) ** 2))
+            count += outputs.size
+        else:
+            total += float(np.sum(result["class_index"] == labels.reshape(len(labels), -1)[:, 0].astype(np.int64)))
+            count += len(labels)
+    return {"mse" if head == "regression" else "accuracy": total / count}
+

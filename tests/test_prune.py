@@ -1,0 +1,107 @@
+"""Magnitude pruning: the schedule, masks that survive optimizer updates and resumes, plain-Keras results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import nntrain
+from nntrain import prune
+from nntrain.errors import NntrainError
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+MNIST_8K_2K = {"data.source": f"idx:{MNIST_DIR}", "data.train_split": "test[:8000]",
+               "data.eval_split": "test[8000:]", "train.tensorboard": False}
+
+
+def _prune_config(**overrides):
+    return nntrain.load_config("mnist_mlp", {f"prune.{k}": v for k, v in overrides.items()}).prune
+
+
+def test_polynomial_schedule_of_zhu_and_gupta():
+    config = _prune_config(target_sparsity=0.8, begin_step=100, end_step=300, power=3.0)
+    assert prune.sparsity(config, 50, 1000) == 0.0
+    assert prune.sparsity(config, 100, 1000) == pytest.approx(0.0)
+    assert prune.sparsity(config, 200, 1000) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert prune.sparsity(config, 300, 1000) == pytest.approx(0.8)
+    assert prune.sparsity(config, 900, 1000) == pytest.approx(0.8)
+    default_end = _prune_config(target_sparsity=0.5)  # end_step None: 3/4 of training
+    assert prune.sparsity(default_end, 749, 1000) < 0.5 == prune.sparsity(default_end, 750, 1000)
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_sparsity_outside_0_1_is_an_error(value):
+    with pytest.raises(NntrainError, match=rf"config.prune.target_sparsity={float(value)} .*\[0, 1\)"):
+        nntrain.load_config("mnist_mlp", {"prune.target_sparsity": value})
+
+
+def test_cli_rejects_full_sparsity_in_one_line_and_writes_nothing(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", "--experiment=xor",
+                             f"--model_dir={tmp_path / 'run'}", "--config.prune.target_sparsity=1"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "nntrain: error: config.prune.target_sparsity=1.0 is not allowed: it must be in [0, 1), e.g. 0.8"]
+    assert os.listdir(tmp_path) == []
+
+
+def _dense_kernels(path: Path) -> dict[str, np.ndarray]:
+    model = keras.saving.load_model(path)
+    return {layer.name: layer.kernel.numpy() for layer in model.layers if isinstance(layer, keras.layers.Dense)}
+
+
+def _checkpoint_masks(path: Path) -> list[np.ndarray]:
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f, h5py.File(f) as weights:
+        masks = weights["pruning/vars"]
+        return [masks[key][()] for key in sorted(masks, key=int) if masks[key].ndim == 2]
+
+
+@pytest.mark.slow
+def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatch):
+    """3 epochs, stop (mid-schedule), resume to 10: masks come back from the checkpoint and are never lost."""
+    model_dir = tmp_path / "pruned"
+    overrides = {**MNIST_8K_2K, "prune.target_sparsity": 0.8, "prune.frequency": 20, "prune.end_step": 400}
+    nntrain.train(nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 3}), str(model_dir),
+                  strategy="cpu", verbose=0)
+    checkpoint = next((model_dir / "checkpoints").glob("epoch-*.keras"))
+    masks = _checkpoint_masks(checkpoint)
+    assert len(masks) == 3 and all(0.3 < np.mean(mask == 0) < 0.8 for mask in masks)  # mid-pruning
+    with zipfile.ZipFile(checkpoint) as archive:  # the masks are weights only: no nntrain class in the config
+        assert "nntrain" not in archive.read("config.json").decode()
+    assert len(_dense_kernels(checkpoint)) == 3
+
+    config = nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 10})
+    resumed_with = []  # the masks the resumed run starts from
+    monkeypatch.setattr(prune.Prune, "on_train_begin", lambda self, logs=None: resumed_with.append(
+        [mask.numpy() for mask in self.model.pruning.masks]))
+    metrics = nntrain.train(config, str(model_dir), strategy="cpu", verbose=0)
+    assert len(resumed_with) == 1
+    for restored, saved in zip(resumed_with[0], masks):
+        np.testing.assert_array_equal(restored, saved)
+    assert metrics["epoch"] == 10 and metrics["val_accuracy"] >= 0.96, metrics
+    kernels = _dense_kernels(model_dir / "model.keras")  # plain Keras: the masks were stripped
+    assert len(kernels) == 3
+    for (name, kernel), mask in zip(kernels.items(), masks):
+        assert np.mean(kernel == 0) >= 0.79, name
+        assert np.all(kernel[mask == 0] == 0), f"{name}: a weight pruned before the resume grew back"
+        assert metrics[f"sparsity/{name}"] >= 0.79
+    assert nntrain.evaluate(str(model_dir))["accuracy"] >= 0.96
+
+
+@pytest.mark.slow
+def test_pruning_under_mirrored_strategy(tmp_path):
+    overrides = {**MNIST_8K_2K, "data.train_split": "test[:2048]", "train.epochs": 2, "prune.target_sparsity": 0.5,
+                 "prune.frequency": 4, "prune.end_step": 16}
+    metrics = nntrain.train(nntrain.load_config("mnist_mlp", overrides), str(tmp_path / "run"), strategy="mirrored",
+                            verbose=0)
+    kernels = _dense_kernels(tmp_path / "run" / "model.keras")
+    assert all(np.mean(kernel == 0) >= 0.49 for kernel in kernels.values()), metrics
