@@ -35,6 +35,9 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> Prepr
     uint8 images -> float32 in [0, 1]; other numbers -> float32; strings -> int32 token ids of
     data.sequence_length. Integer labels -> int32 scalars (classes); others -> float32 vectors, (1,) at least.
     """
+    if data_config.source.startswith("text:"):  # packed token sequences: nothing to fit or convert
+        from nntrain.data.text import PREPROCESS
+        return PREPROCESS
     dtype = train.element_spec[0].dtype
     vocab_size = None
     if dtype == tf.string:
