@@ -1,0 +1,74 @@
+"""The gpt builder: causal masking, tied embeddings, plain-Keras loading; bits per byte; the text_gpt experiment."""
+
+import json
+import math
+import subprocess
+import sys
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+
+import nntrain
+from nntrain import bits_per_byte, models
+from nntrain.data.spec import DatasetSpec
+from nntrain.experiments import text_gpt
+
+LENGTH, VOCAB = 12, 257
+SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB, train_examples=1, vocab_size=VOCAB)
+
+
+def gpt_config(**changes):
+    config = ml_collections.ConfigDict({"name": "gpt", "embed_dim": 16, "num_heads": 2, "num_layers": 2,
+                                        "ff_multiplier": 2, "dropout": 0.0, "tie_embeddings": True})
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_change_at_position_t_changes_no_output_before_t(tie):
+    keras.utils.set_random_seed(0)
+    model = models.build(gpt_config(tie_embeddings=tie), SPEC)
+    tokens = np.random.default_rng(0).integers(0, VOCAB, size=(1, LENGTH), dtype=np.int32)
+    changed = tokens.copy()
+    t = 5
+    changed[0, t] = (tokens[0, t] + 1) % VOCAB
+    before, after = model.predict(tokens, verbose=0), model.predict(changed, verbose=0)
+    assert before.shape == (1, LENGTH, VOCAB)
+    np.testing.assert_allclose(before.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(before[0, :t], after[0, :t])
+    assert np.abs(before[0, t:] - after[0, t:]).max() > 1e-6  # it does see position t from t on
+
+
+def test_tied_embeddings_share_the_token_table():
+    tied = models.build(gpt_config(), SPEC)
+    untied = models.build(gpt_config(tie_embeddings=False), SPEC)
+    assert untied.count_params() - tied.count_params() == 16 * VOCAB + VOCAB  # the output Dense's kernel + bias
+
+
+def test_bits_per_byte_is_nats_over_ln2_per_byte():
+    assert bits_per_byte.from_nats(math.log(256)) == pytest.approx(8.0)  # uniform over bytes: 8 bits each
+    logs = {"loss": math.log(2), "val_loss": 2 * math.log(2)}
+    callback = bits_per_byte.BitsPerByte(ml_collections.ConfigDict())
+    callback.on_epoch_end(0, logs)
+    assert logs["bits_per_byte"] == pytest.approx(1.0) and logs["val_bits_per_byte"] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
+    # No warmup: nntrain's own Warmup schedule is not a Keras built-in (issue 12 replaces it with CosineDecay's).
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "schedule.warmup_steps": 0})
+    metrics = nntrain.train(config, str(tmp_path), strategy="cpu", verbose=0)
+    assert metrics["epoch"] == 2
+    assert metrics["val_bits_per_byte"] == pytest.approx(metrics["val_loss"] / math.log(2))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("bits_per_byte" in line and "val_bits_per_byte" in line for line in lines)
+    tokens = np.frombuffer(b"import os\n" * 4, np.uint8)[:32].astype(np.int32)[None]
+    expected = keras.saving.load_model(tmp_path / "model.keras").predict(tokens, verbose=0)
+    np.save(tmp_path / "tokens.npy", tokens)
+    script = ("import sys, keras, numpy as np; m = keras.saving.load_model(sys.argv[1] + '/model.keras'); "
+              "np.save(sys.argv[1] + '/out.npy', m.predict(np.load(sys.argv[1] + '/tokens.npy'), verbose=0)); "
+              "assert not any(name.startswith('nntrain') for name in sys.modules)")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120, cwd="/")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
