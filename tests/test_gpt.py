@@ -72,3 +72,26 @@ def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
               "assert not any(name.startswith('nntrain') for name in sys.modules)")
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120, cwd="/")
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tpu", "gpu"])
+def test_preflight_passes_in_bfloat16_and_float16_with_xla(target):
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.batch_size": 64})
+    report = nntrain.preflight(config, target, tpu_cores=8, gpus=1)
+    statuses = {check["check"]: check["status"] for check in report["checks"]}
+    assert report["ok"] and report["precision"] == {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}[target]
+    for check in ("static shapes", "model ops", "xla compile", "precision"):
+        assert statuses[check] == "pass", report
+
+
+def test_float16_gets_loss_scaling_and_float32_outputs():
+    import tensorflow as tf
+
+    from nntrain import trainer
+
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.precision": "mixed_float16"})
+    model, run = trainer.build_model(config, SPEC, 4, tf.distribute.get_strategy())
+    assert run.jit_compile is True  # float16 on CPU only runs at speed under XLA
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.get_layer("token_embedding").compute_dtype == "float16" and model.output.dtype == "float32"
