@@ -46,6 +46,7 @@ def get_config():
     config.train.batch_size = 32
     config.train.epochs = 10
     config.train.steps_per_epoch = 200
+    config.train.eval_steps = 48  # the same first 1,536 held-out sequences (~200 KB) after every epoch
     config.train.monitor = "val_loss"
     return config
 
