@@ -1,5 +1,6 @@
 """The gpt builder: causal masking, tied embeddings, plain-Keras loading; bits per byte; the text_gpt experiment."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -21,15 +22,16 @@ SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB
 
 def gpt_config(**changes):
     config = ml_collections.ConfigDict({"name": "gpt", "embed_dim": 16, "num_heads": 2, "num_layers": 2,
-                                        "ff_multiplier": 2, "dropout": 0.0, "tie_embeddings": True})
+                                        "ff_multiplier": 2, "dropout": 0.0, "tie_embeddings": True,
+                                        "positions": "learned"})
     config.update(changes)
     return config
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_a_change_at_position_t_changes_no_output_before_t(tie):
+@pytest.mark.parametrize("tie,positions", [(True, "learned"), (False, "learned"), (True, "rotary")])
+def test_a_change_at_position_t_changes_no_output_before_t(tie, positions):
     keras.utils.set_random_seed(0)
-    model = models.build(gpt_config(tie_embeddings=tie), SPEC)
+    model = models.build(gpt_config(tie_embeddings=tie, positions=positions), SPEC)
     tokens = np.random.default_rng(0).integers(0, VOCAB, size=(1, LENGTH), dtype=np.int32)
     changed = tokens.copy()
     t = 5
@@ -65,19 +67,26 @@ def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("bits_per_byte" in line and "val_bits_per_byte" in line for line in lines)
     tokens = np.frombuffer(b"import os\n" * 4, np.uint8)[:32].astype(np.int32)[None]
-    expected = keras.saving.load_model(tmp_path / "model.keras").predict(tokens, verbose=0)
+    rotary = models.build(gpt_config(positions="rotary"), dataclasses.replace(SPEC, input_shape=(32,)))
+    rotary.save(tmp_path / "rotary.keras")
+    expected = {name: keras.saving.load_model(tmp_path / f"{name}.keras").predict(tokens, verbose=0)
+                for name in ("model", "rotary")}
     np.save(tmp_path / "tokens.npy", tokens)
-    script = ("import sys, keras, numpy as np; m = keras.saving.load_model(sys.argv[1] + '/model.keras'); "
-              "np.save(sys.argv[1] + '/out.npy', m.predict(np.load(sys.argv[1] + '/tokens.npy'), verbose=0)); "
+    script = ("import sys, keras, numpy as np\n"
+              "for name in ('model', 'rotary'):\n"
+              "    m = keras.saving.load_model(f'{sys.argv[1]}/{name}.keras')\n"
+              "    np.save(f'{sys.argv[1]}/{name}.npy', m.predict(np.load(sys.argv[1] + '/tokens.npy'), verbose=0))\n"
               "assert not any(name.startswith('nntrain') for name in sys.modules)")
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120, cwd="/")
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    for name, outputs in expected.items():
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), outputs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["tpu", "gpu"])
-def test_preflight_passes_in_bfloat16_and_float16_with_xla(target):
-    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.batch_size": 64})
+@pytest.mark.parametrize("target,positions", [("tpu", "learned"), ("gpu", "learned"), ("tpu", "rotary")])
+def test_preflight_passes_in_bfloat16_and_float16_with_xla(target, positions):
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.batch_size": 64,
+                                              "model.positions": positions})
     report = nntrain.preflight(config, target, tpu_cores=8, gpus=1)
     statuses = {check["check"]: check["status"] for check in report["checks"]}
     assert report["ok"] and report["precision"] == {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}[target]

@@ -38,6 +38,7 @@ def get_config():
     config.model.ff_multiplier = 4
     config.model.dropout = 0.0
     config.model.tie_embeddings = True
+    config.model.positions = "learned"  # learned | rotary
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 3e-3
     config.optimizer.global_clip_norm = 1.0
