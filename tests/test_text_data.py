@@ -97,3 +97,17 @@ def test_binary_file_is_refused_by_name(corpus, data_config):
     with pytest.raises(NntrainError, match=r"image\.txt is a binary file") as error:
         data.build(config, 2, tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert "\n" not in str(error.value)
+
+
+def test_the_packed_stream_resumes_exactly_from_an_iterator_checkpoint(corpus, data_config, tmp_path):
+    config = text_config(data_config, f"{corpus}/*.txt", length=4)
+    stream = text.TextSource(f"{corpus}/*.txt", config).select("train").dataset
+    dataset = stream.shuffle(8, seed=0).repeat().batch(2)
+    iterator = iter(dataset)
+    for _ in range(5):
+        next(iterator)
+    path = tf.train.Checkpoint(iterator=iterator).save(str(tmp_path / "ckpt" / "it"))
+    expected = [next(iterator)[0].numpy() for _ in range(6)]
+    restored = iter(dataset)
+    tf.train.Checkpoint(iterator=restored).restore(path)
+    np.testing.assert_array_equal([next(restored)[0].numpy() for _ in range(6)], expected)
