@@ -63,8 +63,9 @@ class TextSource:
         files = self.files(spec)
         num_tokens = sum(tf.io.gfile.stat(path).length + 1 for path in files)
         length = self._sequence_length
-        return splits.Split(pack(files, length), max(num_tokens - 1, 0) // length,
-                            shard=lambda count, index: _shard(files, length, count, index))
+        num_sequences = max(num_tokens - 1, 0) // length
+        dataset = pack(files, length).apply(tf.data.experimental.assert_cardinality(num_sequences))
+        return splits.Split(dataset, num_sequences, shard=lambda count, index: _shard(files, length, count, index))
 
 
 def pack(files: list[str], sequence_length: int) -> tf.data.Dataset:
