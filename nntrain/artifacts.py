@@ -12,6 +12,7 @@ import tensorflow as tf
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import models, optim  # noqa: F401  register nntrain's layers, schedules and losses for load_model
+from nntrain.bits_per_byte import add as add_bits_per_byte
 from nntrain.callbacks import latest_checkpoint
 from nntrain.errors import NntrainError
 from nntrain.trainer import CHECKPOINTS as CHECKPOINTS_DIR
@@ -44,7 +45,8 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     config = nn_config.load_saved(model_dir)
     dataset, spec = nn_data.load_split(config.data, config.data.eval_split, config.train.batch_size)
     results = model.evaluate(dataset, return_dict=True, verbose=0)
-    return {"examples": spec.eval_examples, **{k: float(v) for k, v in results.items()}}
+    return add_bits_per_byte({"examples": spec.eval_examples, **{k: float(v) for k, v in results.items()}},
+                             config.data)
 
 
 def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:

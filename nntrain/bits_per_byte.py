@@ -2,7 +2,8 @@
 
 Every token of a `text:` source is a byte but the END_OF_FILE between files, so the mean next-token
 cross-entropy in nats (the loss) divided by ln 2 is the bits per byte (each END_OF_FILE counted as a byte).
-It is derived from the logged loss, not a compiled metric, so nothing of nntrain is saved with the model.
+It is derived from the logged loss (in training and in `evaluate`), not a compiled metric, so nothing of
+nntrain is saved with the model.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ class BitsPerByte(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
-        for prefix in ("", "val_"):
-            if f"{prefix}loss" in logs:
-                logs[f"{prefix}bits_per_byte"] = from_nats(float(logs[f"{prefix}loss"]))
+        add(logs, self._data_config)
         self._last = logs.get("val_bits_per_byte", self._last)
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -47,6 +46,15 @@ class BitsPerByte(keras.callbacks.Callback):
         else:
             log(f"val_bits_per_byte {self._last:.4f} = {self._last / entropy:.3f} x the unigram entropy of the "
                 f"training bytes ({entropy:.4f} bits/byte)")
+
+
+def add(metrics: dict, data_config: ml_collections.ConfigDict) -> dict:
+    """Adds `bits_per_byte` beside `loss` and `val_bits_per_byte` beside `val_loss` for `text:` data; returns it."""
+    if data_config.source.startswith("text:"):
+        for prefix in ("", "val_"):
+            if f"{prefix}loss" in metrics:
+                metrics[f"{prefix}bits_per_byte"] = from_nats(float(metrics[f"{prefix}loss"]))
+    return metrics
 
 
 def callbacks(config: ml_collections.ConfigDict) -> list[keras.callbacks.Callback]:

@@ -52,9 +52,10 @@ def test_tied_embeddings_share_the_token_table():
 def test_bits_per_byte_is_nats_over_ln2_per_byte():
     assert bits_per_byte.from_nats(math.log(256)) == pytest.approx(8.0)  # uniform over bytes: 8 bits each
     logs = {"loss": math.log(2), "val_loss": 2 * math.log(2)}
-    callback = bits_per_byte.BitsPerByte(ml_collections.ConfigDict())
+    callback = bits_per_byte.BitsPerByte(ml_collections.ConfigDict({"source": "text:*.txt"}))
     callback.on_epoch_end(0, logs)
     assert logs["bits_per_byte"] == pytest.approx(1.0) and logs["val_bits_per_byte"] == pytest.approx(2.0)
+    assert bits_per_byte.add({"loss": 1.0}, ml_collections.ConfigDict({"source": "tfds:mnist"})) == {"loss": 1.0}
 
 
 @pytest.mark.slow
@@ -66,6 +67,8 @@ def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
     assert metrics["val_bits_per_byte"] == pytest.approx(metrics["val_loss"] / math.log(2))
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("bits_per_byte" in line and "val_bits_per_byte" in line for line in lines)
+    evaluation = nntrain.evaluate(str(tmp_path))
+    assert evaluation["bits_per_byte"] == pytest.approx(evaluation["loss"] / math.log(2))
     tokens = np.frombuffer(b"import os\n" * 4, np.uint8)[:32].astype(np.int32)[None]
     rotary = models.build(gpt_config(positions="rotary"), dataclasses.replace(SPEC, input_shape=(32,)))
     rotary.save(tmp_path / "rotary.keras")
