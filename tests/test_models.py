@@ -137,7 +137,7 @@ def test_resnet_depth_counts_layers_with_weights(depth):
 def test_shipped_experiment_models_build(experiment):
     config = load_experiment(experiment)
     num_classes = {"classification": 10, "binary": 2, "regression": None}[config.model.head]
-    if config.model.name == "transformer":
+    if config.model.name in ("transformer", "gpt"):
         spec = DatasetSpec(input_shape=(config.data.sequence_length,), input_dtype="int32", num_classes=num_classes,
                            train_examples=1, vocab_size=config.data.vocab_size)
     else:
