@@ -25,6 +25,7 @@ Examples:
   nntrain data-service --port=5050 --workers=2
   nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
   nntrain find-lr --experiment=mnist_mlp --model_dir=runs/lr_mnist
+  nntrain generate --model_dir=runs/text_gpt --prompt='def ' --max_new_tokens=200 --seed=0
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """

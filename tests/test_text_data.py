@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from nntrain import data
-from nntrain.data import text
+from nntrain.data import pipeline, text
 from nntrain.errors import NntrainError
 
 LENGTH = 8
@@ -70,7 +70,8 @@ def test_input_pipelines_read_disjoint_files(corpus, data_config):
     config = text_config(data_config, f"{corpus}/*.txt", length=2)
     source = text.TextSource(f"{corpus}/*.txt", config)
     split = source.select("train")
-    shards = [list(split.shard(2, i).as_numpy_iterator()) for i in range(2)]
+    shards = [list(pipeline._input(split, tf.distribute.InputContext(2, i, 1), config).as_numpy_iterator())
+              for i in range(2)]
     files = source.files("train")
     for index, shard in enumerate(shards):
         own = np.concatenate([list(open(path, "rb").read()) + [text.END_OF_FILE] for path in files[index::2]])
