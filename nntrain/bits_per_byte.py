@@ -42,10 +42,11 @@ class BitsPerByte(keras.callbacks.Callback):
         source = sources.open_source(self._data_config)
         entropy = text.unigram_entropy(source.files(self._data_config.train_split))
         if self._last is None:
-            log(f"unigram entropy of the training bytes: {entropy:.4f} bits/byte (no validation split)")
+            log(f"unigram entropy of the training bytes: {entropy:.4f} bits/byte (no val_bits_per_byte this time)")
         else:
-            log(f"val_bits_per_byte {self._last:.4f} = {self._last / entropy:.3f} x the unigram entropy of the "
-                f"training bytes ({entropy:.4f} bits/byte)")
+            ratio = self._last / entropy if entropy else math.inf
+            log(f"val_bits_per_byte {self._last:.4f} = {ratio:.3f} x the unigram entropy of the training bytes "
+                f"({entropy:.4f} bits/byte)")
 
 
 def add(metrics: dict, data_config: ml_collections.ConfigDict) -> dict:
