@@ -107,3 +107,15 @@ def test_float16_gets_loss_scaling_and_float32_outputs():
     assert run.jit_compile is True  # float16 on CPU only runs at speed under XLA
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert model.get_layer("token_embedding").compute_dtype == "float16" and model.output.dtype == "float32"
+
+
+def test_the_end_of_training_line_compares_with_the_unigram_entropy(tmp_path, monkeypatch, data_config):
+    (tmp_path / "a.txt").write_bytes(b"abab")  # 1 bit per byte
+    data_config.source, data_config.train_split = f"text:{tmp_path}/*.txt", "train"
+    lines = []
+    monkeypatch.setattr(bits_per_byte, "log", lines.append)
+    callback = bits_per_byte.BitsPerByte(data_config)
+    callback.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.5 * math.log(2)})
+    callback.on_train_end()
+    assert lines == ["val_bits_per_byte 0.5000 = 0.500 x the unigram entropy of the training bytes "
+                     "(1.0000 bits/byte)"]
