@@ -119,3 +119,12 @@ def test_the_end_of_training_line_compares_with_the_unigram_entropy(tmp_path, mo
     callback.on_train_end()
     assert lines == ["val_bits_per_byte 0.5000 = 0.500 x the unigram entropy of the training bytes "
                      "(1.0000 bits/byte)"]
+
+
+@pytest.mark.slow
+def test_bench_reports_tokens_per_second():
+    from nntrain.benchmark import format_table
+
+    result = nntrain.bench(nntrain.load_config("text_gpt", text_gpt.RUNLOCAL), strategy="cpu", steps=8)
+    assert result["tokens_per_second"] == pytest.approx(result["examples_per_second"] * 32)
+    assert f"({result['tokens_per_second']:,.0f} tokens/s)" in format_table(result)
