@@ -63,12 +63,12 @@ def _sample(probabilities: np.ndarray, temperature: float, top_k: int, rng: np.r
 
 def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[np.ndarray], np.ndarray], int, int]:
     """(batch of token ids -> next-token probabilities, context length, vocabulary size) of a run or an export."""
-    if os.path.isfile(os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)):
+    if tf.io.gfile.exists(os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)):
         model = artifacts.load_model(model_dir, checkpoint)
         forward = tf.function(lambda x: model(x, training=False))
         return lambda batch: forward(tf.constant(batch)).numpy(), model.input_shape[1], model.output_shape[-1]
     exported = [path for path in (os.path.join(model_dir, "saved_model"), model_dir)
-                if os.path.isfile(os.path.join(path, "saved_model.pb"))]
+                if tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))]
     if exported:
         serve = tf.saved_model.load(exported[0]).signatures["serving_default"]
         (name, spec), = serve.structured_input_signature[1].items()
