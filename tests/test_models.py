@@ -68,7 +68,7 @@ def mixed_precision(request):
 
 
 def test_names():
-    assert models.names() == ["cnn", "mlp", "resnet", "transformer"]
+    assert models.names() == ["cnn", "gpt", "mlp", "resnet", "transformer"]
 
 
 @pytest.mark.parametrize("head", sorted(LOSSES))
@@ -226,4 +226,4 @@ def test_unknown_name_lists_available_names():
         models.build(model_config("resnte"), SPECS["resnet"])
     message = str(error.value)
     assert message.startswith("unknown model config.model.name='resnte': did you mean 'resnet'?")
-    assert message.endswith("available: cnn, mlp, resnet, transformer")
+    assert message.endswith("available: cnn, gpt, mlp, resnet, transformer")
