@@ -11,6 +11,7 @@ import keras
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import serving, tflite_export
+from nntrain.bits_per_byte import add as add_bits_per_byte
 from nntrain.callbacks import latest_checkpoint
 from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
@@ -48,7 +49,8 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
 def _metrics(model: keras.Model, config) -> dict:
     dataset, spec = nn_data.load_split(config.data, config.data.eval_split, config.train.batch_size)
     results = model.evaluate(dataset, return_dict=True, verbose=0)
-    return {"examples": spec.eval_examples, **{k: float(v) for k, v in results.items()}}
+    return add_bits_per_byte({"examples": spec.eval_examples, **{k: float(v) for k, v in results.items()}},
+                             config.data)
 
 
 def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_format: str = "saved_model",

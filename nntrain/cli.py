@@ -12,6 +12,7 @@ Commands:
   tune       hyperparameter search (keras-tuner) over the experiment's search space into --model_dir
   find-batch-size  examples/s of doubling batch sizes; the largest that still speeds training
   find-lr    learning-rate range test: lr_range.png and lr_range.csv in --model_dir, a suggested range
+  generate   sample text from a trained language model (text_gpt) in --model_dir after --prompt
 
 Examples:
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
@@ -24,6 +25,7 @@ Examples:
   nntrain data-service --port=5050 --workers=2
   nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
   nntrain find-lr --experiment=mnist_mlp --model_dir=runs/lr_mnist
+  nntrain generate --model_dir=runs/text_gpt --prompt='def ' --max_new_tokens=200 --seed=0
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """
@@ -83,6 +85,11 @@ flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed
 flags.DEFINE_float("min_lr", 1e-6, "`find-lr`: the learning rate the range test starts at.")
 flags.DEFINE_float("max_lr", 10.0, "`find-lr`: the learning rate the range test ends at.")
 flags.DEFINE_integer("lr_steps", 100, "`find-lr`: training steps from --min_lr to --max_lr.")
+flags.DEFINE_string("prompt", "", "`generate`: the text the sampled text continues.")
+flags.DEFINE_integer("max_new_tokens", 200, "`generate`: bytes to sample at most (it stops early at a file's end).")
+flags.DEFINE_float("temperature", 1.0, "`generate`: > 0; below 1 samples more likely bytes, above 1 more varied.")
+flags.DEFINE_integer("top_k", 0, "`generate`: sample from the K most likely bytes only (0: from all).")
+flags.DEFINE_integer("seed", 0, "`generate`: the sampling seed; the same seed gives the same text.")
 
 USAGE_ERROR = 2
 
@@ -202,10 +209,18 @@ def _find_lr(overrides: list[tuple[str, str]]) -> None:
     _print_result(result, find_lr.format_result(result))
 
 
+def _generate(overrides: list[tuple[str, str]]) -> None:
+    result = api.generate(_require("model_dir"), FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
+                          temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed,
+                          checkpoint=FLAGS.checkpoint)
+    _print_result(result, result["prompt"] + result["completion"])
+
+
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
     "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
     "bench": _bench, "tune": _tune, "find-batch-size": _find_batch_size, "find-lr": _find_lr,
     "preflight": _preflight, "data-service": _data_service,
+    "generate": _generate,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []

@@ -159,7 +159,7 @@ def _local_paths(model_dir: str | None, data_config: ml_collections.ConfigDict) 
     paths = {"model_dir": model_dir or None}
     if kind == "tfds":
         paths["data.data_dir"] = data_config.data_dir or "~/tensorflow_datasets (TFDS default)"
-    elif kind in ("idx", "npz", "tfrecord"):
+    elif kind in ("idx", "npz", "tfrecord", "text"):
         paths["data.source"] = arg
     return [f"{key}={value}" for key, value in paths.items() if value and not value.startswith("gs://")]
 

@@ -26,6 +26,7 @@ from nntrain import callbacks as nn_callbacks
 from nntrain import cluster, distribute, execution, models, optim, prune
 from nntrain import config as nn_config
 from nntrain import data as nn_data
+from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -102,7 +103,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
     checkpoints = nn_callbacks.Checkpoints(os.path.join(out_dir, CHECKPOINTS), config.train.monitor, keep_best=chief)
     # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
-    callbacks = [*prune.callbacks(model, config.prune, steps_per_epoch * config.train.epochs), nan_guard]
+    callbacks = [*prune.callbacks(model, config.prune, steps_per_epoch * config.train.epochs), nan_guard,
+                 *bits_per_byte_callbacks(config)]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch))
     callbacks.append(checkpoints)

@@ -22,7 +22,7 @@ RATES = ("startup_seconds", "step_seconds", "examples_per_second", "pipeline_exa
          "flops_per_example", "achieved_flops_per_second", "peak_flops_per_second", "mfu", "host_memory_peak_bytes")
 FIELDS = {*RATES, "experiment", "strategy", "device", "replicas", "global_batch_size", "precision",
           "steps_per_execution", "jit_compile", "compile_seconds", "warmup_steps", "timed_steps", "flops_method",
-          "peak_matmul_size", "peak_dtype", "device_memory_peak_bytes"}
+          "peak_matmul_size", "peak_dtype", "device_memory_peak_bytes", "tokens_per_second"}
 
 
 def _assert_consistent(result: dict, steps: int) -> None:

@@ -68,7 +68,7 @@ def mixed_precision(request):
 
 
 def test_names():
-    assert models.names() == ["cnn", "mlp", "resnet", "transformer"]
+    assert models.names() == ["cnn", "gpt", "mlp", "resnet", "transformer"]
 
 
 @pytest.mark.parametrize("head", sorted(LOSSES))
@@ -137,7 +137,7 @@ def test_resnet_depth_counts_layers_with_weights(depth):
 def test_shipped_experiment_models_build(experiment):
     config = load_experiment(experiment)
     num_classes = {"classification": 10, "binary": 2, "regression": None}[config.model.head]
-    if config.model.name == "transformer":
+    if config.model.name in ("transformer", "gpt"):
         spec = DatasetSpec(input_shape=(config.data.sequence_length,), input_dtype="int32", num_classes=num_classes,
                            train_examples=1, vocab_size=config.data.vocab_size)
     else:
@@ -226,4 +226,4 @@ def test_unknown_name_lists_available_names():
         models.build(model_config("resnte"), SPECS["resnet"])
     message = str(error.value)
     assert message.startswith("unknown model config.model.name='resnte': did you mean 'resnet'?")
-    assert message.endswith("available: cnn, mlp, resnet, transformer")
+    assert message.endswith("available: cnn, gpt, mlp, resnet, transformer")

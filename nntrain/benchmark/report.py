@@ -16,6 +16,10 @@ def _mib(value: int | None) -> str:
     return "n/a (no GPU)" if value is None else f"{value / 2 ** 20:,.0f} MiB"
 
 
+def _tokens(per_second: float | None) -> str:
+    return f" ({per_second:,.0f} tokens/s)" if per_second else ""
+
+
 def format_table(result: dict) -> str:
     """Two columns, one measured quantity per line."""
     rows = [
@@ -26,7 +30,7 @@ def format_table(result: dict) -> str:
         ("compile (first execution)", f"{result['compile_seconds']:.2f} s"),
         ("step time", f"{result['step_seconds'] * 1e3:.3g} ms (mean of {result['timed_steps']} steps after "
                       f"{result['warmup_steps']} warm-up)"),
-        ("throughput", f"{result['examples_per_second']:,.0f} examples/s"),
+        ("throughput", f"{result['examples_per_second']:,.0f} examples/s" + _tokens(result.get("tokens_per_second"))),
         ("input pipeline alone", f"{result['pipeline_examples_per_second']:,.0f} examples/s "
                                  f"({result['pipeline_ratio']:.1f}x what the model consumes)"),
         ("FLOPs per example", f"{_si(result['flops_per_example'], 'FLOP')} (forward + backward)"),

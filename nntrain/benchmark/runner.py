@@ -72,6 +72,7 @@ def run(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, ste
         "timed_steps": timing.timed_steps,
         "step_seconds": step_seconds,
         "examples_per_second": examples_per_second,
+        "tokens_per_second": examples_per_second * data.spec.input_shape[0] if data.spec.vocab_size else None,
         "pipeline_examples_per_second": pipeline_rate,
         "pipeline_ratio": pipeline_rate / examples_per_second,
         "flops_per_example": flops_per_example,

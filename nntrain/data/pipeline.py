@@ -109,7 +109,8 @@ def _input(split: Split, ctx: tf.distribute.InputContext, data_config: ml_collec
     """This input pipeline's shard of a split, cached after its first pass when data.cache is set."""
     dataset = split.dataset
     if ctx.num_input_pipelines > 1:
-        dataset = dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        shard = split.shard or dataset.shard
+        dataset = shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
     return dataset.cache() if data_config.cache and split.cacheable else dataset
 
 

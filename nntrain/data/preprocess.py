@@ -39,6 +39,9 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_clas
     data.sequence_length. Integer labels -> int32 scalars (classes), or float32 one-hot vectors of num_classes
     when data.one_hot_labels is set; others -> float32 vectors, (1,) at least.
     """
+    if data_config.source.startswith("text:"):  # packed token sequences: nothing to fit or convert
+        from nntrain.data.text import PREPROCESS
+        return PREPROCESS
     one_hot = num_classes if data_config.one_hot_labels and num_classes else None
     dtype = train.element_spec[0].dtype
     vocab_size = vectorizer = None

@@ -16,7 +16,7 @@ import tensorflow as tf
 from nntrain.data import idx, splits, tfrecord
 from nntrain.errors import NntrainError
 
-KINDS = "tfds:NAME, idx:DIR, npz:PATH, tfrecord:PATTERN, generated:xor, generated:quadratic, synthetic"
+KINDS = "tfds:NAME, idx:DIR, npz:PATH, tfrecord:PATTERN, text:GLOB, generated:xor, generated:quadratic, synthetic"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 GENERATED_SEEDS = {"train": 0, "test": 1}  # generated and synthetic data: a different draw per split
 SYNTHETIC_POOL = 64  # synthetic examples drawn per split and repeated: cheap at any input_shape
@@ -66,6 +66,10 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
         shape = tuple(data_config.input_shape)
         return IndexedSource(source, data_config.num_classes, files,
                              lambda split, start, stop: files.read(split, start, stop, shape))
+    if kind == "text" and arg:
+        from nntrain.data.text import TextSource
+
+        return TextSource(path, data_config)
     if source == "generated:xor":
         return _in_memory(source, _xor())
     if source == "generated:quadratic":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import tensorflow as tf
 
@@ -19,6 +19,7 @@ class Split:
     dataset: tf.data.Dataset
     num_examples: int
     cacheable: bool = True  # False where caching would only copy a cheap generator (synthetic data)
+    shard: Callable[[int, int], tf.data.Dataset] | None = None  # (count, index) -> a shard by file (text:)
 
 
 @dataclasses.dataclass(frozen=True)

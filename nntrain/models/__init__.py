@@ -13,7 +13,7 @@ import ml_collections
 
 from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
-from nntrain.models import cnn, mlp, resnet, transformer
+from nntrain.models import cnn, gpt, mlp, resnet, transformer
 
 Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], keras.KerasTensor]
 
@@ -23,6 +23,7 @@ BUILDERS: dict[str, Builder] = {
     "cnn": cnn.build,
     "resnet": resnet.build,
     "transformer": transformer.build,
+    "gpt": gpt.build,
 }
 
 

@@ -81,6 +81,16 @@ def activation(model_config: ml_collections.ConfigDict) -> str:
     return choice(model_config, "activation", ACTIVATIONS)
 
 
+def embed_dim_and_heads(model_config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """`model.embed_dim` and `model.num_heads`, the first divisible by the second (attention models)."""
+    embed_dim = positive_int(model_config, "embed_dim")
+    num_heads = positive_int(model_config, "num_heads")
+    if embed_dim % num_heads:
+        raise bad("embed_dim", embed_dim, f"it must be divisible by config.model.num_heads={num_heads}, "
+                                          f"e.g. {-(-embed_dim // num_heads) * num_heads}")
+    return embed_dim, num_heads
+
+
 def require_input(spec: DatasetSpec, model: str, what: str, *, rank: int | None = None,
                   token_ids: bool = False) -> None:
     """Checks that the data's examples suit `model`: `what` describes what it needs."""

@@ -20,11 +20,7 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
     """The outputs of a Transformer encoder on int32 token ids of shape (sequence_length,)."""
     fields.require_input(spec, "transformer", "int32 token ids of shape (sequence_length,) and a vocab_size",
                          rank=1, token_ids=True)
-    embed_dim = fields.positive_int(model_config, "embed_dim")
-    num_heads = fields.positive_int(model_config, "num_heads")
-    if embed_dim % num_heads:
-        raise fields.bad("embed_dim", embed_dim, f"it must be divisible by config.model.num_heads={num_heads}, "
-                                                 f"e.g. {-(-embed_dim // num_heads) * num_heads}")
+    embed_dim, num_heads = fields.embed_dim_and_heads(model_config)
     ff_dim = fields.positive_int(model_config, "ff_dim")
     num_layers = fields.positive_int(model_config, "num_layers")
     dropout = fields.rate(model_config, "dropout")

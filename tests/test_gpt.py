@@ -1,0 +1,130 @@
+"""The gpt builder: causal masking, tied embeddings, plain-Keras loading; bits per byte; the text_gpt experiment."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+
+import nntrain
+from nntrain import bits_per_byte, models
+from nntrain.data.spec import DatasetSpec
+from nntrain.experiments import text_gpt
+
+LENGTH, VOCAB = 12, 257
+SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB, train_examples=1, vocab_size=VOCAB)
+
+
+def gpt_config(**changes):
+    config = ml_collections.ConfigDict({"name": "gpt", "embed_dim": 16, "num_heads": 2, "num_layers": 2,
+                                        "ff_multiplier": 2, "dropout": 0.0, "tie_embeddings": True,
+                                        "positions": "learned"})
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize("tie,positions", [(True, "learned"), (False, "learned"), (True, "rotary")])
+def test_a_change_at_position_t_changes_no_output_before_t(tie, positions):
+    keras.utils.set_random_seed(0)
+    model = models.build(gpt_config(tie_embeddings=tie, positions=positions), SPEC)
+    tokens = np.random.default_rng(0).integers(0, VOCAB, size=(1, LENGTH), dtype=np.int32)
+    changed = tokens.copy()
+    t = 5
+    changed[0, t] = (tokens[0, t] + 1) % VOCAB
+    before, after = model.predict(tokens, verbose=0), model.predict(changed, verbose=0)
+    assert before.shape == (1, LENGTH, VOCAB)
+    np.testing.assert_allclose(before.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(before[0, :t], after[0, :t])
+    assert np.abs(before[0, t:] - after[0, t:]).max() > 1e-6  # it does see position t from t on
+
+
+def test_tied_embeddings_share_the_token_table():
+    tied = models.build(gpt_config(), SPEC)
+    untied = models.build(gpt_config(tie_embeddings=False), SPEC)
+    assert untied.count_params() - tied.count_params() == 16 * VOCAB + VOCAB  # the output Dense's kernel + bias
+
+
+def test_bits_per_byte_is_nats_over_ln2_per_byte():
+    assert bits_per_byte.from_nats(math.log(256)) == pytest.approx(8.0)  # uniform over bytes: 8 bits each
+    logs = {"loss": math.log(2), "val_loss": 2 * math.log(2)}
+    callback = bits_per_byte.BitsPerByte(ml_collections.ConfigDict({"source": "text:*.txt"}))
+    callback.on_epoch_end(0, logs)
+    assert logs["bits_per_byte"] == pytest.approx(1.0) and logs["val_bits_per_byte"] == pytest.approx(2.0)
+    assert bits_per_byte.add({"loss": 1.0}, ml_collections.ConfigDict({"source": "tfds:mnist"})) == {"loss": 1.0}
+
+
+@pytest.mark.slow
+def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
+    # No warmup: nntrain's own Warmup schedule is not a Keras built-in (issue 12 replaces it with CosineDecay's).
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "schedule.warmup_steps": 0})
+    metrics = nntrain.train(config, str(tmp_path), strategy="cpu", verbose=0)
+    assert metrics["epoch"] == 2
+    assert metrics["val_bits_per_byte"] == pytest.approx(metrics["val_loss"] / math.log(2))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("bits_per_byte" in line and "val_bits_per_byte" in line for line in lines)
+    evaluation = nntrain.evaluate(str(tmp_path))
+    assert evaluation["bits_per_byte"] == pytest.approx(evaluation["loss"] / math.log(2))
+    tokens = np.frombuffer(b"import os\n" * 4, np.uint8)[:32].astype(np.int32)[None]
+    rotary = models.build(gpt_config(positions="rotary"), dataclasses.replace(SPEC, input_shape=(32,)))
+    rotary.save(tmp_path / "rotary.keras")
+    expected = {name: keras.saving.load_model(tmp_path / f"{name}.keras").predict(tokens, verbose=0)
+                for name in ("model", "rotary")}
+    np.save(tmp_path / "tokens.npy", tokens)
+    script = ("import sys, keras, numpy as np\n"
+              "for name in ('model', 'rotary'):\n"
+              "    m = keras.saving.load_model(f'{sys.argv[1]}/{name}.keras')\n"
+              "    np.save(f'{sys.argv[1]}/{name}.npy', m.predict(np.load(sys.argv[1] + '/tokens.npy'), verbose=0))\n"
+              "assert not any(name.startswith('nntrain') for name in sys.modules)")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120, cwd="/")
+    for name, outputs in expected.items():
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), outputs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,positions", [("tpu", "learned"), ("gpu", "learned"), ("tpu", "rotary")])
+def test_preflight_passes_in_bfloat16_and_float16_with_xla(target, positions):
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.batch_size": 64,
+                                              "model.positions": positions})
+    report = nntrain.preflight(config, target, tpu_cores=8, gpus=1)
+    statuses = {check["check"]: check["status"] for check in report["checks"]}
+    assert report["ok"] and report["precision"] == {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}[target]
+    for check in ("static shapes", "model ops", "xla compile", "precision"):
+        assert statuses[check] == "pass", report
+
+
+def test_float16_gets_loss_scaling_and_float32_outputs():
+    import tensorflow as tf
+
+    from nntrain import trainer
+
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.precision": "mixed_float16"})
+    model, run = trainer.build_model(config, SPEC, 4, tf.distribute.get_strategy())
+    assert run.jit_compile is True  # float16 on CPU only runs at speed under XLA
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.get_layer("token_embedding").compute_dtype == "float16" and model.output.dtype == "float32"
+
+
+def test_the_end_of_training_line_compares_with_the_unigram_entropy(tmp_path, monkeypatch, data_config):
+    (tmp_path / "a.txt").write_bytes(b"abab")  # 1 bit per byte
+    data_config.source, data_config.train_split = f"text:{tmp_path}/*.txt", "train"
+    lines = []
+    monkeypatch.setattr(bits_per_byte, "log", lines.append)
+    callback = bits_per_byte.BitsPerByte(data_config)
+    callback.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.5 * math.log(2)})
+    callback.on_train_end()
+    assert lines == ["val_bits_per_byte 0.5000 = 0.500 x the unigram entropy of the training bytes "
+                     "(1.0000 bits/byte)"]
+
+
+@pytest.mark.slow
+def test_bench_reports_tokens_per_second():
+    from nntrain.benchmark import format_table
+
+    result = nntrain.bench(nntrain.load_config("text_gpt", text_gpt.RUNLOCAL), strategy="cpu", steps=8)
+    assert result["tokens_per_second"] == pytest.approx(result["examples_per_second"] * 32)
+    assert f"({result['tokens_per_second']:,.0f} tokens/s)" in format_table(result)
