@@ -72,8 +72,8 @@ def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[np.ndarray], np.nd
     if exported:
         serve = tf.saved_model.load(exported[0]).signatures["serving_default"]
         (name, spec), = serve.structured_input_signature[1].items()
-        (output,) = serve.structured_outputs.values()
-        return (lambda batch: next(iter(serve(**{name: tf.constant(batch)}).values())).numpy(),
+        output = serve.structured_outputs["probabilities"]
+        return (lambda batch: serve(**{name: tf.constant(batch)})["probabilities"].numpy(),
                 int(spec.shape[1]), int(output.shape[-1]))
     raise NntrainError(f"'{model_dir}' holds neither an nntrain run (config.json) nor an exported SavedModel "
                        "(saved_model.pb): pass a --model_dir that `nntrain train` or `nntrain export` wrote")

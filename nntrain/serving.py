@@ -73,7 +73,8 @@ def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:
             total += float(np.sum((outputs - labels.reshape(outputs.shape)) ** 2))
             count += outputs.size
         else:
-            total += float(np.sum(result["class_index"] == labels.reshape(len(labels), -1)[:, 0].astype(np.int64)))
-            count += len(labels)
+            index = result["class_index"]  # one class per example, or per token of a sequence
+            total += float(np.sum(index == labels.reshape(index.shape).astype(np.int64)))
+            count += index.size
     return {"mse" if head == "regression" else "accuracy": total / count}
 

@@ -103,7 +103,8 @@ def _identity(inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
     return inputs, targets
 
 
-PREPROCESS = Preprocess(_identity, _identity, VOCAB_SIZE)  # packed sequences are model-ready already
+# Packed sequences are model-ready already, in training and in the serving export (token ids in).
+PREPROCESS = Preprocess(_identity, _identity, VOCAB_SIZE, to_inputs=tf.identity)
 
 
 def unigram_entropy(files: list[str]) -> float:
