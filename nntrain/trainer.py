@@ -107,6 +107,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     callbacks.append(checkpoints)
     if config.train.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
+        log(f"TensorBoard logs: {os.path.join(model_dir, 'logs')} (tensorboard --logdir={model_dir})")
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
                                                        patience=config.train.early_stopping_patience))
