@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from nntrain import registry
 from nntrain.errors import NntrainError
 from nntrain.files import write_text_atomic
 
@@ -155,6 +156,7 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
     except (AttributeError, KeyError) as e:  # a locked base section refused a misspelt key
         raise NntrainError(f"experiment file '{path}'{_misspelt_key(path, e)}") from e
     config.experiment = str(path.stem)
+    registry.add_experiment_hooks(module, config)  # its get_model() and get_callbacks(), if it has them
     return config
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 import keras
 import ml_collections
@@ -76,7 +77,8 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
 
 
 def train(config: ml_collections.ConfigDict, model_dir: str,
-          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto") -> dict:
+          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains `config` into `model_dir`, resuming from its last checkpoint if there is one; returns final metrics."""
     start = time.time()
     nn_config.validate(config)
@@ -111,6 +113,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
                                                        patience=config.train.early_stopping_patience))
+    callbacks.extend(extra_callbacks)  # the user's (nntrain.train(callbacks=...), an experiment's get_callbacks)
     with cluster.peer_failures(strategy):
         history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, validation_data=data.eval,
