@@ -136,7 +136,7 @@ def test_sweep_searches_ranks_plots_and_retrains_the_best(tmp_path):
     best = next(t for t in summary["trials"] if t["trial"] == summary["best_trial"])
     retrained = json.loads((model_dir / "best" / "config.json").read_text())
     assert retrained["train"]["batch_size"] == best["settings"]["train.batch_size"]
-    assert retrained["optimizer"]["learning_rate"] == pytest.approx(best["effective_learning_rate"])
+    assert retrained["optimizer"]["learning_rate"] == pytest.approx(best["settings"]["optimizer.learning_rate"])
     history = nntrain.history(str(model_dir / "best"))
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.8, history
     accuracy = history[-1]["val_accuracy"]

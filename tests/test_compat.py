@@ -1,0 +1,48 @@
+"""Each adapter in nntrain/compat/ reaches into a third-party internal; these tests fail when upstream changes it."""
+
+from __future__ import annotations
+
+import inspect
+
+import keras_tuner
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+from tensorflow.core.framework import types_pb2
+from tensorflow.python.distribute import mirrored_strategy
+
+from nntrain.benchmark import flops  # registers the Einsum count
+from nntrain.compat import collective_keys, keras_tuner_hparams, tf_flops, tf_registry
+
+
+def test_mirrored_strategy_still_numbers_collectives_from_a_class_attribute():
+    strategy_class = tf.distribute.MirroredStrategy
+    default = strategy_class._collective_key_base
+    assert isinstance(default, int)
+    assert "_collective_key_base" in inspect.getsource(mirrored_strategy)  # TensorFlow still reads it
+    with collective_keys.distinct_keys():
+        assert strategy_class._collective_key_base > default
+    assert strategy_class._collective_key_base == default
+
+
+def test_tensorflow_registries_answer_as_nntrain_expects():
+    assert tf_registry.has_kernels("MatMul") and not tf_registry.has_kernels("NoSuchOpAnywhere")
+    assert isinstance(tf_registry.has_kernels("ConfigureDistributedTPU"), bool)
+    string_join = tf_registry.op_def("StringJoin")
+    assert string_join.output_arg[0].type == types_pb2.DT_STRING
+    assert tf_registry.op_def("NoSuchOpAnywhere") is None
+
+
+def test_tensorflow_statistics_registry_and_deprecation_switch_exist():
+    assert tf_flops.flops(7).value == 7
+    assert not tf_flops.register_flops("Einsum", flops._einsum_flops)  # already registered on import
+    with tf_flops.deprecation_silenced():
+        pass
+
+
+def test_keras_tuner_converts_hyperparameters_to_hparams():
+    space = keras_tuner.HyperParameters()
+    space.Float("base_learning_rate", 1e-3, 1e-1, sampling="log")
+    space.Choice("train.batch_size", [2, 4])
+    converted = {hparam.name: hparam.domain for hparam in keras_tuner_hparams.to_hparams(space, hparams_api)}
+    assert isinstance(converted["base_learning_rate"], hparams_api.RealInterval)
+    assert converted["train.batch_size"].values == [2, 4]
