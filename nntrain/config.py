@@ -82,6 +82,11 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "clip_value": Field(placeholder(float), "clip each gradient element to [-v, v]"),
             "clip_norm": Field(placeholder(float), "clip each gradient to this norm"),
             "global_clip_norm": Field(placeholder(float), "clip all gradients together to this global norm"),
+            "gradient_accumulation_steps": Field(placeholder(int), "average the gradients of this many steps (>= 2) "
+                                                 "into one update; schedules count updates (None: off)"),
+            "use_ema": Field(False, "keep an exponential moving average of the weights; evaluation, checkpoints "
+                                    "and the saved model use it"),
+            "ema_momentum": Field(0.99, "use_ema: weight of the old average at each update"),
         },
         "schedule": {
             "name": Field("constant", "constant | exponential | polynomial | linear | cosine"),
@@ -328,6 +333,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"{' and '.join(clipping)} are all set; Keras clips one way: keep one of them")
     if config.optimizer.weight_decay is not None:
         non_negative("optimizer.weight_decay")
+    accumulation = config.optimizer.gradient_accumulation_steps
+    require(accumulation is None or accumulation >= 2, "optimizer.gradient_accumulation_steps",
+            "it must be >= 2, or None for no accumulation")
+    require(0.0 <= config.optimizer.ema_momentum < 1.0, "optimizer.ema_momentum", "it must be in [0, 1)")
     choice("schedule.name", SCHEDULES)
     non_negative("schedule.warmup_steps")
     positive("schedule.decay_steps", optional=True)
