@@ -230,13 +230,13 @@ def test_find_batch_size_and_find_lr_on_mnist_mlp(tmp_path):
 
 def test_stepped_floats_are_written_as_declared(tmp_path):
     """keras-tuner makes 0.1 + 2 * 0.1 = 0.30000000000000004; results and best_config.py say 0.3."""
-    space = {"train.label_smoothing": float_range(0.1, 0.3, step=0.1)}
-    result = nntrain.tune("xor", str(tmp_path), XOR, search_space=space, strategy="cpu", tuner="grid", max_trials=3,
-                          objective="val_loss", verbose=False)
-    assert sorted(t["settings"]["train.label_smoothing"] for t in result["trials"]) == [0.1, 0.2, 0.3]
+    space = {"optimizer.momentum": float_range(0.0, 0.4, step=0.1)}  # keras-tuner's grid: 0.0 + k * 0.1, k < 4
+    result = nntrain.tune("xor", str(tmp_path), {**XOR, "optimizer.name": "sgd"}, search_space=space, strategy="cpu",
+                          tuner="grid", max_trials=4, objective="val_loss", verbose=False)
+    assert sorted(t["settings"]["optimizer.momentum"] for t in result["trials"]) == [0.0, 0.1, 0.2, 0.3]
     csv_text = (tmp_path / "results.csv").read_text()
     assert "0.30000000000000004" not in csv_text and "0.30000000000000004" not in json.dumps(
         [t["settings"] for t in json.loads((tmp_path / "results.json").read_text())["trials"]])
     best = next(t for t in result["trials"] if t["trial"] == result["best_trial"])
-    value = best["settings"]["train.label_smoothing"]
-    assert f"config.train.label_smoothing = {value!r}\n" in (tmp_path / "best_config.py").read_text()
+    value = best["settings"]["optimizer.momentum"]  # never the base config's 0.9, so best_config.py sets it
+    assert f"config.optimizer.momentum = {value!r}\n" in (tmp_path / "best_config.py").read_text()
