@@ -6,6 +6,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from nntrain.compat import ema_resume
 from nntrain.errors import NntrainError
 
 
@@ -115,9 +116,12 @@ def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.opti
     return {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "adagrad": optimizers.Adagrad}[opt.name](**common)
 
 
-def callbacks(config: ml_collections.ConfigDict) -> list[keras.callbacks.Callback]:
-    """With `optimizer.use_ema`: evaluation, and the callbacks after this one (checkpoints), see the EMA weights."""
-    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.optimizer.use_ema else []
+def callbacks(config: ml_collections.ConfigDict, resumed: bool = False) -> list[keras.callbacks.Callback]:
+    """With `optimizer.use_ema`: evaluation, and the callbacks after this one (checkpoints), see the EMA weights.
+
+    `resumed`: the model was restored from an epoch checkpoint, which holds the EMA weights.
+    """
+    return [ema_resume.swap_ema_weights(resumed)] if config.optimizer.use_ema else []
 
 
 def loss(config: ml_collections.ConfigDict) -> keras.losses.Loss:

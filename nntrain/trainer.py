@@ -103,7 +103,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
     checkpoints = nn_callbacks.Checkpoints(os.path.join(out_dir, CHECKPOINTS), config.train.monitor, keep_best=chief)
     # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
-    callbacks = [*optim.callbacks(config), nan_guard]  # EMA weights swapped in first, for all that follow
+    callbacks = [*optim.callbacks(config, resumed=initial_epoch > 0), nan_guard]  # EMA swapped in first
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch))
     callbacks.append(checkpoints)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import keras
 import keras_tuner
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
@@ -11,7 +12,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.python.distribute import mirrored_strategy
 
 from nntrain.benchmark import flops  # registers the Einsum count
-from nntrain.compat import collective_keys, keras_tuner_hparams, tf_flops, tf_registry
+from nntrain.compat import collective_keys, ema_resume, keras_tuner_hparams, tf_flops, tf_registry
 
 
 def test_mirrored_strategy_still_numbers_collectives_from_a_class_attribute():
@@ -46,3 +47,10 @@ def test_keras_tuner_converts_hyperparameters_to_hparams():
     converted = {hparam.name: hparam.domain for hparam in keras_tuner_hparams.to_hparams(space, hparams_api)}
     assert isinstance(converted["base_learning_rate"], hparams_api.RealInterval)
     assert converted["train.batch_size"].values == [2, 4]
+
+
+def test_swap_ema_weights_still_tracks_its_state_in_a_flag():
+    assert ema_resume.swap_ema_weights(resumed=True)._ema_weights_in_model is True
+    assert keras.callbacks.SwapEMAWeights(swap_on_epoch=True)._ema_weights_in_model is False
+    source = inspect.getsource(keras.callbacks.SwapEMAWeights.on_epoch_begin)
+    assert "self._ema_weights_in_model" in source  # the flag still decides whether the epoch starts with a swap

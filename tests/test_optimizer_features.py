@@ -80,6 +80,27 @@ def test_ema_weights_are_evaluated_checkpointed_and_saved(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
+class KillInSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C or a preemption does mid-run
+
+
+def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(tmp_path):
+    """The epoch checkpoint holds the EMA weights in the model and the raw ones in the optimizer's averages."""
+    config = nntrain.load_config("xor", {**XOR, "train.steps_per_epoch": 6, "optimizer.learning_rate": 0.5,
+                                         "optimizer.use_ema": True, "optimizer.ema_momentum": 0.9})
+    nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        nntrain.train(config, str(tmp_path / "resumed"), strategy="cpu", verbose=0, callbacks=[KillInSecondEpoch()])
+    nntrain.train(config, str(tmp_path / "resumed"), strategy="cpu", verbose=0)
+    assert len(_metrics(tmp_path / "resumed")) == 2
+    straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
+                         for name in ("straight", "resumed"))
+    for a, b in zip(straight, resumed):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 @pytest.mark.parametrize("key, value, phrase", [
     ("optimizer.gradient_accumulation_steps", "1", "it must be >= 2, or None"),
     ("optimizer.ema_momentum", "1.5", "it must be in [0, 1)"),
