@@ -62,19 +62,22 @@ def test_an_error_with_json_is_a_json_document_too(tmp_path, capfd):
 @pytest.mark.slow
 def test_logs_follow_absl_flags_and_say_where_tensorboard_logs_are(tmp_path):
     """--log_dir writes nntrain's log lines to absl's log file; --alsologtostderr shows them on stderr too."""
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    command = [sys.executable, "-m", "nntrain.cli", "train", *TINY, "--config.train.tensorboard=true", "--json",
-               f"--log_dir={log_dir}"]
-    quiet = subprocess.run([*command, f"--model_dir={tmp_path / 'a'}"], capture_output=True, text=True,
-                           timeout=300)
+    quiet_dir, loud_dir = tmp_path / "quiet", tmp_path / "loud"
+    quiet_dir.mkdir()
+    loud_dir.mkdir()
+    quiet = subprocess.run([sys.executable, "-m", "nntrain.cli", "data-service", "--port=0", "--workers=1",
+                            "--max_seconds=0.1", "--json", f"--log_dir={quiet_dir}"],
+                           capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
-    (log_file,) = [p for p in log_dir.iterdir() if p.is_file() and ".INFO." in p.name]
-    logged = log_file.read_text()
-    assert "experiment xor: generated:xor -> mlp" in logged
-    assert f"TensorBoard logs: {tmp_path / 'a' / 'logs'}" in logged
-    assert "experiment xor" not in quiet.stderr  # absl sends INFO to the file only
-    loud = subprocess.run([*command, f"--model_dir={tmp_path / 'b'}", "--alsologtostderr"], capture_output=True,
-                          text=True, timeout=300)
-    assert loud.returncode == 0 and "experiment xor: generated:xor -> mlp" in loud.stderr
+    (log_file,) = [p for p in quiet_dir.iterdir() if p.is_file() and ".INFO." in p.name]
+    assert "tf.data service: dispatcher at" in log_file.read_text()
+    assert "tf.data service" not in quiet.stderr  # absl sends INFO to the file only
+    model_dir = tmp_path / "run"
+    loud = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", *TINY, "--config.train.tensorboard=true",
+                           f"--model_dir={model_dir}", "--json", f"--log_dir={loud_dir}", "--alsologtostderr"],
+                          capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert f"TensorBoard logs: {model_dir / 'logs'}" in loud.stderr
+    (log_file,) = [p for p in loud_dir.iterdir() if p.is_file() and ".INFO." in p.name]
+    assert f"TensorBoard logs: {model_dir / 'logs'}" in log_file.read_text()
     assert json.loads(loud.stdout)["epoch"] == 1
