@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import grpc
 import keras
 import keras_tuner
 import tensorflow as tf
@@ -12,7 +13,14 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.python.distribute import mirrored_strategy
 
 from nntrain.benchmark import flops  # registers the Einsum count
-from nntrain.compat import collective_keys, ema_resume, keras_tuner_hparams, tf_flops, tf_registry
+from nntrain.compat import (
+    collective_keys,
+    ema_resume,
+    keras_tuner_distributed,
+    keras_tuner_hparams,
+    tf_flops,
+    tf_registry,
+)
 
 
 def test_mirrored_strategy_still_numbers_collectives_from_a_class_attribute():
@@ -54,3 +62,20 @@ def test_swap_ema_weights_still_tracks_its_state_in_a_flag():
     assert keras.callbacks.SwapEMAWeights(swap_on_epoch=True)._ema_weights_in_model is False
     source = inspect.getsource(keras.callbacks.SwapEMAWeights.on_epoch_begin)
     assert "self._ema_weights_in_model" in source  # the flag still decides whether the epoch starts with a swap
+
+
+def test_keras_tuner_distributed_internals_are_where_nntrain_reaches_them():
+    from keras_tuner.src.distribute import oracle_client
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
+    assert not keras_tuner_distributed.has_requeued(oracle)
+    keras_tuner_distributed.requeue(oracle, "7")
+    assert keras_tuner_distributed.has_requeued(oracle) and oracle._retry_queue == ["7"]
+    saved = oracle_client.TIMEOUT
+    with keras_tuner_distributed.client_timeout(3.0):
+        assert oracle_client.TIMEOUT == 3.0
+    assert oracle_client.TIMEOUT == saved
+    assert callable(keras_tuner_distributed.get_space_request)
+    assert hasattr(keras_tuner_distributed.OracleServicer, "CreateTrial")
+    with grpc.insecure_channel("127.0.0.1:9") as channel:
+        assert hasattr(keras_tuner_distributed.oracle_stub(channel), "GetSpace")
