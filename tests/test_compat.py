@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 
 import grpc
 import keras
@@ -12,6 +14,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorflow.core.framework import types_pb2
 from tensorflow.python.distribute import mirrored_strategy
 
+import nntrain
 from nntrain.benchmark import flops  # registers the Einsum count
 from nntrain.compat import (
     collective_keys,
@@ -79,3 +82,12 @@ def test_keras_tuner_distributed_internals_are_where_nntrain_reaches_them():
     assert hasattr(keras_tuner_distributed.OracleServicer, "CreateTrial")
     with grpc.insecure_channel("127.0.0.1:9") as channel:
         assert hasattr(keras_tuner_distributed.oracle_stub(channel), "GetSpace")
+
+
+def test_third_party_internals_are_reached_only_from_nntrain_compat():
+    package = Path(nntrain.__file__).parent
+    internal = re.compile(r"\b(keras_tuner\.src|tensorflow\.python|keras\.src)\b|\._collective_key_base|\._retry_queue")
+    offenders = [f"{path.relative_to(package)}:{number}" for path in sorted(package.rglob("*.py"))
+                 if "compat" not in path.relative_to(package).parts
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if internal.search(line)]
+    assert offenders == []
