@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import ml_collections
 
 from nntrain import config as nn_config
+from nntrain import registry
 from nntrain.runtime import Runtime
 
-if TYPE_CHECKING:  # it imports TensorFlow, which `import nntrain` must not
+if TYPE_CHECKING:  # they import TensorFlow, which `import nntrain` must not
+    import keras
+
     from nntrain.results import Predictions
 
 
@@ -21,17 +24,20 @@ def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = (
 
 
 def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str = "auto", tpu: str = "",
-          verbose: int | str = "auto") -> dict:
+          verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains an experiment (a config, or an experiment name/path) into model_dir; returns final metrics.
 
-    Running it again with the same model_dir resumes from the last finished epoch.
+    `callbacks` run after nntrain's own (metrics file, checkpoints, TensorBoard), after those of the experiment
+    file's `get_callbacks(config)`. Running it again with the same model_dir resumes from the last finished epoch.
     """
     from nntrain import distribute, trainer
 
     if isinstance(config, str):
         config = load_config(config)
     nn_config.validate(config)
-    return trainer.train(config, model_dir, distribute.create_strategy(strategy, tpu), verbose=verbose)
+    extra = [*registry.experiment_callbacks(config), *callbacks]
+    return trainer.train(config, model_dir, distribute.create_strategy(strategy, tpu), verbose=verbose,
+                         extra_callbacks=extra)
 
 
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:

@@ -1,50 +1,28 @@
-"""`nntrain <command> [--flags] [--config.KEY=VALUE ...]`: flags only, the work is in the library.
+"""`nntrain COMMAND [--flags] [--config.KEY=VALUE ...]`: flags only, the work is in the library.
 
-Commands:
-  train      train an experiment into --model_dir (re-running resumes)
-  evaluate   evaluate a trained --model_dir on its eval split
-  export     export a trained --model_dir to --export_dir (.keras and SavedModel)
-  doctor     check versions, devices, TPU kernels, gs:// support and --model_dir
-  bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
-  launch     run a train command as --workers local multi-worker processes: launch --workers=2 -- train ...
-  preflight  on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, paths, memory
-  data-service  a tf.data service (dispatcher + --workers) on 127.0.0.1:--port for --config.data.service
-  tune       hyperparameter search (keras-tuner) over the experiment's search space into --model_dir
-  find-batch-size  examples/s of doubling batch sizes; the largest that still speeds training
-  find-lr    learning-rate range test: lr_range.png and lr_range.csv in --model_dir, a suggested range
-  generate   sample text from a trained language model (text_gpt) in --model_dir after --prompt
-
-Examples:
-  nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
-  nntrain evaluate --model_dir=runs/mnist_mlp --json
-  nntrain export --model_dir=runs/mnist_mlp --export_dir=exports/mnist_mlp
-  nntrain doctor --json
-  nntrain bench --experiment=mnist_mlp --steps=200 --json
-  nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
-  nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
-  nntrain data-service --port=5050 --workers=2
-  nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
-  nntrain find-lr --experiment=mnist_mlp --model_dir=runs/lr_mnist
-  nntrain generate --model_dir=runs/text_gpt --prompt='def ' --max_new_tokens=200 --seed=0
-
-Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
+`nntrain --help` lists the commands; `nntrain COMMAND --help` shows a command's flags and config keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 
-from absl import app, flags, logging
+import ml_collections
+from absl import app, flags
 
-from nntrain import api, quiet, tf_config
+from nntrain import api, logs, quiet, tf_config
 from nntrain import config as nn_config
 from nntrain.errors import NntrainError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see nntrain/experiments/) or path to an experiment .py file.")
+flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file or a run's config.json "
+                    "(then --config.KEY=VALUE overrides it).")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
 flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")
@@ -92,6 +70,26 @@ flags.DEFINE_integer("top_k", 0, "`generate`: sample from the K most likely byte
 flags.DEFINE_integer("seed", 0, "`generate`: the sampling seed; the same seed gives the same text.")
 
 USAGE_ERROR = 2
+Config = ml_collections.ConfigDict | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """What a command prints: `result` as one JSON document with --json, else `text`; then exits with `code`."""
+
+    result: dict
+    text: str = ""
+    code: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A command: its function, one line for --help, the flags it reads, and whether it takes a config."""
+
+    run: Callable[[Config, list[tuple[str, str]]], Output]
+    summary: str
+    flags: tuple[str, ...] = ()
+    takes_config: bool = False
 
 
 class _UsageError(NntrainError):
@@ -109,118 +107,135 @@ def _command_name() -> str:
     return _COMMAND[0] if _COMMAND else "?"
 
 
-def _print_result(result: dict, text: str) -> None:
-    print(json.dumps(result, sort_keys=True) if FLAGS.json else text)
+def _config_source() -> str:
+    """--experiment or --config (an experiment name, a .py file or a run's config.json); not both."""
+    if FLAGS.experiment and FLAGS.config:
+        raise _UsageError("give either --experiment or --config, not both")
+    if not (FLAGS.experiment or FLAGS.config):
+        raise _UsageError(f"--experiment (or --config=PATH.py|RUN/config.json) is required for `{_command_name()}`")
+    return FLAGS.experiment or FLAGS.config
 
 
-def _train(overrides: list[tuple[str, str]]) -> None:
+def _train(config: Config, overrides: list[tuple[str, str]]) -> Output:
     model_dir = _require("model_dir")
-    config = nn_config.resolve(_require("experiment"), overrides)
     strategy = tf_config.use_worker_flags(FLAGS.worker_hosts, FLAGS.task_index, FLAGS.strategy)
-    metrics = api.train(config, model_dir, strategy=strategy, tpu=FLAGS.tpu)
-    if FLAGS.json:
-        print(json.dumps(metrics, sort_keys=True))
+    return Output(api.train(config, model_dir, strategy=strategy, tpu=FLAGS.tpu))
 
 
-def _evaluate(overrides: list[tuple[str, str]]) -> None:
+def _evaluate(config: Config, overrides: list[tuple[str, str]]) -> Output:
     metrics = api.evaluate(_require("model_dir"), FLAGS.checkpoint)
-    _print_result(metrics, "\n".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}"
+    return Output(metrics, "\n".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}"
                                      for k, v in metrics.items()))
 
 
-def _export(overrides: list[tuple[str, str]]) -> None:
+def _export(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain import artifacts
 
     result = api.export(_require("model_dir"), _require("export_dir"), FLAGS.checkpoint, FLAGS.format,
                         FLAGS.quantize)
-    _print_result(result, artifacts.format_table(result))
+    return Output(result, artifacts.format_table(result))
 
 
-def _doctor(overrides: list[tuple[str, str]]) -> None:
+def _doctor(config: Config, overrides: list[tuple[str, str]]) -> Output:
     checks = api.doctor(FLAGS.model_dir)
-    if FLAGS.json:
-        print(json.dumps({"checks": checks}, sort_keys=True))
-    else:
-        for check in checks:
-            fix = f"\n         fix: {check['fix']}" if check["fix"] else ""
-            print(f"[{check['status']:>4}] {check['check']}: {check['detail']}{fix}")
-    if any(check["status"] == "fail" for check in checks):
-        sys.exit(1)
+    lines = []
+    for check in checks:
+        fix = f"\n         fix: {check['fix']}" if check["fix"] else ""
+        lines.append(f"[{check['status']:>4}] {check['check']}: {check['detail']}{fix}")
+    return Output({"checks": checks}, "\n".join(lines), int(any(check["status"] == "fail" for check in checks)))
 
 
-def _launch(overrides: list[tuple[str, str]]) -> None:
+def _launch(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain import launch
 
     code = launch.launch(FLAGS.workers, _CHILD_ARGS)
-    if code:
-        sys.exit(code)
+    return Output({"workers": FLAGS.workers, "exit_code": code}, "", code)
 
 
-def _preflight(overrides: list[tuple[str, str]]) -> None:
+def _preflight(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain import preflight_checks
 
-    config = nn_config.resolve(_require("experiment"), overrides)
     report = api.preflight(config, target=FLAGS.target, tpu_cores=FLAGS.tpu_cores, gpus=FLAGS.gpus, tpu=FLAGS.tpu,
                            model_dir=FLAGS.model_dir)
-    _print_result(report, preflight_checks.format_report(report))
-    if not report["ok"]:
-        sys.exit(1)
+    return Output(report, preflight_checks.format_report(report), int(not report["ok"]))
 
 
-def _data_service(overrides: list[tuple[str, str]]) -> None:
+def _data_service(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.data import service
 
+    start = time.monotonic()
     service.serve(FLAGS.port, FLAGS.workers, FLAGS.max_seconds)
+    return Output({"port": FLAGS.port, "workers": FLAGS.workers, "seconds": round(time.monotonic() - start, 3)})
 
 
-def _bench(overrides: list[tuple[str, str]]) -> None:
+def _bench(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain import benchmark
 
-    config = nn_config.resolve(_require("experiment"), overrides)
     result = api.bench(config, strategy=FLAGS.strategy, tpu=FLAGS.tpu, steps=FLAGS.steps)
-    _print_result(result, benchmark.format_table(result))
+    return Output(result, benchmark.format_table(result))
 
 
-def _tune(overrides: list[tuple[str, str]]) -> None:
-    result = api.tune(_require("experiment"), _require("model_dir"), overrides, strategy=FLAGS.strategy,
+def _tune(config: Config, overrides: list[tuple[str, str]]) -> Output:
+    source = _config_source()
+    experiment = config.experiment if source.endswith(".json") else source  # its search space
+    result = api.tune(experiment, _require("model_dir"), overrides, strategy=FLAGS.strategy,
                       tpu=FLAGS.tpu, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials, objective=FLAGS.objective,
                       executions_per_trial=FLAGS.executions_per_trial, resume=FLAGS.resume,
                       lr_scaling=FLAGS.lr_scaling, role=FLAGS.role, oracle_address=FLAGS.oracle_address,
-                      worker_id=FLAGS.worker_id, worker_timeout=FLAGS.worker_timeout, verbose=not FLAGS.json)
-    if FLAGS.json:
-        print(json.dumps(result, sort_keys=True))
+                      worker_id=FLAGS.worker_id, worker_timeout=FLAGS.worker_timeout, verbose=True)
+    return Output(result)
 
 
-def _find_batch_size(overrides: list[tuple[str, str]]) -> None:
+def _find_batch_size(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.tuning import find_batch_size
 
-    config = nn_config.resolve(_require("experiment"), overrides)
     result = api.find_batch_size(config, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
                                  max_batch_size=FLAGS.max_batch_size, num_steps=FLAGS.batch_steps)
-    _print_result(result, find_batch_size.format_result(result))
+    return Output(result, find_batch_size.format_result(result))
 
 
-def _find_lr(overrides: list[tuple[str, str]]) -> None:
+def _find_lr(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.tuning import find_lr
 
-    config = nn_config.resolve(_require("experiment"), overrides)
     result = api.find_lr(config, _require("model_dir"), strategy=FLAGS.strategy, tpu=FLAGS.tpu,
                          min_lr=FLAGS.min_lr, max_lr=FLAGS.max_lr, num_steps=FLAGS.lr_steps)
-    _print_result(result, find_lr.format_result(result))
+    return Output(result, find_lr.format_result(result))
 
 
-def _generate(overrides: list[tuple[str, str]]) -> None:
+def _generate(config: Config, overrides: list[tuple[str, str]]) -> Output:
     result = api.generate(_require("model_dir"), FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
                           temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed,
                           checkpoint=FLAGS.checkpoint)
-    _print_result(result, result["prompt"] + result["completion"])
+    return Output(result, result["prompt"] + result["completion"])
 
 
-COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
-    "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
-    "bench": _bench, "tune": _tune, "find-batch-size": _find_batch_size, "find-lr": _find_lr,
-    "preflight": _preflight, "data-service": _data_service,
-    "generate": _generate,
+_CONFIG = ("experiment", "config")
+_STRATEGY = ("strategy", "tpu")
+COMMANDS: dict[str, Command] = {
+    "train": Command(_train, "train an experiment into --model_dir (re-running resumes)",
+                     (*_CONFIG, "model_dir", *_STRATEGY, "worker_hosts", "task_index"), takes_config=True),
+    "evaluate": Command(_evaluate, "evaluate a trained --model_dir on its eval split", ("model_dir", "checkpoint")),
+    "export": Command(_export, "export a trained --model_dir to --export_dir (.keras and SavedModel)",
+                      ("model_dir", "export_dir", "checkpoint", "format", "quantize")),
+    "doctor": Command(_doctor, "check versions, devices, TPU kernels, gs:// support and --model_dir", ("model_dir",)),
+    "launch": Command(_launch, "run a train command as --workers local multi-worker processes: "
+                               "launch --workers=2 -- train ...", ("workers",)),
+    "bench": Command(_bench, "steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory",
+                     (*_CONFIG, *_STRATEGY, "steps"), takes_config=True),
+    "tune": Command(_tune, "hyperparameter search (keras-tuner) over the experiment's search space",
+                    (*_CONFIG, "model_dir", *_STRATEGY, "tuner", "max_trials", "objective", "executions_per_trial",
+                     "resume", "lr_scaling", "role", "oracle_address", "worker_id", "worker_timeout"),
+                    takes_config=True),
+    "find-batch-size": Command(_find_batch_size, "examples/s of doubling batch sizes; the largest that still "
+                               "speeds training", (*_CONFIG, *_STRATEGY, "max_batch_size", "batch_steps"),
+                               takes_config=True),
+    "find-lr": Command(_find_lr, "learning-rate range test: lr_range.png and lr_range.csv in --model_dir",
+                       (*_CONFIG, "model_dir", *_STRATEGY, "min_lr", "max_lr", "lr_steps"), takes_config=True),
+    "preflight": Command(_preflight, "on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, "
+                         "paths, memory", (*_CONFIG, "target", "tpu_cores", "gpus", "tpu", "model_dir"),
+                         takes_config=True),
+    "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on 127.0.0.1:--port",
+                            ("port", "workers", "max_seconds")),
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []
@@ -229,7 +244,47 @@ _CHILD_ARGS: list[str] = []  # after `--`: the command `launch` runs in each wor
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
     print(f"nntrain: error: {message}", file=sys.stderr)
+    if FLAGS.is_parsed() and FLAGS.json:
+        print(json.dumps({"error": message, "exit_code": code}))
     sys.exit(code)
+
+
+EXAMPLES = """Examples:
+  nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
+  nntrain train --config=my_experiment.py --model_dir=runs/mine
+  nntrain train --config=runs/mnist_mlp/config.json --model_dir=runs/again --config.train.epochs=10
+  nntrain evaluate --model_dir=runs/mnist_mlp --json
+  nntrain export --model_dir=runs/mnist_mlp --export_dir=exports/mnist_mlp
+  nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
+  nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
+  nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
+
+Flags can also come from a file: --flagfile=FILE. absl's flags (--log_dir, --alsologtostderr, ...): --helpfull."""
+
+
+def usage() -> str:
+    """`nntrain --help`: the commands, one line each, and examples."""
+    width = max(map(len, COMMANDS)) + 2
+    commands = "\n".join(f"  {name:<{width}}{command.summary}" for name, command in COMMANDS.items())
+    return f"{__doc__.strip()}\n\nCommands:\n{commands}\n\n{EXAMPLES}"
+
+
+def command_help(name: str) -> str:
+    """`nntrain NAME --help`: the command's flags and, if it takes a config, every config key."""
+    command = COMMANDS[name]
+    lines = [f"nntrain {name}: {command.summary}", "", "Flags:"]
+    for flag in (*command.flags, "json"):
+        default = FLAGS[flag].default
+        lines.append(f"  --{flag}={'' if default is None else _shown(default)}\n      {FLAGS[flag].help}")
+    if command.takes_config:
+        lines += ["", "Config (--config.KEY=VALUE; the experiment sets its own values of some):"]
+        lines += [f"  {key}={_shown(default)}\n      {help_text}" for key, default, help_text in nn_config.describe()]
+    lines += ["", "absl's flags (--flagfile, --log_dir, --alsologtostderr, --verbosity, ...): --helpfull"]
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -264,23 +319,34 @@ def _main(argv: list[str]) -> None:
         given = f"unknown command '{argv[1]}'" if len(argv) > 1 else "no command given"
         _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")
     _COMMAND[:] = [argv[1]]
+    command = COMMANDS[argv[1]]
+    logs.use_absl_flags()
     if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # TF's Python INFO lines; --verbosity=0 brings them back
-    if argv[1] != "launch":  # the launcher only starts processes
-        quiet.import_tensorflow_quietly()
+        logs.hide_tensorflow_info()  # TF's Python INFO lines; --verbosity=0 brings them back
     try:
-        COMMANDS[argv[1]](list(_OVERRIDES))
+        # The config is checked before TensorFlow is imported: a typo costs well under a second.
+        config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
+        with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
+            if argv[1] != "launch":  # the launcher only starts processes
+                quiet.import_tensorflow_quietly()
+            output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
         _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume", 130)
+    if FLAGS.json:
+        print(json.dumps(output.result, sort_keys=True))
+    elif output.text:
+        print(output.text)
+    if output.code:
+        sys.exit(output.code)
 
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = list(sys.argv if argv is None else argv)
     if any(arg in ("-h", "--help", "-?") for arg in argv[1:]):
-        print(__doc__)
+        print(command_help(argv[1]) if len(argv) > 1 and argv[1] in COMMANDS else usage())
         sys.exit(0)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown nntrain's
     FLAGS.unparse_flags()

@@ -6,18 +6,22 @@ This module must not import TensorFlow: config errors are reported before any he
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import json
 import os
+import re
+import traceback
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
+from nntrain import registry
 from nntrain.errors import NntrainError
 from nntrain.files import write_text_atomic
 
@@ -32,77 +36,123 @@ HEADS = ("classification", "binary", "regression")
 AUGMENTATIONS = ("none", "flip_crop")
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Every field an experiment can set, with its default."""
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config field: its default and the one line `nntrain COMMAND --help` shows for it."""
+
+    default: Any
+    help: str
+
+
+def _fields() -> dict[str, dict[str, Field] | Field]:
+    """Every field an experiment can set, with its default and description (the one source of both)."""
     placeholder = config_dict.placeholder
-    return ml_collections.ConfigDict({
-        "seed": 0,
+    return {
+        "seed": Field(0, "seeds Python, NumPy, TensorFlow and Keras before anything random is built"),
+        "experiment": Field("", "the experiment file this config came from (set when it is loaded)"),
         "data": {
-            # tfds:NAME | idx:DIR | npz:PATH | tfrecord:GLOB | generated:xor | generated:quadratic | synthetic
-            "source": "tfds:mnist",
-            "data_dir": placeholder(str),  # TFDS data_dir (None: TFDS default)
-            "download": True,  # TFDS: download when the dataset is not prepared
-            "train_split": "train",  # TFDS slicing syntax, also for local sources
-            "eval_split": "test",
-            "num_examples": 1024,  # generated/synthetic sources: examples in each split
-            "input_shape": (28, 28, 1),  # synthetic and tfrecord sources: shape of one example
-            "num_classes": 10,  # synthetic and tfrecord sources
-            "shuffle_buffer": 10_000,
-            "cache": True,
-            "augment": "none",  # none | flip_crop (images)
-            "crop_padding": 4,
-            "vocab_size": 20_000,  # text sources: tokenizer vocabulary
-            "sequence_length": 200,  # text sources: tokens per example
-            "service": "",  # grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline
-            "one_hot_labels": False,  # classes as one-hot vectors: train.label_smoothing needs them
+            "source": Field("tfds:mnist", "tfds:NAME | idx:DIR | npz:PATH | tfrecord:GLOB | generated:xor | "
+                                          "generated:quadratic | synthetic | a registered SCHEME:ARG"),
+            "data_dir": Field(placeholder(str), "TFDS data_dir (None: TFDS default)"),
+            "download": Field(True, "TFDS: download when the dataset is not prepared"),
+            "train_split": Field("train", "TFDS slicing syntax, also for local sources, e.g. test[:8000]"),
+            "eval_split": Field("test", "the split evaluated after each epoch, same syntax"),
+            "num_examples": Field(1024, "generated/synthetic sources: examples in each split"),
+            "input_shape": Field((28, 28, 1), "synthetic and tfrecord sources: shape of one example"),
+            "num_classes": Field(10, "synthetic and tfrecord sources: number of classes"),
+            "shuffle_buffer": Field(10_000, "examples in the shuffle buffer"),
+            "cache": Field(True, "cache decoded examples in memory after the first epoch"),
+            "augment": Field("none", "none | flip_crop (images)"),
+            "crop_padding": Field(4, "flip_crop: pixels of padding before the random crop"),
+            "vocab_size": Field(20_000, "text sources: tokenizer vocabulary"),
+            "sequence_length": Field(200, "text sources: tokens per example"),
+            "service": Field("", "grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline"),
+            "one_hot_labels": Field(False, "classes as one-hot vectors: train.label_smoothing needs them"),
         },
         "model": {
-            "name": "mlp",
-            "head": "classification",  # classification | binary | regression
-            "num_outputs": 1,  # regression head units
+            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | ...)"),
+            "head": Field("classification", "classification | binary | regression"),
+            "num_outputs": Field(1, "regression head units"),
         },
         "optimizer": {
-            "name": "adam",  # sgd | adam | adamw | adagrad | rmsprop
-            "learning_rate": 1e-3,
-            "momentum": 0.9,  # sgd, rmsprop
-            "nesterov": False,  # sgd
-            "weight_decay": placeholder(float),  # decoupled weight decay (adamw default 0.004)
-            "clip_value": placeholder(float),
-            "clip_norm": placeholder(float),
-            "global_clip_norm": placeholder(float),
+            "name": Field("adam", "sgd | adam | adamw | adagrad | rmsprop"),
+            "learning_rate": Field(1e-3, "base learning rate (peak of the schedule)"),
+            "momentum": Field(0.9, "sgd, rmsprop: momentum"),
+            "nesterov": Field(False, "sgd: Nesterov momentum"),
+            "weight_decay": Field(placeholder(float), "decoupled weight decay (None: the optimizer's; adamw 0.004)"),
+            "clip_value": Field(placeholder(float), "clip each gradient element to [-v, v]"),
+            "clip_norm": Field(placeholder(float), "clip each gradient to this norm"),
+            "global_clip_norm": Field(placeholder(float), "clip all gradients together to this global norm"),
+            "gradient_accumulation_steps": Field(placeholder(int), "average the gradients of this many steps (>= 2) "
+                                                 "into one update; schedules count updates (None: off)"),
+            "use_ema": Field(False, "keep an exponential moving average of the weights; evaluation, checkpoints "
+                                    "and the saved model use it"),
+            "ema_momentum": Field(0.99, "use_ema: weight of the old average at each update"),
         },
         "schedule": {
-            "name": "constant",  # constant | exponential | polynomial | linear | cosine
-            "warmup_steps": 0,
-            "decay_steps": placeholder(int),  # None: all training steps after warmup
-            "decay_rate": 0.1,  # exponential: factor over decay_steps
-            "end_learning_rate": 0.0,  # polynomial/linear: final rate; cosine: final rate too
-            "power": 1.0,  # polynomial
+            "name": Field("constant", "constant | exponential | polynomial | linear | cosine"),
+            "warmup_steps": Field(0, "optimizer steps of linear warmup from 0 to the learning rate"),
+            "decay_steps": Field(placeholder(int), "None: all training steps after warmup"),
+            "decay_rate": Field(0.1, "exponential: factor over decay_steps"),
+            "end_learning_rate": Field(0.0, "polynomial, linear, cosine: the final rate"),
+            "power": Field(1.0, "polynomial: exponent of the decay"),
         },
         "train": {
-            "batch_size": 128,  # global batch size (per replica = batch_size / replicas)
-            "epochs": 5,
-            "steps_per_epoch": placeholder(int),  # None: one pass over the train split
-            "eval_steps": placeholder(int),  # None: the whole eval split
-            "loss": "sparse_categorical_crossentropy",  # mse | binary_crossentropy | sparse_categorical_crossentropy
-            "label_smoothing": 0.0,
-            "metrics": ("accuracy",),
-            "precision": "auto",  # auto (bf16 TPU, fp16 GPU, fp32 CPU) | float32 | mixed_float16 | mixed_bfloat16
-            "steps_per_execution": placeholder(int),  # None: a default that works for the strategy
-            "jit_compile": placeholder(bool),  # None: a default that works for the strategy
-            "early_stopping_patience": 0,  # epochs without improvement; 0 turns it off
-            "monitor": "val_loss",  # metric for the best checkpoint and early stopping
-            "tensorboard": True,
+            "batch_size": Field(128, "global batch size (per replica = batch_size / replicas)"),
+            "epochs": Field(5, "epochs to train (re-running a finished run does nothing)"),
+            "steps_per_epoch": Field(placeholder(int), "None: one pass over the train split"),
+            "eval_steps": Field(placeholder(int), "None: the whole eval split"),
+            "loss": Field("sparse_categorical_crossentropy",
+                          "mse | binary_crossentropy | sparse_categorical_crossentropy"),
+            "label_smoothing": Field(0.0, "classification losses: label smoothing in [0, 1)"),
+            "metrics": Field(("accuracy",), "Keras metric names reported each epoch"),
+            "precision": Field("auto", "auto (bf16 TPU, fp16 GPU, fp32 CPU) | float32 | mixed_float16 | "
+                                       "mixed_bfloat16"),
+            "steps_per_execution": Field(placeholder(int), "None: a default that works for the strategy"),
+            "jit_compile": Field(placeholder(bool), "None: a default that works for the strategy"),
+            "early_stopping_patience": Field(0, "epochs without improvement before stopping; 0 turns it off"),
+            "monitor": Field("val_loss", "metric for the best checkpoint and early stopping"),
+            "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
         },
         "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
-            "target_sparsity": 0.0,  # fraction of each kernel set to zero by end_step; 0 turns pruning off
-            "initial_sparsity": 0.0,  # sparsity at begin_step
-            "begin_step": 0,  # optimizer step of the first mask update
-            "end_step": placeholder(int),  # step the target is reached (None: 3/4 of training)
-            "frequency": 100,  # optimizer steps between mask updates
-            "power": 3.0,  # exponent of the polynomial schedule (3 in the paper)
+            "target_sparsity": Field(0.0, "fraction of each kernel set to zero by end_step; 0 turns pruning off"),
+            "initial_sparsity": Field(0.0, "sparsity at begin_step"),
+            "begin_step": Field(0, "optimizer step of the first mask update"),
+            "end_step": Field(placeholder(int), "step the target is reached (None: 3/4 of training)"),
+            "frequency": Field(100, "optimizer steps between mask updates"),
+            "power": Field(3.0, "exponent of the polynomial sparsity schedule (3 in the paper)"),
         },
-    })
+    }
+
+
+def _defaults(fields: dict) -> dict:
+    return {key: _defaults(value) if isinstance(value, dict) else getattr(value, "default", value)
+            for key, value in fields.items()}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field an experiment can set, with its default; locked, so a misspelt key is an error.
+
+    `model` stays open: each builder reads its own fields (models/fields.py checks them).
+    """
+    config = ml_collections.ConfigDict(_defaults(_fields()))
+    config.lock()
+    config.model.unlock()
+    return config
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) of every base config field, for `--help`."""
+    def walk(fields: dict, prefix: str) -> Iterator[tuple[str, Any, str]]:
+        for key, value in fields.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            elif isinstance(value, Field):
+                default = value.default
+                yield f"{prefix}{key}", None if isinstance(default, config_dict.FieldReference) else default, value.help
+            else:  # a field added without a description
+                yield f"{prefix}{key}", value, ""
+    return list(walk(_fields(), ""))
 
 
 def experiment_names() -> list[str]:
@@ -115,10 +165,29 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
     module, path = experiment_module(name_or_path)
     if not hasattr(module, "get_config"):
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
-    config = module.get_config()
-    with config.unlocked():
-        config.experiment = str(path.stem)
+    try:
+        config = module.get_config()
+    except (AttributeError, KeyError) as e:  # a locked base section refused a misspelt key
+        raise NntrainError(f"experiment file '{path}'{_misspelt_key(path, e)}") from e
+    config.experiment = str(path.stem)
+    registry.add_experiment_hooks(module, config)  # its get_model() and get_callbacks(), if it has them
     return config
+
+
+def _misspelt_key(path: Path, error: BaseException) -> str:
+    """`, line N: unknown config key 'a.b': did you mean ...` for the line of `path` that raised `error`."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if Path(frame.filename).resolve() == path.resolve()]
+    line = frames[-1].line.strip() if frames else ""
+    where = f", line {frames[-1].lineno} ({line})" if frames else ""
+    key = re.search(r"['\"](\w+)['\"]", str(error))
+    chain = re.search(rf"\bconfig((?:\.\w+)*?\.{key.group(1)})\b", line) if key else None
+    if chain:
+        try:
+            _lookup_parent(base_config(), chain.group(1)[1:])
+        except NntrainError as e:
+            return f"{where}: {e}"
+    return f"{where}: {str(error).splitlines()[0]}"
 
 
 def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:
@@ -273,6 +342,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"{' and '.join(clipping)} are all set; Keras clips one way: keep one of them")
     if config.optimizer.weight_decay is not None:
         non_negative("optimizer.weight_decay")
+    accumulation = config.optimizer.gradient_accumulation_steps
+    require(accumulation is None or accumulation >= 2, "optimizer.gradient_accumulation_steps",
+            "it must be >= 2, or None for no accumulation")
+    require(0.0 <= config.optimizer.ema_momentum < 1.0, "optimizer.ema_momentum", "it must be in [0, 1)")
     choice("schedule.name", SCHEDULES)
     non_negative("schedule.warmup_steps")
     positive("schedule.decay_steps", optional=True)
@@ -319,9 +392,10 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
     return node
 
 
-def resolve(name_or_path: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
-    """Loads an experiment, applies overrides and validates it: the config a run uses."""
-    config = load_experiment(name_or_path)
+def resolve(source: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+    """The config a run uses: an experiment (name or .py path) or a saved run's config.json, with overrides
+    applied, validated."""
+    config = load_file(source) if source.endswith(".json") else load_experiment(source)
     apply_overrides(config, overrides)
     validate(config)
     return config
@@ -345,10 +419,21 @@ def load_saved(model_dir: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise NntrainError(f"'{model_dir}' holds no nntrain run ({RESOLVED_CONFIG_NAME} missing): "
                            "train into it first with `nntrain train --model_dir=...`")
-    with open(path) as f:
-        data = json.load(f)
+    return load_file(path)
+
+
+def load_file(path: str) -> ml_collections.ConfigDict:
+    """A config saved as JSON (a run's config.json) on top of base_config(); unknown keys are errors."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise NntrainError(f"cannot read config file '{path}': {e}") from e
     config = base_config()
-    config.update(_with_tuples(data, config))
+    try:
+        config.update(_with_tuples(data, config))
+    except (AttributeError, KeyError, TypeError) as e:
+        raise NntrainError(f"config file '{path}' does not fit this nntrain's config: {str(e).splitlines()[0]}") from e
     return config
 
 

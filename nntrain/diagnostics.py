@@ -62,9 +62,9 @@ def _installed(package: str) -> bool:
 
 def tpu_kernels_registered() -> bool:
     """True when this TensorFlow can drive a TPU (tensorflow-tpu installed)."""
-    from tensorflow.python.framework import kernels
+    from nntrain.compat import tf_registry
 
-    return bool(kernels.get_registered_kernels_for_op("ConfigureDistributedTPU").kernel)
+    return tf_registry.has_kernels("ConfigureDistributedTPU")
 
 
 def tpu_build(tf_version: str) -> str:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 
 import tensorflow as tf
 
 from nntrain import diagnostics, runtime
-from nntrain.compat import mwms_reduce
+from nntrain.compat import collective_keys, mwms_reduce
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
 STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
-COLLECTIVE_KEYS_PER_STRATEGY = 100_000
-_mirrored_created = itertools.count(1)
 
 
 def create_strategy(name: str = "auto", tpu: str = "") -> tf.distribute.Strategy:
@@ -96,19 +93,10 @@ def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
 
 
 def _new_mirrored(devices: list[str]) -> tf.distribute.MirroredStrategy:
-    """A MirroredStrategy with collective keys of its own.
-
-    Every MirroredStrategy numbers its all-reduces from the same keys, so a second one in a process (a notebook,
-    a test session) that trains another model fails with "Shape mismatch in the collective instance 100".
-    TensorFlow's own tests give each strategy another `_collective_key_base`; so does this.
-    """
-    strategy_class = tf.distribute.MirroredStrategy
-    default = strategy_class._collective_key_base
-    strategy_class._collective_key_base = default + COLLECTIVE_KEYS_PER_STRATEGY * next(_mirrored_created)
-    try:
-        return strategy_class(devices)
-    finally:
-        strategy_class._collective_key_base = default
+    """A MirroredStrategy with collective keys of its own, so that several can train in one process
+    (nntrain/compat/collective_keys.py)."""
+    with collective_keys.distinct_keys():
+        return tf.distribute.MirroredStrategy(devices)
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:

@@ -1,35 +1,76 @@
-"""Readable log lines: `HH:MM:SS message`, on stderr, separate from absl's and TensorFlow's logs."""
+"""nntrain's log lines and where they go: absl's handler under the CLI (so --log_dir, --alsologtostderr and
+--logtostderr work), `HH:MM:SS message` on stderr in a library or notebook; stdout kept for one JSON document."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 
+from absl import flags
+from absl import logging as absl_logging
+
 _logger = logging.getLogger("nntrain")
+_library_handler = logging.StreamHandler(sys.stderr)
+_library_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
 
 
 def _configure() -> None:
-    if _logger.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    _logger.addHandler(handler)
+    """Library use: our own short lines on stderr. The CLI (absl flags parsed): records go to absl's handler."""
     _logger.setLevel(logging.INFO)
-    _logger.propagate = False
+    under_absl = flags.FLAGS.is_parsed()
+    _logger.propagate = under_absl
+    if under_absl:
+        _logger.removeHandler(_library_handler)
+    elif _library_handler not in _logger.handlers:
+        _library_handler.stream = sys.stderr  # a notebook or a test may have replaced it
+        _logger.addHandler(_library_handler)
 
 
 def log(message: str) -> None:
     """Logs one informational line."""
     _configure()
-    _logger.info(message)
+    _logger.info(message, stacklevel=2)
 
 
 def warn(message: str) -> None:
     """Logs one line that the user should read."""
     _configure()
-    _logger.warning(f"WARNING: {message}")
+    _logger.warning(f"WARNING: {message}", stacklevel=2)
+
+
+def use_absl_flags() -> None:
+    """After absl parsed the flags: --log_dir starts absl's log file (absl leaves that to the program)."""
+    if flags.FLAGS["log_dir"].present:
+        absl_logging.get_absl_handler().use_absl_log_file()
+
+
+def hide_tensorflow_info() -> None:
+    """TensorFlow's Python INFO lines off (absl's --verbosity shows them again)."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
+    """Sends everything written to stdout (Python's and native file descriptor 1) to stderr while it runs.
+
+    With --json the CLI prints its one JSON document after the block; Keras's progress lines go to stderr.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class _Without(logging.Filter):

@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow.python.framework import op_def_registry
 
 from nntrain import trainer
+from nntrain.compat import tf_registry
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -230,7 +230,7 @@ def graph_ops_check(model: keras.Model, features_spec: tf.TensorSpec) -> Check:
 
 
 def _uses_strings(node: tf.compat.v1.NodeDef) -> bool:
-    op_def = op_def_registry.get(node.op)
+    op_def = tf_registry.op_def(node.op)
     if op_def is None:
         return False
     for arg in [*op_def.input_arg, *op_def.output_arg]:

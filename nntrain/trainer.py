@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 import keras
 import ml_collections
@@ -78,7 +79,8 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
 
 
 def train(config: ml_collections.ConfigDict, model_dir: str,
-          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto") -> dict:
+          strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains `config` into `model_dir`, resuming from its last checkpoint if there is one; returns final metrics."""
     start = time.time()
     nn_config.validate(config)
@@ -103,16 +105,19 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
     checkpoints = nn_callbacks.Checkpoints(os.path.join(out_dir, CHECKPOINTS), config.train.monitor, keep_best=chief)
     # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
-    callbacks = [*prune.callbacks(model, config.prune, steps_per_epoch * config.train.epochs), nan_guard,
+    callbacks = [*optim.callbacks(config, resumed=initial_epoch > 0),  # EMA swapped in first
+                 *prune.callbacks(model, config.prune, steps_per_epoch * config.train.epochs), nan_guard,
                  *bits_per_byte_callbacks(config)]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch))
     callbacks.append(checkpoints)
     if config.train.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
+        log(f"TensorBoard logs: {os.path.join(model_dir, 'logs')} (tensorboard --logdir={model_dir})")
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
                                                        patience=config.train.early_stopping_patience))
+    callbacks.extend(extra_callbacks)  # the user's (nntrain.train(callbacks=...), an experiment's get_callbacks)
     with cluster.peer_failures(strategy):
         history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, validation_data=data.eval,

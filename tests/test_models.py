@@ -226,4 +226,6 @@ def test_unknown_name_lists_available_names():
         models.build(model_config("resnte"), SPECS["resnet"])
     message = str(error.value)
     assert message.startswith("unknown model config.model.name='resnte': did you mean 'resnet'?")
-    assert message.endswith("available: cnn, gpt, mlp, resnet, transformer")
+    available = message.split("available: ")[1].split(" (")[0].split(", ")
+    assert {"cnn", "gpt", "mlp", "resnet", "transformer"} <= set(available) and available == sorted(available)
+    assert message.endswith("(or register one with nntrain.register_model)")

@@ -27,23 +27,26 @@ def _notebook_paths() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def _execute(name: str, parameters: dict, workdir: Path) -> tuple[nbformat.NotebookNode, float]:
-    """Runs a notebook in a fresh kernel, with `parameters` injected after its `parameters` cell (as papermill does)."""
+def execute_notebook(name: str, parameters: dict, workdir: Path, kernel: str = "python3",
+                     env: dict | None = None) -> tuple[nbformat.NotebookNode, float]:
+    """Runs a notebook in a fresh kernel, with `parameters` injected after its `parameters` cell (as papermill does).
+
+    By default the kernel runs this interpreter, as in an activated virtual environment.
+    """
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     index = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
     injected = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
-    # The kernel runs this interpreter, as in an activated virtual environment.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    client = NotebookClient(notebook, timeout=NOTEBOOK_SECONDS, kernel_name="python3",
+    if env is None:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    client = NotebookClient(notebook, timeout=NOTEBOOK_SECONDS, kernel_name=kernel,
                             resources={"metadata": {"path": str(workdir)}})
     start = time.monotonic()
-    client.execute(env=env)
+    client.execute(env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"})
     return notebook, time.monotonic() - start
 
 
-def _text(notebook: nbformat.NotebookNode) -> str:
+def text_of(notebook: nbformat.NotebookNode) -> str:
     """Everything the notebook printed (streams and text results)."""
     parts = []
     for cell in notebook.cells:
@@ -79,10 +82,10 @@ def test_readme_links_every_notebook_to_colab():
 @pytest.mark.slow
 def test_quickstart_trains_plots_predicts_and_exports(tmp_path):
     model_dir, export_dir = tmp_path / "run", tmp_path / "export"
-    notebook, seconds = _execute("quickstart.ipynb", {
+    notebook, seconds = execute_notebook("quickstart.ipynb", {
         "EPOCHS": 2, "MODEL_DIR": str(model_dir), "EXPORT_DIR": str(export_dir), **MNIST}, tmp_path)
     assert seconds < NOTEBOOK_SECONDS
-    text = _text(notebook)
+    text = text_of(notebook)
     assert "local machine, CPU runtime" in text
     history = nntrain.history(str(model_dir))
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.9, history
@@ -103,10 +106,10 @@ def test_tpu_notebook_installs_the_tensorflow_tpu_pair_that_doctor_recommends():
 @pytest.mark.slow
 def test_tpu_notebook_without_a_tpu_says_what_to_do_and_trains_on_cpu(tmp_path):
     model_dir = tmp_path / "run"
-    notebook, seconds = _execute("tpu.ipynb", {
+    notebook, seconds = execute_notebook("tpu.ipynb", {
         "EPOCHS": 2, "BATCH_SIZE": 256, "MODEL_DIR": str(model_dir), **MNIST}, tmp_path)
     assert seconds < NOTEBOOK_SECONDS
-    text = _text(notebook)
+    text = text_of(notebook)
     assert "] tpu kernels: this TensorFlow has no TPU kernels" in text  # nntrain doctor ran
     assert "[pass] xla compile:" in text and "ready for the accelerator" in text  # nntrain preflight ran
     assert "No TPU is attached to this runtime. To train on one:" in text
@@ -119,7 +122,7 @@ def test_tpu_notebook_without_a_tpu_says_what_to_do_and_trains_on_cpu(tmp_path):
 @pytest.mark.slow
 def test_sweep_searches_ranks_plots_and_retrains_the_best(tmp_path):
     model_dir = tmp_path / "sweep"
-    notebook, seconds = _execute("sweep.ipynb", {
+    notebook, seconds = execute_notebook("sweep.ipynb", {
         "MAX_TRIALS": 3, "EPOCHS": 1, "STEPS_PER_EPOCH": 20, "RETRAIN_EPOCHS": 2, "MODEL_DIR": str(model_dir),
         **MNIST}, tmp_path)
     assert seconds < NOTEBOOK_SECONDS
@@ -133,8 +136,8 @@ def test_sweep_searches_ranks_plots_and_retrains_the_best(tmp_path):
     best = next(t for t in summary["trials"] if t["trial"] == summary["best_trial"])
     retrained = json.loads((model_dir / "best" / "config.json").read_text())
     assert retrained["train"]["batch_size"] == best["settings"]["train.batch_size"]
-    assert retrained["optimizer"]["learning_rate"] == pytest.approx(best["effective_learning_rate"])
+    assert retrained["optimizer"]["learning_rate"] == pytest.approx(best["settings"]["optimizer.learning_rate"])
     history = nntrain.history(str(model_dir / "best"))
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.8, history
     accuracy = history[-1]["val_accuracy"]
-    assert f"retrained for 2 epochs: accuracy {accuracy:.2%} on 2000 held-out images" in _text(notebook)
+    assert f"retrained for 2 epochs: accuracy {accuracy:.2%} on 2000 held-out images" in text_of(notebook)

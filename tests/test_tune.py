@@ -21,7 +21,7 @@ import nntrain
 from nntrain import launch
 from nntrain.tuning import distributed, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
-from nntrain.tuning.search_space import choice, layers, log_range
+from nntrain.tuning.search_space import choice, float_range, layers, log_range
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -83,12 +83,14 @@ def test_batch_size_sets_steps_and_scales_lr_and_best_config_retrains(tmp_path):
     for t in trials.values():
         batch = t["settings"]["train.batch_size"]
         assert t["steps_per_epoch"] == math.ceil(512 / batch)
-        assert t["effective_learning_rate"] == pytest.approx(t["base_learning_rate"] * math.sqrt(batch / 128))
+        scaled = t["base_learning_rate"] * math.sqrt(batch / 128)
+        assert t["settings"]["optimizer.learning_rate"] == pytest.approx(scaled)
+        assert t["hyperparameters"]["base_learning_rate"] == t["base_learning_rate"]  # keras-tuner's and HParams' name
         assert t["lr_rule"] == "sqrt"
     best = result["trials"][0]
     assert result["command"] == f"nntrain train --experiment={model_dir}/best_config.py --model_dir={model_dir}/best"
     config = nntrain.load_config(result["best_config"])
-    assert config.optimizer.learning_rate == pytest.approx(best["effective_learning_rate"])
+    assert config.optimizer.learning_rate == best["settings"]["optimizer.learning_rate"]
     retrained = nntrain.train(config, str(tmp_path / "best"), strategy="cpu", verbose=0)
     assert abs(retrained["val_accuracy"] - best["score"]) <= 0.02, (retrained, best)
 
@@ -98,7 +100,7 @@ def test_resume_after_a_kill_runs_only_unfinished_trials(tmp_path, monkeypatch):
     real_fit = HyperModel.fit
 
     def fit(self, hp, model, **kwargs):
-        fitted.append(self.trial(hp.values).settings["optimizer.learning_rate"])
+        fitted.append(self.trial(hp.values).base_learning_rate)
         if len(fitted) == 2 and kill:
             raise KeyboardInterrupt  # what Ctrl-C or a kill does mid-trial: keras-tuner does not catch it
         return real_fit(self, hp, model, **kwargs)
@@ -224,3 +226,17 @@ def test_find_batch_size_and_find_lr_on_mnist_mlp(tmp_path):
     assert len(rows) == lr["steps"] <= 30
     assert (tmp_path / "lr_range.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 1e-5 <= lr["low"] < lr["high"] <= 1.0
+
+
+def test_stepped_floats_are_written_as_declared(tmp_path):
+    """keras-tuner makes 0.1 + 2 * 0.1 = 0.30000000000000004; results and best_config.py say 0.3."""
+    space = {"optimizer.momentum": float_range(0.0, 0.4, step=0.1)}  # keras-tuner's grid: 0.0 + k * 0.1, k < 4
+    result = nntrain.tune("xor", str(tmp_path), {**XOR, "optimizer.name": "sgd"}, search_space=space, strategy="cpu",
+                          tuner="grid", max_trials=4, objective="val_loss", verbose=False)
+    assert sorted(t["settings"]["optimizer.momentum"] for t in result["trials"]) == [0.0, 0.1, 0.2, 0.3]
+    csv_text = (tmp_path / "results.csv").read_text()
+    assert "0.30000000000000004" not in csv_text and "0.30000000000000004" not in json.dumps(
+        [t["settings"] for t in json.loads((tmp_path / "results.json").read_text())["trials"]])
+    best = next(t for t in result["trials"] if t["trial"] == result["best_trial"])
+    value = best["settings"]["optimizer.momentum"]  # never the base config's 0.9, so best_config.py sets it
+    assert f"config.optimizer.momentum = {value!r}\n" in (tmp_path / "best_config.py").read_text()

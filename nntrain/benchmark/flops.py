@@ -15,10 +15,9 @@ import time
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import ops as tf_ops
-from tensorflow.python.util import deprecation
 
 from nntrain import models, optim
+from nntrain.compat import tf_flops
 from nntrain.data.spec import DatasetSpec
 
 PEAK_SIZE = {"cpu": 2048, "gpu": 8192, "tpu": 8192}  # n of the n x n matmuls that measure the peak
@@ -34,12 +33,12 @@ class Peak:
     dtype: str
 
 
-def _einsum_flops(graph: tf.Graph, node: tf.compat.v1.NodeDef) -> tf_ops.OpStats:
+def _einsum_flops(graph: tf.Graph, node: tf.compat.v1.NodeDef):
     """2 x the product of every index size, for two-operand contractions such as 'abc,cd->abd'."""
     inputs = [name for name in node.input if not name.startswith("^")]
     terms = node.attr["equation"].s.decode().split("->")[0].split(",")
     if len(terms) != 2:
-        return tf_ops.OpStats("flops", 0)
+        return tf_flops.flops(0)
     sizes: dict[str, int] = {}
     batch_shapes = []
     for term, name in zip(terms, inputs):
@@ -48,13 +47,10 @@ def _einsum_flops(graph: tf.Graph, node: tf.compat.v1.NodeDef) -> tf_ops.OpStats
         ellipsis = len(shape) - len(letters)
         batch_shapes.append(shape[:ellipsis] if "..." in term else [])
         sizes.update(zip(letters, shape[ellipsis:]))
-    return tf_ops.OpStats("flops", 2 * math.prod(sizes.values()) * math.prod(np.broadcast_shapes(*batch_shapes)))
+    return tf_flops.flops(2 * math.prod(sizes.values()) * math.prod(np.broadcast_shapes(*batch_shapes)))
 
 
-try:
-    tf_ops.RegisterStatistics("Einsum", "flops")(_einsum_flops)
-except KeyError:  # a TensorFlow that counts Einsum itself
-    pass
+tf_flops.register_flops("Einsum", _einsum_flops)  # a no-op where TensorFlow counts Einsum itself
 
 
 def per_example(config: ml_collections.ConfigDict, spec: DatasetSpec, features: tf.Tensor, labels: tf.Tensor) -> float:
@@ -74,7 +70,7 @@ def per_example(config: ml_collections.ConfigDict, spec: DatasetSpec, features: 
                                             tf.TensorSpec.from_tensor(labels)).graph
     options = (tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
                .with_empty_output().build())
-    with deprecation.silence():  # the profiler calls deprecated graph utilities on every op
+    with tf_flops.deprecation_silenced():  # the profiler calls deprecated graph utilities on every op
         profile = tf.compat.v1.profiler.profile(graph=graph, options=options)
     return profile.total_float_ops / int(features.shape[0])
 

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from nntrain import registry
 from nntrain.data import idx, splits, tfrecord
 from nntrain.errors import NntrainError
 
@@ -76,7 +77,12 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
         return _in_memory(source, _quadratic(data_config.num_examples))
     if source == "synthetic":
         return _synthetic(data_config)
-    raise NntrainError(f"unknown data.source '{source}': use one of {KINDS}")
+    opener = registry.SOURCES.find(kind)  # nntrain.register_source("SCHEME")
+    if opener is not None:
+        opened = opener(arg, data_config)
+        return opened if hasattr(opened, "select") else _in_memory(source, opened)
+    raise NntrainError(f"unknown data.source '{source}': use one of {KINDS}, or a registered scheme "
+                       f"({', '.join(registry.SOURCES.names()) or 'none yet'})")
 
 
 def _in_memory(name: str, arrays: Arrays) -> IndexedSource:

@@ -19,10 +19,9 @@ from concurrent import futures
 
 import grpc
 import keras_tuner
-from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief, oracle_client
 
 from nntrain import addresses
+from nntrain.compat import keras_tuner_distributed as kt_internals
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -56,13 +55,11 @@ def worker_id(given: str | None) -> str:
 def worker_environment(host: str, port: int, tuner_id: str, rpc_timeout: float) -> Iterator[None]:
     """keras-tuner's worker environment, and a bound on every call to the chief (keras-tuner's is an hour)."""
     saved_env = {key: os.environ.get(key) for key in _ENV}
-    saved_timeout = oracle_client.TIMEOUT
     os.environ.update(dict(zip(_ENV, (tuner_id, host, str(port)), strict=True)))
-    oracle_client.TIMEOUT = rpc_timeout
     try:
-        yield
+        with kt_internals.client_timeout(rpc_timeout):
+            yield
     finally:
-        oracle_client.TIMEOUT = saved_timeout
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -101,16 +98,16 @@ class Heartbeat:
 
     def _run(self) -> None:
         with grpc.insecure_channel(self.target) as channel:
-            stub = protos.get_service_grpc().OracleStub(channel)
+            stub = kt_internals.oracle_stub(channel)
             while True:
                 with contextlib.suppress(grpc.RpcError):  # the chief may be busy or gone; try again
-                    stub.GetSpace(protos.get_service().GetSpaceRequest(), timeout=self.interval,
+                    stub.GetSpace(kt_internals.get_space_request(), timeout=self.interval,
                                   metadata=((HEARTBEAT_KEY, self.tuner_id),))
                 if self._stop.wait(self.interval):
                     return
 
 
-class _SupervisedServicer(oracle_chief.OracleServicer):
+class _SupervisedServicer(kt_internals.OracleServicer):
     """keras-tuner's oracle service, noting when each worker was last heard from."""
 
     def __init__(self, oracle: keras_tuner.Oracle):
@@ -134,7 +131,7 @@ def _drop_worker(oracle: keras_tuner.Oracle, tuner_id: str) -> str | None:
     oracle.tuner_ids.discard(tuner_id)
     trial = oracle.ongoing_trials.pop(tuner_id, None)
     if trial is not None:
-        oracle._retry_queue.append(trial.trial_id)  # what keras-tuner's own reload does with unfinished trials
+        kt_internals.requeue(oracle, trial.trial_id)
     oracle.save()
     return trial.trial_id if trial is not None else None
 
@@ -143,7 +140,7 @@ def _drop_worker(oracle: keras_tuner.Oracle, tuner_id: str) -> str | None:
 def _finished(oracle: keras_tuner.Oracle, stop_triggered: bool) -> bool:
     """No trial running or queued, no worker waiting for an answer, and no trial left to start."""
     all_started = stop_triggered or bool(oracle.max_trials and len(oracle.end_order) >= oracle.max_trials)
-    return all_started and not oracle.ongoing_trials and not oracle._retry_queue and not oracle.tuner_ids
+    return all_started and not oracle.ongoing_trials and not kt_internals.has_requeued(oracle) and not oracle.tuner_ids
 
 
 def serve(oracle: keras_tuner.Oracle, host: str, port: int, worker_timeout: float,
@@ -151,7 +148,7 @@ def serve(oracle: keras_tuner.Oracle, host: str, port: int, worker_timeout: floa
     """Serves `oracle` on host:port until the search is done; SearchIncomplete if every worker went silent."""
     servicer = _SupervisedServicer(oracle)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    kt_internals.add_servicer(servicer, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:

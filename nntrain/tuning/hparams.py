@@ -14,8 +14,9 @@ import keras
 import keras_tuner
 import ml_collections
 import tensorflow as tf
-from keras_tuner.src.engine import tuner_utils
 from tensorboard.plugins.hparams import api as hparams_api
+
+from nntrain.compat import keras_tuner_hparams
 
 LOGS = "logs"
 
@@ -34,7 +35,7 @@ def write_config(log_dir: str, space: keras_tuner.HyperParameters, config: ml_co
     if config.data.eval_split:
         metrics += [hparams_api.Metric(f"epoch_{name}", group="validation", display_name=f"val_{name}")
                     for name in names]
-    hparams = list(tuner_utils.convert_hyperparams_to_hparams(space, hparams_api))
+    hparams = list(keras_tuner_hparams.to_hparams(space, hparams_api))
     writer = tf.summary.create_file_writer(log_dir)
     with writer.as_default():
         hparams_api.hparams_config(hparams=hparams, metrics=metrics)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
 from nntrain import data as nn_data
-from nntrain import trainer
+from nntrain import optim, registry, trainer
 from nntrain.tuning import search_space
 
 # Extra metrics each trial reports beside Keras's: shown in the leaderboard, never the objective.
@@ -64,7 +64,8 @@ class HyperModel(keras_tuner.HyperModel):
         data = nn_data.build(config.data, config.train.batch_size, self.strategy, seed=config.seed)
         steps = self.steps_per_epoch(config)
         nan_guard = nn_callbacks.StopOnNaN(steps)
-        callbacks = [nan_guard, *kwargs.pop("callbacks", [])]
+        callbacks = [*optim.callbacks(config), nan_guard, *registry.experiment_callbacks(config),
+                     *kwargs.pop("callbacks", [])]
         if config.train.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
                                                            patience=config.train.early_stopping_patience))

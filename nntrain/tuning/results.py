@@ -34,8 +34,7 @@ def row(trial: keras_tuner.engine.trial.Trial, hypermodel: HyperModel) -> dict[s
         "status": str(trial.status).lower(),
         "score": trial.score if trial.status == keras_tuner.engine.trial.TrialStatus.COMPLETED else None,
         "settings": {key: list(v) if isinstance(v, tuple) else v for key, v in settings.settings.items()},
-        "base_learning_rate": settings.base_learning_rate,
-        "effective_learning_rate": settings.learning_rate,
+        "base_learning_rate": settings.base_learning_rate,  # settings["optimizer.learning_rate"]: the scaled rate
         "lr_rule": settings.lr_rule,
         **{fact: _int_or_float(metrics.pop(fact, None)) for fact in TRIAL_FACTS},
         "metrics": metrics,
@@ -61,7 +60,7 @@ def describe(r: dict[str, Any]) -> str:
     """A trial's settings on one line, the learning rate as base -> effective."""
     parts = [f"{_short(key)}={_fmt(value)}" for key, value in r["settings"].items()
              if key != "optimizer.learning_rate"]
-    base, effective = r["base_learning_rate"], r["effective_learning_rate"]
+    base, effective = r["base_learning_rate"], r["settings"]["optimizer.learning_rate"]
     lr = f"lr={base:.3g}" if base == effective else f"lr={base:.3g}->{effective:.3g} ({r['lr_rule']})"
     return " ".join([*parts, lr])
 
@@ -119,7 +118,7 @@ def write_tables(model_dir: str, rows: list[dict], summary: dict) -> None:
     """results.json (summary and every trial) and results.csv (one line per trial, best first)."""
     write_text_atomic(os.path.join(model_dir, RESULTS_JSON), json.dumps({**summary, "trials": rows}, indent=2) + "\n")
     keys = list(dict.fromkeys(key for r in rows for key in r["settings"]))
-    columns = ["trial", "status", "score", *keys, "base_learning_rate", "effective_learning_rate", "lr_rule",
+    columns = ["trial", "status", "score", *keys, "base_learning_rate", "lr_rule",
                *TRIAL_FACTS, "error"]
     text = io.StringIO()
     writer = csv.writer(text)
@@ -146,7 +145,8 @@ def write_best_config(model_dir: str, best: dict, hypermodel: HyperModel, object
     doc = (f"Best trial ({best['trial']}) of the search in {model_dir}: {objective}={best['score']:.6g}.\n\n"
            f"Settings: {describe(best)}\n"
            f"(learning rate: base {best['base_learning_rate']:.6g} at batch size "
-           f"{hypermodel.config.train.batch_size}, {best['lr_rule']} scaling -> {best['effective_learning_rate']:.6g})"
+           f"{hypermodel.config.train.batch_size}, {best['lr_rule']} scaling -> optimizer.learning_rate "
+           f"{best['settings']['optimizer.learning_rate']:.6g})"
            f"\n\n  {command}\n")
     write_text_atomic(path, _config_source(config, doc))
     reloaded = nn_config.to_dict(nn_config.load_experiment(path))

@@ -17,6 +17,7 @@ This module imports neither TensorFlow nor keras-tuner: experiment files import 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import functools
 import itertools
 from typing import Any, Protocol
@@ -28,6 +29,8 @@ from nntrain.errors import NntrainError
 from nntrain.tuning import scaling
 
 _SCALARS = (bool, int, float, str)
+LEARNING_RATE = "optimizer.learning_rate"  # in a search space: the base rate, at the experiment's batch size
+BASE_LEARNING_RATE = "base_learning_rate"
 
 
 class Spec(Protocol):
@@ -82,10 +85,18 @@ class Range:
                      default=None if default is None else float(default))
 
     def setting(self, values: dict, key: str) -> Any:
-        return values[key]
+        value = values[key]
+        if self.step and not self.integer:  # keras-tuner's low + k * step: 0.30000000000000004 -> 0.3, as declared
+            value = round(value, max(_decimals(self.step), _decimals(self.low)))
+        return value
 
     def candidates(self) -> list:
         return [self.low, self.high]
+
+
+def _decimals(number: float) -> int:
+    """Digits after the decimal point of `number` as written: 0.25 -> 2, 1e-3 -> 3, 2.0 -> 0."""
+    return max(0, -decimal.Decimal(repr(float(number))).normalize().as_tuple().exponent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,21 +199,32 @@ def validate(space: dict[str, Spec], config: ml_collections.ConfigDict) -> None:
             nn_config.apply_overrides(config.copy_and_resolve_references(), [(key, _text(value))])
 
 
+def hyperparameter_name(key: str) -> str:
+    """keras-tuner's (and TensorBoard HParams') name of `key`: the searched learning rate is the base rate, so it
+    is `base_learning_rate`; `optimizer.learning_rate` always means the rate a trial trains with (scaled)."""
+    return BASE_LEARNING_RATE if key == LEARNING_RATE else key
+
+
 def declare(space: dict[str, Spec], hp: Any, config: ml_collections.ConfigDict) -> None:
     """Registers every entry's hyperparameters with `hp`, defaulting to the config's values."""
     for key, spec in space.items():
-        spec.declare(hp, key, functools.reduce(lambda node, part: node[part], key.split("."), config))
+        spec.declare(hp, hyperparameter_name(key),
+                     functools.reduce(lambda node, part: node[part], key.split("."), config))
 
 
 def apply(config: ml_collections.ConfigDict, space: dict[str, Spec], values: dict, lr_scaling: str) -> Trial:
-    """The config of one trial: `values` applied like --config overrides, the learning rate scaled to its batch."""
+    """The config of one trial: `values` applied like --config overrides, the learning rate scaled to its batch.
+
+    Its settings hold the config values it trains with: `optimizer.learning_rate` is the scaled rate.
+    """
     trial = config.copy_and_resolve_references()
-    settings = {key: spec.setting(values, key) for key, spec in space.items()}
+    settings = {key: spec.setting(values, hyperparameter_name(key)) for key, spec in space.items()}
     nn_config.apply_overrides(trial, [(key, _text(value)) for key, value in settings.items()])
     rule = scaling.rule_for(lr_scaling, trial.optimizer.name)
     base = trial.optimizer.learning_rate
     trial.optimizer.learning_rate = scaling.scaled(base, trial.train.batch_size, config.train.batch_size, rule)
     nn_config.validate(trial)
+    settings[LEARNING_RATE] = trial.optimizer.learning_rate
     return Trial(trial, settings, base, trial.optimizer.learning_rate, rule)
 
 

@@ -1,0 +1,98 @@
+"""Names a user can extend without editing nntrain: model builders (`model.name`), data source schemes
+(`data.source=SCHEME:ARG`) and an experiment file's callbacks. Imports no TensorFlow, so registering is free.
+
+    @nntrain.register_model("tiny_mlp")
+    def tiny_mlp(inputs, model_config, spec):   # the same interface as the built-in builders
+        x = keras.layers.Flatten()(inputs)
+        return nntrain.models.heads.output(x, model_config, spec)
+
+    @nntrain.register_source("csv")
+    def csv_source(arg, data_config):           # {split: (features, labels)} arrays, or a data.sources.Source
+        ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from nntrain.errors import NntrainError
+
+
+class Registry:
+    """A name -> function table; a name not in it is an error that names the nearest one."""
+
+    def __init__(self, what: str, config_key: str):
+        self.what, self.config_key = what, config_key
+        self._entries: dict[str, Callable] = {}
+
+    def register(self, name: str) -> Callable[[Callable], Callable]:
+        """A decorator that registers a function under `name` (registering a name again replaces it)."""
+        if not isinstance(name, str) or not name:
+            raise NntrainError(f"a {self.what} needs a non-empty name, got {name!r}")
+
+        def add(function: Callable) -> Callable:
+            self._entries[name] = function
+            return function
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def find(self, name: str) -> Callable | None:
+        return self._entries.get(name)
+
+    def get(self, name: Any) -> Callable:
+        """The function registered as `name`; NntrainError naming the nearest registered name otherwise."""
+        function = self._entries.get(name) if isinstance(name, str) else None
+        if function is None:
+            close = difflib.get_close_matches(str(name), self.names(), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise NntrainError(f"unknown {self.what} config.{self.config_key}={name!r}: {hint}available: "
+                               f"{', '.join(self.names())} (or register one with nntrain.register_"
+                               f"{self.what.split()[-1]})")
+        return function
+
+
+MODELS = Registry("model", "model.name")  # (inputs, model_config, spec) -> outputs
+SOURCES = Registry("data source", "data.source")  # (arg, data_config) -> {split: (x, y)} | Source
+CALLBACKS = Registry("callbacks of experiment", "experiment")  # experiment name -> get_callbacks(config)
+
+
+def register_model(name: str) -> Callable[[Callable], Callable]:
+    """Registers `builder(inputs, model_config, spec) -> outputs` as `config.model.name=name`."""
+    return MODELS.register(name)
+
+
+def register_source(scheme: str) -> Callable[[Callable], Callable]:
+    """Registers `open(arg, data_config) -> {split: (features, labels)} | Source` for `data.source=SCHEME:ARG`."""
+    return SOURCES.register(scheme)
+
+
+def add_experiment_hooks(module: Any, config: ml_collections.ConfigDict) -> None:
+    """An experiment file's own model (`get_model(config, spec) -> keras.Model`) becomes the registered model
+    `<experiment>.get_model`, which config.model.name then names; its `get_callbacks(config)` are added to runs."""
+    name = config.experiment
+    if hasattr(module, "get_model"):
+        config.model.name = f"{name}.get_model"
+        MODELS.register(config.model.name)(_builder_of(module.get_model, config))
+    if hasattr(module, "get_callbacks"):
+        CALLBACKS.register(name)(module.get_callbacks)
+
+
+def _builder_of(get_model: Callable, experiment_config: ml_collections.ConfigDict) -> Callable:
+    """A builder calling `get_model(config, spec)` with the model section it is given (the tuner fills one)."""
+    def build(inputs, model_config: ml_collections.ConfigDict, spec):
+        config = experiment_config.copy_and_resolve_references()
+        config.model = model_config
+        return get_model(config, spec)(inputs)
+    return build
+
+
+def experiment_callbacks(config: ml_collections.ConfigDict) -> list:
+    """The callbacks the experiment file's `get_callbacks(config)` returns ([] if it has none)."""
+    get_callbacks = CALLBACKS.find(config.get("experiment", ""))
+    return list(get_callbacks(config)) if get_callbacks else []

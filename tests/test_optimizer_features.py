@@ -1,0 +1,110 @@
+"""Keras 3 optimizer features from the config: gradient accumulation (exact update counts; schedules count
+updates) and EMA weights (evaluation, the best checkpoint and the saved model use them)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import nntrain
+from nntrain.errors import NntrainError
+
+XOR = {"train.steps_per_execution": 1, "train.epochs": 2, "optimizer.name": "sgd", "optimizer.momentum": 0.0}
+
+
+class RawWeights(keras.callbacks.Callback):
+    """The model's weights after every training step (before any EMA swap at the epoch's end)."""
+
+    def __init__(self):
+        super().__init__()
+        self.after_step = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.after_step.append([w.copy() for w in self.model.get_weights()])
+
+
+def _metrics(model_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_accumulated_steps_make_one_update_each_and_the_schedule_counts_updates(tmp_path):
+    config = nntrain.load_config("xor", {**XOR, "train.steps_per_epoch": 8, "optimizer.learning_rate": 0.1,
+                                         "optimizer.gradient_accumulation_steps": 4, "schedule.name": "linear"})
+    nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
+    optimizer = keras.saving.load_model(tmp_path / "run" / "model.keras").optimizer
+    assert int(optimizer.iterations) == 2 * 8 // 4  # 16 batches, 4 updates
+    # linear decay from 0.1 to 0 over the 4 updates: 2 done after epoch 1, 4 after epoch 2
+    assert [line["learning_rate"] for line in _metrics(tmp_path / "run")] == pytest.approx([0.05, 0.0])
+
+
+def test_accumulating_two_batches_of_4_trains_like_batches_of_8(tmp_path):
+    """XOR's 4 rows: every batch of 4 (and of 8) holds every row equally often, so the averaged gradients agree."""
+    common = {**XOR, "optimizer.learning_rate": 0.5}
+    accumulated = nntrain.load_config("xor", {**common, "train.batch_size": 4, "train.steps_per_epoch": 8,
+                                              "optimizer.gradient_accumulation_steps": 2})
+    big = nntrain.load_config("xor", {**common, "train.batch_size": 8, "train.steps_per_epoch": 4})
+    nntrain.train(accumulated, str(tmp_path / "accumulated"), strategy="cpu", verbose=0)
+    nntrain.train(big, str(tmp_path / "big"), strategy="cpu", verbose=0)
+    a, b = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights() for name in ("accumulated", "big"))
+    for left, right in zip(a, b):
+        np.testing.assert_allclose(left, right, atol=1e-5)
+
+
+def test_ema_weights_are_evaluated_checkpointed_and_saved(tmp_path):
+    momentum = 0.9
+    config = nntrain.load_config("xor", {**XOR, "train.steps_per_epoch": 6, "optimizer.learning_rate": 0.5,
+                                         "optimizer.use_ema": True, "optimizer.ema_momentum": momentum})
+    raw = RawWeights()
+    nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0, callbacks=[raw])
+    ema = raw.after_step[0]  # Keras: the average starts at the first update's weights
+    averages = []
+    for weights in raw.after_step[1:]:
+        ema = [momentum * e + (1 - momentum) * w for e, w in zip(ema, weights)]
+        averages.append(ema)
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras").get_weights()
+    for expected, got in zip(averages[-1], saved):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert not all(np.allclose(s, r) for s, r in zip(saved, raw.after_step[-1]))  # not the raw weights
+    lines = _metrics(tmp_path / "run")
+    evaluated = nntrain.evaluate(str(tmp_path / "run"))
+    assert evaluated["loss"] == pytest.approx(lines[-1]["val_loss"], rel=1e-4)  # fit's validation used the EMA
+    best_epoch = min(range(len(lines)), key=lambda i: lines[i]["val_loss"])
+    best = keras.saving.load_model(tmp_path / "run" / "checkpoints" / "best.keras").get_weights()
+    expected_best = averages[(best_epoch + 1) * 6 - 2]
+    for expected, got in zip(expected_best, best):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+class KillInSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C or a preemption does mid-run
+
+
+def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(tmp_path):
+    """The epoch checkpoint holds the EMA weights in the model and the raw ones in the optimizer's averages."""
+    config = nntrain.load_config("xor", {**XOR, "train.steps_per_epoch": 6, "optimizer.learning_rate": 0.5,
+                                         "optimizer.use_ema": True, "optimizer.ema_momentum": 0.9})
+    nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        nntrain.train(config, str(tmp_path / "resumed"), strategy="cpu", verbose=0, callbacks=[KillInSecondEpoch()])
+    nntrain.train(config, str(tmp_path / "resumed"), strategy="cpu", verbose=0)
+    assert len(_metrics(tmp_path / "resumed")) == 2
+    straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
+                         for name in ("straight", "resumed"))
+    for a, b in zip(straight, resumed):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("key, value, phrase", [
+    ("optimizer.gradient_accumulation_steps", "1", "it must be >= 2, or None"),
+    ("optimizer.ema_momentum", "1.5", "it must be in [0, 1)"),
+])
+def test_bad_optimizer_feature_values_are_one_line_errors(key, value, phrase):
+    with pytest.raises(NntrainError, match=re.escape(f"config.{key}={value} is not allowed: {phrase}")):
+        nntrain.load_config("xor", {key: value})
