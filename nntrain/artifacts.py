@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import models, optim  # noqa: F401  register nntrain's layers, schedules and losses for load_model
+from nntrain import models, optim, rundir  # noqa: F401  register nntrain's layers, schedules and losses for load_model
 from nntrain.callbacks import latest_checkpoint
 from nntrain.errors import NntrainError
-from nntrain.trainer import CHECKPOINTS as CHECKPOINTS_DIR
-from nntrain.trainer import FINAL_MODEL
 
 CHECKPOINTS = ("final", "best", "latest")
 
@@ -25,14 +20,14 @@ def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
     if checkpoint not in CHECKPOINTS:
         raise NntrainError(f"unknown checkpoint '{checkpoint}': use one of {', '.join(CHECKPOINTS)}")
     nn_config.load_saved(model_dir)  # a clear error when model_dir holds no run
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINTS_DIR)
+    checkpoint_dir = rundir.checkpoint_dir(model_dir)
     latest = latest_checkpoint(checkpoint_dir)
-    candidates = {"final": [os.path.join(model_dir, FINAL_MODEL)], "best": [os.path.join(checkpoint_dir, "best.keras")],
-                  "latest": []}[checkpoint]
+    candidates = {"final": [rundir.join(model_dir, rundir.FINAL_MODEL)],
+                  "best": [rundir.join(checkpoint_dir, rundir.BEST)], "latest": []}[checkpoint]
     if checkpoint != "best" and latest:
         candidates.append(latest[0])
     for path in candidates:
-        if os.path.isfile(path):
+        if rundir.exists(path):
             return keras.models.load_model(path)
     raise NntrainError(f"'{model_dir}' has no {checkpoint} model yet: train it first "
                        "(`nntrain train --model_dir=...` resumes an interrupted run)")
@@ -50,28 +45,30 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
 def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:
     """Writes `model.keras` and a SavedModel (`saved_model/`) into export_dir, checked by reloading.
 
-    The export is built beside export_dir and renamed into place, so export_dir is either complete or absent.
+    On a local disk the export is built beside export_dir and renamed into place, so export_dir is either
+    complete or absent; on object stores (no directory rename) it is written in place.
     """
-    if os.path.exists(export_dir) and os.listdir(export_dir):
+    rundir.check(export_dir)
+    if rundir.listdir(export_dir):
         raise NntrainError(f"export_dir '{export_dir}' exists and is not empty: choose a new directory")
     config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint)
-    staging = f"{export_dir.rstrip('/')}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
+    staging = f"{export_dir.rstrip('/')}.partial" if rundir.is_local(export_dir) else export_dir
+    rundir.remove(staging)
+    rundir.makedirs(staging)
     try:
-        model.save(os.path.join(staging, "model.keras"))
-        model.export(os.path.join(staging, "saved_model"), format="tf_saved_model", verbose=False)
+        rundir.save_model(model, rundir.join(staging, "model.keras"))
+        model.export(rundir.join(staging, "saved_model"), format="tf_saved_model", verbose=False)
         sample = _sample_batch(config)
-        max_diff = _max_prediction_difference(model, os.path.join(staging, "saved_model"), sample)
+        max_diff = _max_prediction_difference(model, rundir.join(staging, "saved_model"), sample)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        rundir.remove(staging)
         raise
-    if os.path.exists(export_dir):
-        os.rmdir(export_dir)
-    os.replace(staging, export_dir)
-    return {"export_dir": export_dir, "keras": os.path.join(export_dir, "model.keras"),
-            "saved_model": os.path.join(export_dir, "saved_model"), "max_abs_difference": max_diff}
+    if staging != export_dir:
+        rundir.remove(export_dir)
+        rundir.move(staging, export_dir)
+    return {"export_dir": export_dir, "keras": rundir.join(export_dir, "model.keras"),
+            "saved_model": rundir.join(export_dir, "saved_model"), "max_abs_difference": max_diff}
 
 
 def _sample_batch(config) -> np.ndarray:

@@ -9,7 +9,6 @@ import ast
 import difflib
 import importlib.util
 import json
-import os
 import types
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +18,6 @@ import ml_collections
 from ml_collections import config_dict
 
 from nntrain.errors import NntrainError
-from nntrain.files import write_text_atomic
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 RESOLVED_CONFIG_NAME = "config.json"
@@ -90,7 +88,11 @@ def base_config() -> ml_collections.ConfigDict:
             "steps_per_execution": placeholder(int),  # None: a default that works for the strategy
             "jit_compile": placeholder(bool),  # None: a default that works for the strategy
             "early_stopping_patience": 0,  # epochs without improvement; 0 turns it off
-            "monitor": "val_loss",  # metric for the best checkpoint and early stopping
+            "monitor": "val_loss",  # metric for the best checkpoint, early stopping and the tuner's objective
+            "monitor_mode": "auto",  # auto (a loss down, a Keras metric its own direction) | min | max
+            "checkpoint_every_steps": 0,  # also checkpoint every N optimizer steps (0: at epoch ends only)
+            "keep_checkpoints": 1,  # step checkpoints kept (best.keras is kept besides)
+            "deterministic": False,  # tf.config.experimental.enable_op_determinism (slower; see README)
             "tensorboard": True,
         },
     })
@@ -280,6 +282,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
+    choice("train.monitor_mode", ("auto", "min", "max"))
+    non_negative("train.checkpoint_every_steps")
+    positive("train.keep_checkpoints")
     loss_head = {"mse": "regression", "binary_crossentropy": "binary",
                  "sparse_categorical_crossentropy": "classification"}
     require(loss_head[config.train.loss] == config.model.head, "model.head",
@@ -308,19 +313,21 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def save(config: ml_collections.ConfigDict, model_dir: str) -> str:
     """Writes the resolved config into model_dir atomically and returns its path."""
-    path = os.path.join(model_dir, RESOLVED_CONFIG_NAME)
-    write_text_atomic(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    from nntrain import rundir  # TensorFlow: only once a run writes
+
+    path = rundir.join(model_dir, RESOLVED_CONFIG_NAME)
+    rundir.write_json(path, to_dict(config))
     return path
 
 
 def load_saved(model_dir: str) -> ml_collections.ConfigDict:
     """Reads the resolved config a run wrote into model_dir."""
-    path = os.path.join(model_dir, RESOLVED_CONFIG_NAME)
-    if not os.path.isfile(path):
+    from nntrain import rundir  # TensorFlow: only once a run is read
+
+    data = rundir.read_json(rundir.join(model_dir, RESOLVED_CONFIG_NAME))
+    if data is None:
         raise NntrainError(f"'{model_dir}' holds no nntrain run ({RESOLVED_CONFIG_NAME} missing): "
                            "train into it first with `nntrain train --model_dir=...`")
-    with open(path) as f:
-        data = json.load(f)
     config = base_config()
     config.update(_with_tuples(data, config))
     return config

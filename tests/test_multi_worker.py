@@ -22,9 +22,10 @@ from nntrain.errors import NntrainError
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 EPOCHS = 6
+STEPS = 4  # per epoch
 TRAIN = ["train", "--experiment=mnist_mlp", f"--config.data.source=idx:{MNIST_DIR}",
          "--config.data.train_split=test[:512]", "--config.data.eval_split=test[8000:8128]",
-         "--config.train.batch_size=64", "--config.train.steps_per_epoch=4", f"--config.train.epochs={EPOCHS}"]
+         "--config.train.batch_size=64", f"--config.train.steps_per_epoch={STEPS}", f"--config.train.epochs={EPOCHS}"]
 
 
 def test_tf_config_from_worker_flags(monkeypatch):
@@ -92,11 +93,11 @@ def test_launcher_prefixes_output_and_stops_all_when_one_fails(capsys):
 
 
 def test_a_killed_save_leaves_no_temporary_files(tmp_path):
-    """A worker killed while saving leaves tmp-epoch-N.keras; the next run removes it (and keeps the rest)."""
-    for name in ("tmp-epoch-2.keras", "state.json.tmp", "epoch-1.keras", "state.json"):
+    """A worker killed while saving leaves tmp-step-N.keras; the next run removes it (and keeps the rest)."""
+    for name in ("tmp-step-8.keras", "tmp-state.json", "step-4.keras", "state.json"):
         (tmp_path / name).write_text("{}")
     nn_callbacks.Checkpoints(str(tmp_path), "val_loss").on_train_begin()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.keras", "state.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "step-4.keras"]
 
 
 def _worker(model_dir: Path, hosts: str, index: int, log: Path) -> subprocess.Popen:
@@ -148,15 +149,17 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
                             *TRAIN, f"--model_dir={model_dir}"], cwd=REPO, capture_output=True, text=True,
                            timeout=180)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
-    resumed = f"resuming from the checkpoint in {model_dir}/checkpoints: {done_before} of {EPOCHS} epochs done"
+    resumed = (f"resuming from the checkpoint in {model_dir}/checkpoints: step {done_before * STEPS} of "
+               f"{EPOCHS * STEPS} ({done_before} of {EPOCHS} epochs done)")
     for index in range(2):
         assert any(line.startswith(f"[worker {index}] ") and resumed in line for line in again.stdout.splitlines())
     epochs = [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, EPOCHS + 1))
     chief, worker = model_dir / "checkpoints", model_dir / "workers" / "1" / "checkpoints"
-    assert sorted(p.name for p in worker.iterdir()) == [f"epoch-{EPOCHS}.keras", "state.json"]  # no best, no model
+    last = f"step-{EPOCHS * STEPS}.keras"
+    assert sorted(p.name for p in worker.iterdir()) == ["state.json", last]  # no best, no model
     assert not (model_dir / "workers" / "1" / "model.keras").exists()
-    for mine, theirs in zip(_weights(chief / f"epoch-{EPOCHS}.keras"), _weights(worker / f"epoch-{EPOCHS}.keras")):
+    for mine, theirs in zip(_weights(chief / last), _weights(worker / last)):
         np.testing.assert_array_equal(mine, theirs)
-    for mine, final in zip(_weights(chief / f"epoch-{EPOCHS}.keras"), _weights(model_dir / "model.keras")):
+    for mine, final in zip(_weights(chief / last), _weights(model_dir / "model.keras")):
         np.testing.assert_array_equal(mine, final)

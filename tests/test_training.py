@@ -92,8 +92,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     state = json.loads((model_dir / "checkpoints" / "state.json").read_text())
-    resumed = again.stderr.split(f"resuming from the checkpoint in {model_dir}/checkpoints: ")[1]
-    resumed_at = int(resumed.split(" of")[0])
+    resumed = again.stderr.split(f"resuming from the checkpoint in {model_dir}/checkpoints: step ")[1]
+    resumed_at = int(resumed.split("(")[1].split(" of")[0])
     assert resumed_at >= done_before - 1  # the kill may land between the metrics line and the backup
     epochs = [m["epoch"] for m in _metrics_lines(model_dir)]
     assert epochs == list(range(1, 13)), epochs
@@ -103,7 +103,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
 def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     model_dir = str(tmp_path / "nan")
     nntrain.train(nntrain.load_config("quadratic", {"train.epochs": 2}), model_dir, strategy="cpu", verbose=0)
-    kept, final = Path(model_dir, "checkpoints", "epoch-2.keras"), Path(model_dir, "model.keras")
+    kept, final = Path(model_dir, "checkpoints", "step-64.keras"), Path(model_dir, "model.keras")
     good_bytes, final_bytes = kept.read_bytes(), final.read_bytes()
     config = nntrain.load_config("quadratic", {"train.epochs": 4, "optimizer.learning_rate": 1e30})
     with pytest.raises(TrainingDiverged) as error:
@@ -111,7 +111,7 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     message = str(error.value)
     step = int(message.split("NaN/inf at step ")[1].split(";")[0])
     assert 2 * 32 < step <= 3 * 32  # in epoch 3, the first epoch after the resume
-    assert "last finite loss" in message and f"{kept} (epoch 2)" in message
+    assert "last finite loss" in message and f"{kept} (step 64)" in message
     assert kept.read_bytes() == good_bytes
     assert json.loads(Path(model_dir, "checkpoints", "state.json").read_text())["epoch"] == 2
     assert final.read_bytes() == final_bytes  # the diverged weights were not saved as the final model

@@ -32,12 +32,13 @@ class Datasets:
 
 
 def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strategy: tf.distribute.Strategy,
-          seed: int = 0) -> Datasets:
+          seed: int = 0, skip_batches: int = 0) -> Datasets:
     """Train and eval pipelines of `data_config`, batched per replica and distributed by `strategy`.
 
     Train: shard, cache, shuffle, repeat, augment, batch (drop remainder), preprocess, prefetch.
     Eval: shard, cache, batch (drop remainder only on TPUs, which need static shapes), preprocess, prefetch.
     Preprocessing maps whole batches: one map per example made mnist_mlp input-bound (docs/benchmarks.md).
+    `skip_batches`: the train stream starts after that many batches (an exact resume continues the same stream).
     """
     num_replicas = strategy.num_replicas_in_sync
     if global_batch_size <= 0 or global_batch_size % num_replicas:
@@ -53,6 +54,7 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
         dataset = _input(train, ctx, data_config).shuffle(data_config.shuffle_buffer, seed=seed).repeat()
         dataset = preprocess.augment(dataset, data_config, seed)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
+        dataset = dataset.skip(skip_batches)
         dataset = dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
         if data_config.service:  # the tf.data service's workers run all of the above
             dataset = service.distribute(dataset, data_config.service)

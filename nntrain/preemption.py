@@ -1,0 +1,51 @@
+"""SIGTERM/SIGINT during training: note the request, let the current execution finish, save, exit 143/130.
+
+Schedulers (Kubernetes, Slurm, GCE preemption) send SIGTERM and wait a grace period (~30 s) before SIGKILL.
+`watch()` turns the signal into a flag that the checkpoint callback reads after each execution; it then saves
+that exact step and raises `Preempted`, whose exit code (128 + signal) tells a scheduler to restart the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+from nntrain.errors import NntrainError
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(NntrainError):
+    """Training stopped on a signal after saving a checkpoint; the same command resumes it."""
+
+    def __init__(self, signum: int, step: int, where: str):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}, saved to {where}; run the "
+                         "same command again to resume from that step")
+
+
+class Watch:
+    """The first signal received while watching (None: none yet)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = self.signum or signum
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[Watch]:
+    """Catches SIGTERM and SIGINT while the block runs (main thread only; elsewhere signals stay as they were)."""
+    state = Watch()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = {s: signal.signal(s, state._handle) for s in SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
