@@ -72,10 +72,8 @@ def restore(model: keras.Model, directory: str) -> int:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(rundir.join(directory, state["latest"]))
-    saved = state.get("rng", {})
-    for variable in _rng_variables(model):
-        if variable.path in saved:
-            variable.assign(np.asarray(saved[variable.path], dtype=variable.dtype))
+    for variable, value in zip(_rng_variables(model), state.get("rng", [])):  # in model order (names vary)
+        variable.assign(np.asarray(value, dtype=variable.dtype))
     return int(state["step"])
 
 
@@ -142,7 +140,7 @@ class Checkpoints(keras.callbacks.Callback):
         rundir.save_model(self.model, rundir.join(self.directory, name))
         self.state.update(step=step, latest=name, monitor=self.monitor, mode=self.mode,
                           kept=[*[k for k in self.state["kept"] if k != name], name],
-                          rng={v.path: keras.ops.convert_to_numpy(v).tolist() for v in _rng_variables(self.model)})
+                          rng=[keras.ops.convert_to_numpy(v).tolist() for v in _rng_variables(self.model)])
         if commit:
             self._commit()
         self.saved_seconds.append(time.perf_counter() - start)
