@@ -108,7 +108,7 @@ class Checkpoints(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step, last = self._step(), int(self.state["step"])
         due = self.every_steps and step // self.every_steps > last // self.every_steps
-        signum = self.signals.signum if self.signals else None
+        signum = self.signals.agreed(self.model.distribute_strategy) if self.signals else None
         if (due or signum) and _finite(logs):
             self.save(step)
         if signum:

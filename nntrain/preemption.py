@@ -3,6 +3,7 @@
 Schedulers (Kubernetes, Slurm, GCE preemption) send SIGTERM and wait a grace period (~30 s) before SIGKILL.
 `watch()` turns the signal into a flag that the checkpoint callback reads after each execution; it then saves
 that exact step and raises `Preempted`, whose exit code (128 + signal) tells a scheduler to restart the job.
+Under multi-worker the workers agree after every step (one scalar all-reduce), so all save the same step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import signal
 import threading
 from collections.abc import Iterator
 
+import tensorflow as tf
+
+from nntrain import distribute
 from nntrain.errors import NntrainError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -34,6 +38,16 @@ class Watch:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signum = self.signum or signum
+
+    def agreed(self, strategy: tf.distribute.Strategy) -> int | None:
+        """The signal to stop on, the same on every worker: under multi-worker one all-reduce tells every worker
+        that one of them was signalled (then all save the same step); elsewhere this process's own signal."""
+        if distribute.kind(strategy) != "multi_worker":
+            return self.signum
+        flagged = strategy.run(lambda: tf.constant(1 if self.signum else 0))
+        if int(strategy.reduce(tf.distribute.ReduceOp.SUM, flagged, axis=None)):
+            return self.signum or signal.SIGTERM
+        return None
 
 
 @contextlib.contextmanager
