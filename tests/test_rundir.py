@@ -114,3 +114,18 @@ def test_best_checkpoint_keeps_the_highest_r2(tmp_path):
     assert state["mode"] == "max" and state["best"] == pytest.approx(max(scores))
     best = nntrain.evaluate(str(model_dir), checkpoint="best")
     assert best["r2_score"] == pytest.approx(max(scores), abs=1e-5)
+
+
+def test_search_on_ram_is_reproducible_and_leaves_local_disk_untouched(tmp_path, monkeypatch):
+    """Trial dirs, oracle state, results and best_config.py all on ram://; the same search twice scores the same."""
+    monkeypatch.chdir(tmp_path)
+    overrides = {"train.epochs": 2, "train.steps_per_epoch": 20, "model.dropout": 0.2}
+    scores = []
+    for name in ("a", "b"):
+        result = nntrain.tune("xor", f"ram://bucket/tune-{name}", overrides, strategy="cpu", max_trials=2,
+                              verbose=False)
+        scores.append([(t["trial"], t["score"]) for t in result["trials"]])
+        assert {"results.csv", "results.json", "best_config.py", "search.json", "search"} <= set(
+            rundir.listdir(f"ram://bucket/tune-{name}"))
+    assert scores[0] == scores[1] and all(score is not None for _, score in scores[0])
+    assert list(tmp_path.iterdir()) == []

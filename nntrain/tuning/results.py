@@ -146,11 +146,14 @@ def write_best_config(model_dir: str, best: dict, hypermodel: HyperModel, object
            f"(learning rate: base {best['base_learning_rate']:.6g} at batch size "
            f"{hypermodel.config.train.batch_size}, {best['lr_rule']} scaling -> {best['effective_learning_rate']:.6g})"
            f"\n\n  {command}\n")
-    rundir.write_text(path, _config_source(config, doc))
-    reloaded = nn_config.to_dict(nn_config.load_experiment(path))
+    source = _config_source(config, doc)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, path, "exec"), namespace)  # the file as `nntrain train --experiment` will run it
+    reloaded = nn_config.to_dict(namespace["get_config"]())
     expected = nn_config.to_dict(config)
     if {**reloaded, "experiment": None} != {**expected, "experiment": None}:
         raise RuntimeError(f"{path} does not reproduce the best trial's config")  # a bug, not a user mistake
+    rundir.write_text(path, source)
     return path, command
 
 
