@@ -48,15 +48,16 @@ def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
     """Builds the datasets (the train stream after `skip_batches` batches) and the compiled model under
     `strategy`; shared by train, tune and bench."""
     seed_everything(config)
-    data = _datasets(config, strategy, skip_batches)
+    data = datasets(config, strategy, skip_batches)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
     model, run = build_model(config, data.spec, steps_per_epoch, strategy)
     return Prepared(data, model, run, steps_per_epoch, strategy)
 
 
-def _datasets(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+def datasets(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
               skip_batches: int) -> nn_data.Datasets:
-    """The run's datasets, the train stream exactly resumable and started after `skip_batches` batches."""
+    """The datasets of a run (or a tuner's trial): the train stream sized for the run's epochs, exactly
+    resumable, started after `skip_batches` batches."""
     return nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed, skip_batches=skip_batches,
                          epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch)
 
@@ -122,7 +123,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
                                 validation_data=prepared.data.eval, **fit)
             initial_epoch += 1
         if initial_epoch < config.train.epochs and not (history and model.stop_training):
-            data = _datasets(config, strategy, initial_epoch * steps_per_epoch) if steps_into_epoch else prepared.data
+            data = datasets(config, strategy, initial_epoch * steps_per_epoch) if steps_into_epoch else prepared.data
             history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                                 steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
     if nan_guard.nan_step is not None:

@@ -39,8 +39,8 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
     Train: shard, cache, shuffle, repeat, augment, batch (drop remainder), preprocess, prefetch.
     Eval: shard, cache, batch (drop remainder only on TPUs, which need static shapes), preprocess, prefetch.
     Preprocessing maps whole batches: one map per example made mnist_mlp input-bound (docs/benchmarks.md).
-    `epochs` (of `steps_per_epoch` steps, default one pass) given: the train stream is exactly resumable
-    (data/stream.py), and `skip_batches` starts it after that many batches.
+    The train stream is exactly resumable (data/stream.py): `skip_batches` starts it after that many batches.
+    `epochs` of `steps_per_epoch` steps (default one pass) size it; past that its passes repeat.
     """
     num_replicas = strategy.num_replicas_in_sync
     if global_batch_size <= 0 or global_batch_size % num_replicas:
@@ -55,12 +55,9 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         batch_size = ctx.get_per_replica_batch_size(global_batch_size)
-        if epochs is None:
-            dataset = _input(train, ctx, data_config).shuffle(data_config.shuffle_buffer, seed=seed).repeat()
-        else:
-            dataset = stream.shuffled_passes(_input(train, ctx, data_config),
-                                             train.num_examples // ctx.num_input_pipelines, data_config.shuffle_buffer,
-                                             seed, epochs * (steps_per_epoch or steps_per_pass) * batch_size)
+        dataset = stream.shuffled_passes(_input(train, ctx, data_config), train.num_examples // ctx.num_input_pipelines,
+                                         data_config.shuffle_buffer, seed,
+                                         (epochs or 1) * (steps_per_epoch or steps_per_pass) * batch_size)
         dataset = preprocess.augment(dataset, data_config, seed)
         dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
         dataset = dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE)

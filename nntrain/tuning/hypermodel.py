@@ -62,7 +62,7 @@ class HyperModel(keras_tuner.HyperModel):
         """
         config = self.trial(hp.values).config
         trainer.seed_everything(config)  # the trial's data stream and dropout start from the config's seed
-        data = nn_data.build(config.data, config.train.batch_size, self.strategy, seed=config.seed)
+        data = trainer.datasets(config, self.strategy, skip_batches=0)
         steps = self.steps_per_epoch(config)
         nan_guard = nn_callbacks.StopOnNaN(steps)
         callbacks = [nan_guard, *kwargs.pop("callbacks", [])]
