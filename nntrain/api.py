@@ -24,7 +24,7 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
           verbose: int | str = "auto") -> dict:
     """Trains an experiment (a config, or an experiment name/path) into model_dir; returns final metrics.
 
-    Running it again with the same model_dir resumes from the last finished epoch.
+    Running it again with the same model_dir resumes exactly from the last checkpoint (step or epoch end).
     """
     from nntrain import distribute, trainer
 

@@ -24,10 +24,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from nntrain import config as nn_config
 from nntrain.compat import keras_saving
 from nntrain.errors import NntrainError
 
-CONFIG = "config.json"
+CONFIG = nn_config.RESOLVED_CONFIG_NAME  # config.py (which imports no TensorFlow) names it
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"

@@ -183,7 +183,7 @@ def _format_metrics(metrics: dict) -> str:
 
 def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
     """A model_dir holds one model: resuming with another architecture would corrupt it."""
-    saved = rundir.read_json(rundir.join(model_dir, nn_config.RESOLVED_CONFIG_NAME))
+    saved = rundir.read_json(rundir.join(model_dir, rundir.CONFIG))
     if saved is None:
         return
     current = nn_config.to_dict(config)
