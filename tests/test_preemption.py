@@ -104,3 +104,23 @@ def test_sigkill_resumes_exactly_from_the_last_step_checkpoint(tmp_path, uninter
     assert _start(model_dir, log).wait(timeout=300) == 0, log.read_text()[-3000:]
     assert f"resuming from the checkpoint in {model_dir}/checkpoints: step {killed_at} of" in log.read_text()
     _assert_identical(model_dir, uninterrupted)
+
+
+def test_tune_resume_after_sigterm_of_the_chief_continues(tmp_path):
+    """SIGTERM to a running search after its first trial: `--resume` runs only the rest, and all are completed."""
+    model_dir, log = tmp_path / "search", tmp_path / "log"
+    command = [sys.executable, "-m", "nntrain.cli", "tune", "--experiment=xor", f"--model_dir={model_dir}",
+               "--strategy=cpu", "--max_trials=3", "--config.train.epochs=2", "--config.train.steps_per_epoch=50"]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+    _wait_for(lambda: "trial 1 (2/3) started" in log.read_text(), process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    assert "trial 2 (3/3)" not in log.read_text(), "the search finished before the signal"
+    again = subprocess.run([*command, "--resume", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 of 3 trials done before" in again.stderr
+    assert "trial 0 (" not in again.stderr.split("trials done before")[1]  # the finished trial did not run again
+    result = json.loads(again.stdout)
+    assert sorted(t["trial"] for t in result["trials"]) == ["0", "1", "2"]
+    assert all(t["status"] == "completed" for t in result["trials"])
