@@ -61,7 +61,7 @@ def latest_checkpoint(directory: str) -> tuple[str, int] | None:
     state = rundir.read_state(directory)
     if state is None:
         return None
-    return rundir.join(directory, state["latest"]), int(state["step"])
+    return rundir.join(directory, state["latest"]), int(state.get("step", 0))
 
 
 def restore(model: keras.Model, directory: str) -> int:
@@ -74,7 +74,7 @@ def restore(model: keras.Model, directory: str) -> int:
     model.load_weights(rundir.join(directory, state["latest"]))
     for variable, value in zip(_rng_variables(model), state.get("rng", [])):  # in model order (names vary)
         variable.assign(np.asarray(value, dtype=variable.dtype))
-    return int(state["step"])
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -96,7 +96,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.keep = max(1, keep)
         self.signals = signals
-        self.state = rundir.read_state(directory) or {"kept": [], "best": None, "step": 0}
+        self.state = {"kept": [], "best": None, "step": 0, **(rundir.read_state(directory) or {})}
         self.saved_seconds: list[float] = []  # how long each save took (benchmarks read it)
 
     def on_train_begin(self, logs: dict | None = None) -> None:

@@ -96,7 +96,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     strategy = strategy or distribute.create_strategy("auto")
     checkpoint_dir = rundir.checkpoint_dir(model_dir)  # every worker resumes from the chief's
     state = rundir.read_state(checkpoint_dir)
-    prepared = prepare(config, strategy, skip_batches=state["step"] if state else 0)
+    prepared = prepare(config, strategy, skip_batches=(state or {}).get("step", 0))  # no step: an older nntrain
     model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
     _log_plan(config, prepared)
 
