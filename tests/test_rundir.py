@@ -129,3 +129,13 @@ def test_search_on_ram_is_reproducible_and_leaves_local_disk_untouched(tmp_path,
             rundir.listdir(f"ram://bucket/tune-{name}"))
     assert scores[0] == scores[1] and all(score is not None for _, score in scores[0])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_find_lr_on_ram(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = nntrain.find_lr(nntrain.load_config("xor"), "ram://bucket/lr", strategy="cpu", num_steps=8)
+    assert result["csv"] == "ram://bucket/lr/lr_range.csv"
+    assert rundir.read_text(result["csv"]).startswith("step,learning_rate,loss,smoothed_loss")
+    with tf.io.gfile.GFile(result["png"], "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert list(tmp_path.iterdir()) == []
