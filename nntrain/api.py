@@ -28,7 +28,8 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
     """Trains an experiment (a config, or an experiment name/path) into model_dir; returns final metrics.
 
     `callbacks` run after nntrain's own (metrics file, checkpoints, TensorBoard), after those of the experiment
-    file's `get_callbacks(config)`. Running it again with the same model_dir resumes from the last finished epoch.
+    file's `get_callbacks(config)`. Running it again with the same model_dir resumes
+    exactly from the last checkpoint (step or epoch end).
     """
     from nntrain import distribute, trainer
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import keras
+import tensorflow as tf
 
+import nntrain.optim  # noqa: F401  registers optim.PerUpdate (gradient accumulation runs) for load_model
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import serving, tflite_export
+from nntrain import rundir, serving, tflite_export
 from nntrain.bits_per_byte import add as add_bits_per_byte
 from nntrain.callbacks import latest_checkpoint
 from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
-from nntrain.trainer import CHECKPOINTS as CHECKPOINTS_DIR
-from nntrain.trainer import FINAL_MODEL
 
 CHECKPOINTS = ("final", "best", "latest")
 FORMATS = ("saved_model", "tflite")
@@ -28,14 +24,14 @@ def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
     if checkpoint not in CHECKPOINTS:
         raise NntrainError(f"unknown checkpoint '{checkpoint}': use one of {', '.join(CHECKPOINTS)}")
     nn_config.load_saved(model_dir)  # a clear error when model_dir holds no run
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINTS_DIR)
+    checkpoint_dir = rundir.checkpoint_dir(model_dir)
     latest = latest_checkpoint(checkpoint_dir)
-    candidates = {"final": [os.path.join(model_dir, FINAL_MODEL)], "best": [os.path.join(checkpoint_dir, "best.keras")],
-                  "latest": []}[checkpoint]
+    candidates = {"final": [rundir.join(model_dir, rundir.FINAL_MODEL)],
+                  "best": [rundir.join(checkpoint_dir, rundir.BEST)], "latest": []}[checkpoint]
     if checkpoint != "best" and latest:
         candidates.append(latest[0])
     for path in candidates:
-        if os.path.isfile(path):
+        if rundir.exists(path):
             return keras.models.load_model(path)
     raise NntrainError(f"'{model_dir}' has no {checkpoint} model yet: train it first "
                        "(`nntrain train --model_dir=...` resumes an interrupted run)")
@@ -59,8 +55,9 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     `model.tflite`.
 
     Every artifact is scored on the eval split (the SavedModel and TFLite model on raw examples, as a client
-    sends them). The export is built in a temporary directory beside export_dir and renamed into place, so
-    export_dir is either complete or absent.
+    sends them). On a local disk the export is built beside export_dir and renamed into place, so export_dir is
+    either complete or absent; on object stores (no directory rename) it is written in place. A failed export
+    removes what it wrote, and the directories it created.
     """
     if export_format not in FORMATS:
         raise NntrainError(f"unknown export format '{export_format}': use one of {', '.join(FORMATS)}")
@@ -68,7 +65,8 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         raise NntrainError(f"unknown quantization '{quantize}': use one of {', '.join(tflite_export.QUANTIZATIONS)}")
     if quantize != "none" and export_format != "tflite":
         raise NntrainError(f"--quantize={quantize} applies to TFLite exports: add --format=tflite")
-    if os.path.exists(export_dir) and os.listdir(export_dir):
+    rundir.check(export_dir)
+    if rundir.listdir(export_dir):
         raise NntrainError(f"export_dir '{export_dir}' exists and is not empty: choose a new directory")
     config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint)
@@ -76,35 +74,33 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     raw = raw_data.load(config.data)
     if export_format == "tflite":
         tflite_export.check_inputs(raw)
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    created = _first_missing(parent)  # removed again if the export fails: a failed export changes nothing
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    staging = f"{export_dir.rstrip('/')}.partial" if rundir.is_local(export_dir) else export_dir
+    created = _first_missing(staging)  # removed again if the export fails: a failed export changes nothing
+    rundir.remove(staging)
+    rundir.makedirs(staging)
     exported = False
     try:
-        keras_path, saved_model_path = os.path.join(staging, KERAS_FILE), os.path.join(staging, SAVED_MODEL)
+        keras_path, saved_model_path = rundir.join(staging, KERAS_FILE), rundir.join(staging, SAVED_MODEL)
         # An inference model: the same layers without the optimizer state that the run's model.keras carries.
-        keras.Model(model.inputs, model.outputs, name=model.name).save(keras_path)
+        rundir.save_model(keras.Model(model.inputs, model.outputs, name=model.name), keras_path)
         serving.write_saved_model(model, config, raw, saved_model_path)
         rows = [_row(KERAS_FILE, keras_path, _keras_score(model, config)),
                 _row(SAVED_MODEL, saved_model_path,
                      serving.score(serving.saved_model_predictor(saved_model_path), raw, head))]
         if export_format == "tflite":
-            tflite_path = os.path.join(staging, TFLITE_FILE)
+            tflite_path = rundir.join(staging, TFLITE_FILE)
             flatbuffer = tflite_export.convert(saved_model_path, quantize, raw)
-            with open(tflite_path, "wb") as f:
-                f.write(flatbuffer)
+            rundir.write_bytes(tflite_path, flatbuffer)
             rows.append(_row(TFLITE_FILE, tflite_path, serving.score(tflite_export.predictor(flatbuffer), raw, head),
                              quantize))
-        if os.path.exists(export_dir):
-            os.rmdir(export_dir)
-        os.replace(staging, export_dir)
+        if staging != export_dir:
+            rundir.remove(export_dir)
+            rundir.move(staging, export_dir)
         exported = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not exported:
-            shutil.rmtree(created, ignore_errors=True)
-    paths = {row["artifact"]: os.path.join(export_dir, row["artifact"]) for row in rows}
+        if not exported:
+            rundir.remove(created or staging)
+    paths = {row["artifact"]: rundir.join(export_dir, row["artifact"]) for row in rows}
     return {"export_dir": export_dir, "keras": paths[KERAS_FILE], "saved_model": paths[SAVED_MODEL],
             **({"tflite": paths[TFLITE_FILE]} if TFLITE_FILE in paths else {}), "eval_examples": raw.eval_examples,
             "artifacts": rows}
@@ -123,8 +119,8 @@ def format_table(result: dict) -> str:
 def _first_missing(path: str) -> str | None:
     """The outermost directory of `path` that does not exist yet, or None."""
     missing = None
-    while not os.path.exists(path):
-        missing, path = path, os.path.dirname(path)
+    while path and not rundir.exists(path):
+        missing, path = path, path.rstrip("/").rpartition("/")[0]
     return missing
 
 
@@ -133,9 +129,11 @@ def _row(name: str, path: str, score: dict, quantize: str = "none") -> dict:
 
 
 def _size(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+    """Bytes of a file, or of every file in a directory tree."""
+    if not tf.io.gfile.isdir(path):
+        return tf.io.gfile.stat(path).length
+    return sum(tf.io.gfile.stat(rundir.join(root, name)).length for root, _, names in tf.io.gfile.walk(path)
+               for name in names)
 
 
 def _keras_score(model: keras.Model, config) -> dict:

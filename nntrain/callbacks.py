@@ -1,20 +1,21 @@
-"""Callbacks that make runs safe to stop: atomic checkpoints, a metrics file, NaN handling."""
+"""Callbacks that make runs safe to stop: step checkpoints with exact resume, a metrics file, NaN handling."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import time
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-from nntrain.compat import keras_saving
-from nntrain.files import write_text_atomic
+from nntrain import rundir
+from nntrain.compat import keras_metrics
+from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.preemption import Preempted, Watch
 
-STATE = "state.json"
+MODES = ("auto", "min", "max")
 
 
 def _finite(logs: dict | None) -> bool:
@@ -22,108 +23,152 @@ def _finite(logs: dict | None) -> bool:
     return loss is not None and math.isfinite(float(loss))
 
 
-def save_atomic(model: keras.Model, path: str, weights_only: bool = False) -> None:
-    """Saves to a temporary file beside `path`, then renames: a reader never sees half a file."""
-    keras_saving.patch()
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f"tmp-{name}")
-    if weights_only:
-        model.save_weights(tmp, overwrite=True)
-    else:
-        model.save(tmp, overwrite=True)
-    os.replace(tmp, path)
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """"max" if a higher `monitor` is better, else "min": the one rule of best checkpoint, early stopping and tuner.
+
+    Keras's own rule: `mode` min or max wins; with auto, a loss is minimised and a Keras metric goes the
+    direction it declares (r2_score, accuracy and auc up; mse and mae down).
+    """
+    if mode not in MODES:
+        raise NntrainError(f"train.monitor_mode={mode!r} is not allowed: use one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    direction = "down" if name == "loss" or name.endswith("_loss") else keras_metrics.direction(name)
+    if direction is None:
+        raise NntrainError(f"cannot tell whether a higher '{monitor}' is better: set train.monitor_mode=max "
+                           "or train.monitor_mode=min")
+    return "max" if direction == "up" else "min"
+
+
+def early_stopping(monitor: str, mode: str, patience: int) -> keras.callbacks.EarlyStopping:
+    """Keras's EarlyStopping, with the direction of `monitor_mode`."""
+    return keras.callbacks.EarlyStopping(monitor, patience=patience, mode=monitor_mode(monitor, mode))
+
+
+def _rng_variables(model: keras.Model) -> list[keras.Variable]:
+    """The model's state that model.save leaves out: its SeedGenerator states (dropout, noise layers)."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _weights_finite(model: keras.Model) -> bool:
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.trainable_weights]))
 
 
 def latest_checkpoint(directory: str) -> tuple[str, int] | None:
-    """(path, epochs done) of the last finished epoch's checkpoint, or None before the first one."""
-    state_path = os.path.join(directory, STATE)
-    if not os.path.isfile(state_path):
+    """(path, step) of the last committed checkpoint, or None before the first one."""
+    state = rundir.read_state(directory)
+    if state is None:
         return None
-    with open(state_path) as f:
-        state = json.load(f)
-    return os.path.join(directory, state["latest"]), int(state["epoch"])
+    return rundir.join(directory, state["latest"]), int(state.get("step", 0))
 
 
 def restore(model: keras.Model, directory: str) -> int:
-    """Loads the latest checkpoint (weights and optimizer state) into a compiled model; returns epochs done."""
-    latest = latest_checkpoint(directory)
-    if latest is None:
+    """Loads the latest checkpoint (weights, optimizer state, RNG states) into a compiled model; returns its step."""
+    state = rundir.read_state(directory)
+    if state is None:
         return 0
-    path, epoch = latest
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(path)
-    return epoch
+    model.load_weights(rundir.join(directory, state["latest"]))
+    for variable, value in zip(_rng_variables(model), state.get("rng", [])):  # in model order (names vary)
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """After every finite epoch: `epoch-N.keras` (model + optimizer state), then `state.json` naming it.
+    """`step-N.keras` (model + optimizer state) every `every_steps` steps, at every finite epoch end and on a
+    preemption signal; then `state.json` naming it, with the RNG states that .keras does not save.
 
-    Writing state.json is the commit point of an epoch: a run killed at any moment resumes from a complete
-    checkpoint. `best.keras` keeps the best `monitor` value (unless `keep_best` is False: a multi-worker backup).
-    Unlike keras.callbacks.BackupAndRestore, weights after a non-finite loss are never saved.
+    Writing state.json is the commit point: a run killed at any moment resumes from a complete checkpoint. The
+    last `keep` checkpoints stay. `best.keras` keeps the best epoch by `monitor` (unless `keep_best` is False: a
+    multi-worker backup). Weights after a non-finite loss are never saved.
     """
 
-    def __init__(self, directory: str, monitor: str, keep_best: bool = True):
+    def __init__(self, directory: str, monitor: str, mode: str = "auto", keep_best: bool = True,
+                 every_steps: int = 0, keep: int = 1, signals: Watch | None = None):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
+        self.mode = monitor_mode(monitor, mode)
         self.keep_best = keep_best
-        self.mode_max = any(word in monitor for word in ("acc", "auc", "precision", "recall"))
-        self.best: float | None = None
-        state_path = os.path.join(directory, STATE)
-        if os.path.isfile(state_path):
-            with open(state_path) as f:
-                self.best = json.load(f).get("best")
+        self.every_steps = every_steps
+        self.keep = max(1, keep)
+        self.signals = signals
+        self.state = {"kept": [], "best": None, "step": 0, **(rundir.read_state(directory) or {})}
+        self.saved_seconds: list[float] = []  # how long each save took (benchmarks read it)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        """Removes the temporary files of a save that a killed run left behind."""
-        if os.path.isdir(self.directory):
-            for name in os.listdir(self.directory):
-                if name.startswith("tmp-") or name.endswith(".tmp"):
-                    os.remove(os.path.join(self.directory, name))
+        rundir.remove_partial_writes(self.directory)
+
+    def _step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step, last = self._step(), int(self.state["step"])
+        due = self.every_steps and step // self.every_steps > last // self.every_steps
+        signum = self.signals.agreed(self.model.distribute_strategy) if self.signals else None
+        if (due or signum) and _finite(logs):
+            self.save(step)
+        if signum:
+            raise Preempted(signum, self.state["step"], self.directory)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not _finite(logs):
             return
-        os.makedirs(self.directory, exist_ok=True)
-        previous = latest_checkpoint(self.directory)
-        name = f"epoch-{epoch + 1}.keras"
-        path = os.path.join(self.directory, name)
-        save_atomic(self.model, path)
+        step = self._step()
+        if step != self.state["step"] and not self.save(step, commit=False):
+            return
         value = (logs or {}).get(self.monitor)
-        improved = self.keep_best and value is not None and math.isfinite(float(value)) and (
-            self.best is None or (float(value) > self.best if self.mode_max else float(value) < self.best))
-        if improved:
-            self.best = float(value)
-            best, tmp = os.path.join(self.directory, "best.keras"), os.path.join(self.directory, "tmp-best.keras")
-            shutil.copyfile(path, tmp)  # the same bytes: milliseconds, where a second save took ~50 ms
-            os.replace(tmp, best)
-        state = {"epoch": epoch + 1, "latest": name, "monitor": self.monitor, "best": self.best}
-        write_text_atomic(os.path.join(self.directory, STATE), json.dumps(state, indent=2) + "\n")
-        if previous and os.path.basename(previous[0]) != name:
-            os.remove(previous[0])
+        best = self.state["best"]
+        if self.keep_best and value is not None and math.isfinite(float(value)) and (
+                best is None or (value > best if self.mode == "max" else value < best)):
+            rundir.copy(rundir.join(self.directory, self.state["latest"]), rundir.join(self.directory, rundir.BEST))
+            self.state.update(best=float(value), best_epoch=epoch + 1)
+        self.state["epoch"] = epoch + 1
+        self._commit()
+
+    def save(self, step: int, commit: bool = True) -> bool:
+        """Writes step-`step`.keras and (unless commit is False) state.json naming it; False if not saved."""
+        if not _weights_finite(self.model):
+            log(f"step {step}: the weights are not finite; the checkpoint is not saved")
+            return False
+        start = time.perf_counter()
+        rundir.makedirs(self.directory)
+        name = f"step-{step}.keras"
+        rundir.save_model(self.model, rundir.join(self.directory, name))
+        self.state.update(step=step, latest=name, monitor=self.monitor, mode=self.mode,
+                          kept=[*[k for k in self.state["kept"] if k != name], name],
+                          rng=[keras.ops.convert_to_numpy(v).tolist() for v in _rng_variables(self.model)])
+        if commit:
+            self._commit()
+        self.saved_seconds.append(time.perf_counter() - start)
+        return True
+
+    def _commit(self) -> None:
+        """state.json last; then the checkpoints beyond the last `keep` go."""
+        kept = self.state["kept"]
+        dropped, self.state["kept"] = kept[:-self.keep], kept[-self.keep:]
+        rundir.write_json(rundir.join(self.directory, rundir.STATE), self.state)
+        for name in dropped:
+            rundir.remove(rundir.join(self.directory, name))
 
 
 class MetricsFile(keras.callbacks.Callback):
-    """Appends one JSON line per epoch to `path`; after a resume, drops lines of epochs that will rerun.
+    """Appends one strict-JSON line per epoch to `path`; first drops lines of epochs after `initial_epoch`
+    (they will run again).
 
-    Each line: the epoch, Keras's logs, the learning rate, the epoch's `seconds` (training and validation) and
-    `wall_time`, the Unix time the line was written (as TensorBoard's events record it).
+    Each line: the epoch, Keras's logs (non-finite values as null), the learning rate, the epoch's `seconds`
+    (training and validation) and `wall_time`, the Unix time the line was written (as TensorBoard's events do).
+    After a mid-epoch resume, that epoch's line averages the steps run since the resume.
     """
 
     def __init__(self, path: str, initial_epoch: int):
         super().__init__()
         self.path = path
-        self.initial_epoch = initial_epoch
+        rundir.write_jsonl(path, [r for r in rundir.read_jsonl(path) if r["epoch"] <= initial_epoch])
         self.epoch_start = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        kept = []
-        if os.path.isfile(self.path):
-            with open(self.path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= self.initial_epoch]
-        write_text_atomic(self.path, "".join(kept))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_start = time.time()
@@ -133,8 +178,7 @@ class MetricsFile(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                   "seconds": round(now - self.epoch_start, 3), "wall_time": round(now, 3)}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        rundir.append_jsonl(self.path, record)
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -154,6 +198,6 @@ class StopOnNaN(keras.callbacks.Callback):
         if _finite(logs):
             self.last_finite_loss = float(logs["loss"])
             return
-        self.nan_step = self.epoch * self.steps_per_epoch + batch + 1
+        self.nan_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self.model.stop_training = True
-        log(f"non-finite loss at step {self.nan_step} (epoch {self.epoch + 1}, batch {batch + 1}): stopping")
+        log(f"non-finite loss at step {self.nan_step} (epoch {self.epoch + 1}): stopping")

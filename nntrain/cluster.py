@@ -9,17 +9,15 @@ workers never write one file. All workers resume from the chief's checkpoint, so
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
-from nntrain import distribute
+from nntrain import distribute, rundir
 from nntrain.errors import NntrainError
 
-WORKERS_DIR = "workers"
 # What a collective op raises when a peer has died or stopped answering.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
                tf.errors.CancelledError)
@@ -40,7 +38,7 @@ def output_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
     """model_dir for the chief, model_dir/workers/N for any other worker N."""
     if is_chief(strategy):
         return model_dir
-    return os.path.join(model_dir, WORKERS_DIR, str(strategy.cluster_resolver.task_id))
+    return rundir.worker_dir(model_dir, strategy.cluster_resolver.task_id)
 
 
 @contextlib.contextmanager

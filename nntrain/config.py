@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import importlib.util
 import json
-import os
 import re
 import traceback
 import types
@@ -23,7 +22,6 @@ from ml_collections import config_dict
 
 from nntrain import registry
 from nntrain.errors import NntrainError
-from nntrain.files import write_text_atomic
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 RESOLVED_CONFIG_NAME = "config.json"
@@ -111,7 +109,12 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "steps_per_execution": Field(placeholder(int), "None: a default that works for the strategy"),
             "jit_compile": Field(placeholder(bool), "None: a default that works for the strategy"),
             "early_stopping_patience": Field(0, "epochs without improvement before stopping; 0 turns it off"),
-            "monitor": Field("val_loss", "metric for the best checkpoint and early stopping"),
+            "monitor": Field("val_loss", "metric for the best checkpoint, early stopping and the tuner's objective"),
+            "monitor_mode": Field("auto", "auto (a loss goes down, a Keras metric its own direction) | min | max"),
+            "checkpoint_every_steps": Field(0, "also checkpoint every N optimizer steps (0: at epoch ends only)"),
+            "keep_checkpoints": Field(1, "step checkpoints kept (best.keras is kept besides)"),
+            "deterministic": Field(False, "TensorFlow op determinism (tf.config.experimental.enable_op_determinism; "
+                                          "slower)"),
             "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
         },
         "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
@@ -379,6 +382,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "it must be > prune.begin_step (or None: 3/4 of training)")
     positive("prune.frequency")
     positive("prune.power")
+    choice("train.monitor_mode", ("auto", "min", "max"))
+    non_negative("train.checkpoint_every_steps")
+    positive("train.keep_checkpoints")
     loss_head = {"mse": "regression", "binary_crossentropy": "binary",
                  "sparse_categorical_crossentropy": "classification"}
     require(loss_head[config.train.loss] == config.model.head, "model.head",
@@ -408,27 +414,49 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def save(config: ml_collections.ConfigDict, model_dir: str) -> str:
     """Writes the resolved config into model_dir atomically and returns its path."""
-    path = os.path.join(model_dir, RESOLVED_CONFIG_NAME)
-    write_text_atomic(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    from nntrain import rundir  # TensorFlow: only once a run writes
+
+    path = rundir.join(model_dir, RESOLVED_CONFIG_NAME)
+    rundir.write_json(path, to_dict(config))
     return path
 
 
 def load_saved(model_dir: str) -> ml_collections.ConfigDict:
     """Reads the resolved config a run wrote into model_dir."""
-    path = os.path.join(model_dir, RESOLVED_CONFIG_NAME)
-    if not os.path.isfile(path):
+    from nntrain import rundir  # TensorFlow: only once a run is read
+
+    data = rundir.read_json(rundir.join(model_dir, RESOLVED_CONFIG_NAME))
+    if data is None:
         raise NntrainError(f"'{model_dir}' holds no nntrain run ({RESOLVED_CONFIG_NAME} missing): "
                            "train into it first with `nntrain train --model_dir=...`")
-    return load_file(path)
+    return from_dict(data, rundir.join(model_dir, RESOLVED_CONFIG_NAME))
 
 
 def load_file(path: str) -> ml_collections.ConfigDict:
-    """A config saved as JSON (a run's config.json) on top of base_config(); unknown keys are errors."""
+    """A config saved as JSON (a run's config.json) on top of base_config(); unknown keys are errors.
+
+    A local file is read without TensorFlow (config errors come before it is imported); a bucket path (`gs://`)
+    through TensorFlow's filesystems.
+    """
     try:
-        with open(path) as f:
-            data = json.load(f)
+        if "://" in path:
+            from nntrain import rundir
+
+            data = rundir.read_json(path)
+            if data is None:
+                raise OSError("no such file")
+        else:
+            with open(path) as f:
+                data = json.load(f)
     except (OSError, ValueError) as e:
         raise NntrainError(f"cannot read config file '{path}': {e}") from e
+    return from_dict(data, path)
+
+
+def from_dict(data: dict, path: str) -> ml_collections.ConfigDict:
+    """base_config() updated with a saved config's values; `path` names where they came from in errors."""
+    if not isinstance(data, dict):
+        raise NntrainError(f"config file '{path}' holds no config (a JSON object): {type(data).__name__}")
     config = base_config()
     try:
         config.update(_with_tuples(data, config))

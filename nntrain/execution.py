@@ -45,8 +45,13 @@ def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Str
                 "(keras-team/keras#19246)")
         steps = 1
     elif steps is None:
-        steps = TPU_STEPS_PER_EXECUTION if strategy_kind == "tpu" else SINGLE_DEVICE_STEPS_PER_EXECUTION
-        steps = max(1, min(steps, steps_per_epoch))
+        steps = largest_divisor(steps_per_epoch, TPU_STEPS_PER_EXECUTION if strategy_kind == "tpu"
+                                else SINGLE_DEVICE_STEPS_PER_EXECUTION)
+    elif steps_per_epoch % steps:
+        divisor = largest_divisor(steps_per_epoch, steps)
+        log(f"steps_per_execution={steps} -> {divisor}: Keras runs whole executions, so {steps} would overrun "
+            f"each epoch of {steps_per_epoch} steps (and end the learning-rate schedule early)")
+        steps = divisor
 
     jit = train_config.jit_compile
     if strategy_kind in ("mirrored", "multi_worker") and device == "cpu":
@@ -63,6 +68,12 @@ def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Str
             tf.config.optimizer.set_experimental_options({"remapping": False})
     return Execution(precision=precision, steps_per_execution=steps,
                      jit_compile="auto" if jit is None else jit)
+
+
+def largest_divisor(steps_per_epoch: int, at_most: int) -> int:
+    """The largest steps_per_execution <= at_most that divides an epoch: the optimizer then takes exactly
+    epochs x steps_per_epoch steps (keras-team/keras#20861: Keras runs whole executions past an epoch's end)."""
+    return max(d for d in range(1, max(1, min(at_most, steps_per_epoch)) + 1) if steps_per_epoch % d == 0)
 
 
 def apply_precision(precision: str) -> None:

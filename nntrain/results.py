@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import numpy as np
 
-from nntrain import artifacts
+from nntrain import artifacts, rundir
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.errors import NntrainError
-from nntrain.trainer import METRICS_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +24,11 @@ class Predictions:
 
 def history(model_dir: str) -> list[dict]:
     """One dict per finished epoch (`epoch`, `loss`, `val_*`, ...), read from the run's metrics file."""
-    path = os.path.join(model_dir, METRICS_FILE)
-    if not os.path.isfile(path):
-        raise NntrainError(f"'{model_dir}' has no {METRICS_FILE}: train into it first "
+    path = rundir.join(model_dir, rundir.METRICS)
+    if not rundir.exists(path):
+        raise NntrainError(f"'{model_dir}' has no {rundir.METRICS}: train into it first "
                            "(`nntrain train --model_dir=...`)")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return rundir.read_jsonl(path)
 
 
 def predict(model_dir: str, split: str | None = None, limit: int = 16, checkpoint: str = "final") -> Predictions:

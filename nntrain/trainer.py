@@ -1,20 +1,11 @@
 """`train(config, model_dir)`: build data and model under a strategy, fit with safe callbacks, save.
 
-model_dir layout:
-  config.json        the resolved config (reproduce or resume the run)
-  metrics.jsonl      one line per epoch
-  checkpoints/       epoch-N.keras (the last finished epoch, with optimizer state: resume), best.keras,
-                     state.json (which epoch, best value)
-  logs/              TensorBoard
-  model.keras        the final model
-  workers/N/         multi-worker only: worker N's own checkpoints/ (the chief, worker 0, writes all of the above)
+The run directory (its layout and every file in it) belongs to nntrain/rundir.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,16 +15,12 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, models, optim, prune
+from nntrain import cluster, distribute, execution, models, optim, preemption, prune, rundir
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
 from nntrain.errors import NntrainError
 from nntrain.logs import log
-
-FINAL_MODEL = "model.keras"
-CHECKPOINTS = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingDiverged(NntrainError):
@@ -51,12 +38,30 @@ class Prepared:
     strategy: tf.distribute.Strategy
 
 
-def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> Prepared:
-    """Builds the datasets and the compiled model under `strategy`; shared by train, tune and bench."""
-    data = nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed)
+def seed_everything(config: ml_collections.ConfigDict) -> None:
+    """Seeds Python, NumPy, TensorFlow and Keras, and turns on op determinism if asked: before anything random
+    (data pipeline included) is built, so that one config gives one result."""
+    keras.utils.set_random_seed(config.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, skip_batches: int = 0) -> Prepared:
+    """Builds the datasets (the train stream after `skip_batches` batches) and the compiled model under
+    `strategy`; shared by train, tune and bench."""
+    seed_everything(config)
+    data = datasets(config, strategy, skip_batches)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
     model, run = build_model(config, data.spec, steps_per_epoch, strategy)
     return Prepared(data, model, run, steps_per_epoch, strategy)
+
+
+def datasets(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+              skip_batches: int) -> nn_data.Datasets:
+    """The datasets of a run (or a tuner's trial): the train stream sized for the run's epochs, exactly
+    resumable, started after `skip_batches` batches."""
+    return nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed, skip_batches=skip_batches,
+                         epochs=config.train.epochs, steps_per_epoch=config.train.steps_per_epoch)
 
 
 def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, steps_per_epoch: int,
@@ -67,7 +72,7 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
     """
     run = execution.resolve(config.train, strategy, steps_per_epoch)
     execution.apply_precision(run.precision)
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config)
     total_steps = steps_per_epoch * config.train.epochs
     with strategy.scope():
         model = models.build(config.model, spec)
@@ -81,64 +86,91 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
 def train(config: ml_collections.ConfigDict, model_dir: str,
           strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
           extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
-    """Trains `config` into `model_dir`, resuming from its last checkpoint if there is one; returns final metrics."""
+    """Trains `config` into `model_dir`, resuming from its last checkpoint if there is one; returns final metrics.
+
+    A resume is exact: the step, weights, optimizer and RNG states come from the checkpoint, and the data stream
+    continues after the batches already consumed. SIGTERM/SIGINT save the current step and raise Preempted.
+    """
     start = time.time()
     nn_config.validate(config)
-    _check_writable(model_dir)
+    nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
+    rundir.check(model_dir)
     _check_same_model(config, model_dir)
     strategy = strategy or distribute.create_strategy("auto")
-    prepared = prepare(config, strategy)
-    model, data, steps_per_epoch = prepared.model, prepared.data, prepared.steps_per_epoch
+    checkpoint_dir = rundir.checkpoint_dir(model_dir)  # every worker resumes from the chief's
+    state = rundir.read_state(checkpoint_dir)
+    prepared = prepare(config, strategy, skip_batches=(state or {}).get("step", 0))  # no step: an older nntrain
+    model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
     _log_plan(config, prepared)
 
     # Multi-worker: the chief writes model_dir; worker N only its backups, in model_dir/workers/N (cluster.py).
     chief, out_dir = cluster.is_chief(strategy), cluster.output_dir(model_dir, strategy)
-    os.makedirs(out_dir, exist_ok=True)
+    rundir.makedirs(out_dir)
     if chief:
         nn_config.save(config, model_dir)
-    checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)  # every worker resumes from the chief's
     with strategy.scope():
-        initial_epoch = nn_callbacks.restore(model, checkpoint_dir)
-    if initial_epoch:
-        log(f"resuming from the checkpoint in {checkpoint_dir}: {initial_epoch} of {config.train.epochs} "
-            "epochs done")
+        step = nn_callbacks.restore(model, checkpoint_dir)
+    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
+    if step:
+        log(f"resuming from the checkpoint in {checkpoint_dir}: step {step} of "
+            f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
-    checkpoints = nn_callbacks.Checkpoints(os.path.join(out_dir, CHECKPOINTS), config.train.monitor, keep_best=chief)
-    # The checkpoint is an epoch's commit point, so it comes after the metrics line that describes the epoch.
-    callbacks = [*optim.callbacks(config, resumed=initial_epoch > 0),  # EMA swapped in first
-                 *prune.callbacks(model, config.prune, steps_per_epoch * config.train.epochs), nan_guard,
-                 *bits_per_byte_callbacks(config)]
-    if chief:
-        callbacks.append(nn_callbacks.MetricsFile(os.path.join(model_dir, METRICS_FILE), initial_epoch))
-    callbacks.append(checkpoints)
-    if config.train.tensorboard and chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
-        log(f"TensorBoard logs: {os.path.join(model_dir, 'logs')} (tensorboard --logdir={model_dir})")
-    if config.train.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
-                                                       patience=config.train.early_stopping_patience))
-    callbacks.extend(extra_callbacks)  # the user's (nntrain.train(callbacks=...), an experiment's get_callbacks)
-    with cluster.peer_failures(strategy):
-        history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps_per_epoch, validation_data=data.eval,
-                            validation_steps=config.train.eval_steps, callbacks=callbacks,
-                            verbose=_progress(verbose), shuffle=False)
+    with preemption.watch() as signals, cluster.peer_failures(strategy):
+        callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
+                               steps_per_epoch, nan_guard, signals)
+        fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
+                   verbose=_progress(verbose), shuffle=False)
+        history = None
+        if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+            history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                                validation_data=prepared.data.eval, **fit)
+            initial_epoch += 1
+        if initial_epoch < config.train.epochs and not (history and model.stop_training):
+            data = datasets(config, strategy, initial_epoch * steps_per_epoch) if steps_into_epoch else prepared.data
+            history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
     if nan_guard.nan_step is not None:
         latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
-        kept = f"{latest[0]} (epoch {latest[1]})" if latest else "none (no epoch finished)"
+        kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
         raise TrainingDiverged(
             f"loss became NaN/inf at step {nan_guard.nan_step}; last finite loss "
             f"{nan_guard.last_finite_loss}; checkpoint kept: {kept}; lower optimizer.learning_rate "
             "or set optimizer.global_clip_norm")
     if not chief:
-        metrics = cluster.last_logs(history)
+        metrics = cluster.last_logs(history) if history else {}
         log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
         return metrics
-    final_path = os.path.join(model_dir, FINAL_MODEL)
-    nn_callbacks.save_atomic(model, final_path)
+    final_path = rundir.join(model_dir, rundir.FINAL_MODEL)
+    rundir.save_model(model, final_path)
     metrics = last_metrics(model_dir)
     log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
     return metrics
+
+
+def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, model_dir: str, out_dir: str, chief: bool,
+               initial_epoch: int, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
+               signals: preemption.Watch) -> list[keras.callbacks.Callback]:
+    """The callbacks of a run, in order: EMA weights are swapped in first (so evaluation and saves see them);
+    pruning and bits/byte add to the logs before the metrics line; the checkpoint is an epoch's commit point, so
+    it comes after the metrics line that describes the epoch."""
+    train = config.train
+    callbacks: list[keras.callbacks.Callback] = [
+        *optim.callbacks(config, resumed=step > 0),
+        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
+        nan_guard, *bits_per_byte_callbacks(config)]
+    if chief:
+        callbacks.append(nn_callbacks.MetricsFile(rundir.join(model_dir, rundir.METRICS), initial_epoch))
+    callbacks.append(nn_callbacks.Checkpoints(
+        rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
+        every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals))
+    if train.tensorboard and chief:
+        callbacks.append(keras.callbacks.TensorBoard(rundir.join(model_dir, rundir.LOGS)))
+        log(f"TensorBoard logs: {rundir.join(model_dir, rundir.LOGS)} (tensorboard --logdir={model_dir})")
+    if train.early_stopping_patience:
+        callbacks.append(nn_callbacks.early_stopping(train.monitor, train.monitor_mode,
+                                                     train.early_stopping_patience))
+    return callbacks
 
 
 def _progress(verbose: int | str) -> int | str:
@@ -150,12 +182,8 @@ def _progress(verbose: int | str) -> int | str:
 
 def last_metrics(model_dir: str) -> dict:
     """The last line of the run's metrics file, as a dict ({} before the first epoch)."""
-    path = os.path.join(model_dir, METRICS_FILE)
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    return json.loads(lines[-1]) if lines else {}
+    lines = rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS))
+    return lines[-1] if lines else {}
 
 
 def _format_metrics(metrics: dict) -> str:
@@ -163,27 +191,11 @@ def _format_metrics(metrics: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
-def _check_writable(model_dir: str) -> None:
-    """Fails before anything is written if model_dir cannot be created or written."""
-    if not model_dir:
-        raise NntrainError("no model_dir given: pass --model_dir=DIR (it is created if missing)")
-    existing = os.path.abspath(model_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise NntrainError(f"model_dir '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise NntrainError(f"model_dir '{model_dir}' is not writable ('{existing}' denies writing); "
-                           "choose a directory you can write to")
-
-
 def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
     """A model_dir holds one model: resuming with another architecture would corrupt it."""
-    path = os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)
-    if not os.path.isfile(path):
+    saved = rundir.read_json(rundir.join(model_dir, rundir.CONFIG))
+    if saved is None:
         return
-    with open(path) as f:
-        saved = json.load(f)
     current = nn_config.to_dict(config)
     if saved.get("model") != current["model"]:
         raise NntrainError(f"model_dir '{model_dir}' holds a run of another model ({saved.get('model')}); "

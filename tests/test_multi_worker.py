@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,9 +23,10 @@ from nntrain.errors import NntrainError
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 EPOCHS = 6
+STEPS = 4  # per epoch
 TRAIN = ["train", "--experiment=mnist_mlp", f"--config.data.source=idx:{MNIST_DIR}",
          "--config.data.train_split=test[:512]", "--config.data.eval_split=test[8000:8128]",
-         "--config.train.batch_size=64", "--config.train.steps_per_epoch=4", f"--config.train.epochs={EPOCHS}"]
+         "--config.train.batch_size=64", f"--config.train.steps_per_epoch={STEPS}", f"--config.train.epochs={EPOCHS}"]
 
 
 def test_tf_config_from_worker_flags(monkeypatch):
@@ -92,11 +94,11 @@ def test_launcher_prefixes_output_and_stops_all_when_one_fails(capsys):
 
 
 def test_a_killed_save_leaves_no_temporary_files(tmp_path):
-    """A worker killed while saving leaves tmp-epoch-N.keras; the next run removes it (and keeps the rest)."""
-    for name in ("tmp-epoch-2.keras", "state.json.tmp", "epoch-1.keras", "state.json"):
+    """A worker killed while saving leaves tmp-step-N.keras; the next run removes it (and keeps the rest)."""
+    for name in ("tmp-step-8.keras", "tmp-state.json", "step-4.keras", "state.json"):
         (tmp_path / name).write_text("{}")
     nn_callbacks.Checkpoints(str(tmp_path), "val_loss").on_train_begin()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.keras", "state.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "step-4.keras"]
 
 
 def _worker(model_dir: Path, hosts: str, index: int, log: Path) -> subprocess.Popen:
@@ -148,15 +150,57 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
                             *TRAIN, f"--model_dir={model_dir}"], cwd=REPO, capture_output=True, text=True,
                            timeout=180)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
-    resumed = f"resuming from the checkpoint in {model_dir}/checkpoints: {done_before} of {EPOCHS} epochs done"
+    resumed = (f"resuming from the checkpoint in {model_dir}/checkpoints: step {done_before * STEPS} of "
+               f"{EPOCHS * STEPS} ({done_before} of {EPOCHS} epochs done)")
     for index in range(2):
         assert any(line.startswith(f"[worker {index}] ") and resumed in line for line in again.stdout.splitlines())
     epochs = [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, EPOCHS + 1))
     chief, worker = model_dir / "checkpoints", model_dir / "workers" / "1" / "checkpoints"
-    assert sorted(p.name for p in worker.iterdir()) == [f"epoch-{EPOCHS}.keras", "state.json"]  # no best, no model
+    last = f"step-{EPOCHS * STEPS}.keras"
+    assert sorted(p.name for p in worker.iterdir()) == ["state.json", last]  # no best, no model
     assert not (model_dir / "workers" / "1" / "model.keras").exists()
-    for mine, theirs in zip(_weights(chief / f"epoch-{EPOCHS}.keras"), _weights(worker / f"epoch-{EPOCHS}.keras")):
+    for mine, theirs in zip(_weights(chief / last), _weights(worker / last)):
         np.testing.assert_array_equal(mine, theirs)
-    for mine, final in zip(_weights(chief / f"epoch-{EPOCHS}.keras"), _weights(model_dir / "model.keras")):
+    for mine, final in zip(_weights(chief / last), _weights(model_dir / "model.keras")):
         np.testing.assert_array_equal(mine, final)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_makes_both_save_the_same_step_and_resume(tmp_path):
+    """SIGTERM to worker 1 only: both workers agree, save the same step, exit 143; relaunched, both resume there."""
+    model_dir = tmp_path / "mw"
+    train = [*TRAIN[:-2], "--config.train.steps_per_epoch=40", "--config.train.epochs=3"]
+    hosts = ",".join(f"127.0.0.1:{port}" for port in launch.free_ports(2))
+    logs = [tmp_path / f"worker{index}.log" for index in range(2)]
+    workers = []
+    for index in range(2):
+        with open(logs[index], "w") as stderr:
+            workers.append(subprocess.Popen([sys.executable, "-m", "nntrain.cli", *train, f"--model_dir={model_dir}",
+                                             f"--worker_hosts={hosts}", f"--task_index={index}"], cwd=REPO,
+                                            stdout=subprocess.DEVNULL, stderr=stderr))
+    try:
+        deadline = time.time() + 120
+        while _epochs_done(model_dir) < 1 and time.time() < deadline and workers[0].poll() is None:
+            time.sleep(0.02)
+        workers[1].send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=60) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait(timeout=30)
+    assert codes == [143, 143], [log.read_text()[-2000:] for log in logs]
+    chief = json.loads((model_dir / "checkpoints" / "state.json").read_text())["step"]
+    other = json.loads((model_dir / "workers" / "1" / "checkpoints" / "state.json").read_text())["step"]
+    assert chief == other and 40 <= chief < 120, (chief, other)
+    assert f"stopped by SIGTERM after step {chief}" in logs[1].read_text()
+
+    again = subprocess.run([sys.executable, "-m", "nntrain.cli", "launch", "--workers=2", "--", *train,
+                            f"--model_dir={model_dir}"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    resumed = f"resuming from the checkpoint in {model_dir}/checkpoints: step {chief} of 120"
+    for index in range(2):
+        assert any(line.startswith(f"[worker {index}] ") and resumed in line for line in again.stdout.splitlines())
+    last = model_dir / "checkpoints" / "step-120.keras"
+    for mine, theirs in zip(_weights(last), _weights(model_dir / "workers" / "1" / "checkpoints" / "step-120.keras")):
+        np.testing.assert_array_equal(mine, theirs)

@@ -72,7 +72,7 @@ def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatc
     overrides = {**MNIST_8K_2K, "prune.target_sparsity": 0.8, "prune.frequency": 20, "prune.end_step": 400}
     nntrain.train(nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 3}), str(model_dir),
                   strategy="cpu", verbose=0)
-    checkpoint = next((model_dir / "checkpoints").glob("epoch-*.keras"))
+    checkpoint = next((model_dir / "checkpoints").glob("step-*.keras"))
     masks = _checkpoint_masks(checkpoint)
     assert len(masks) == 3 and all(0.3 < np.mean(mask == 0) < 0.8 for mask in masks)  # mid-pruning
     with zipfile.ZipFile(checkpoint) as archive:  # the masks are weights only: no nntrain class in the config

@@ -6,7 +6,7 @@ So every `model.save` builds throwaway `Layer`, `Operation`, `Metric` and `Optim
 sets: ~17 ms of a ~45 ms mnist_mlp save, paid by every per-epoch checkpoint. The sets come from `dir()` of those
 base classes, the same all process long, so `patch()` keeps the first result of each.
 
-Delete this module, and its call in `nntrain/callbacks.py`, once Keras reads and writes the same key:
+Delete this module, and its call in `nntrain/rundir.py`, once Keras reads and writes the same key:
 `tests/test_training.py::test_keras_attribute_skipsets_are_computed_once` then passes without it.
 """
 

@@ -8,7 +8,7 @@ import math
 import ml_collections
 import tensorflow as tf
 
-from nntrain.data import preprocess, service
+from nntrain.data import preprocess, service, stream
 from nntrain.data.sources import Source, open_source
 from nntrain.data.spec import DatasetSpec
 from nntrain.data.splits import Split
@@ -32,12 +32,15 @@ class Datasets:
 
 
 def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strategy: tf.distribute.Strategy,
-          seed: int = 0) -> Datasets:
+          seed: int = 0, skip_batches: int = 0, epochs: int | None = None,
+          steps_per_epoch: int | None = None) -> Datasets:
     """Train and eval pipelines of `data_config`, batched per replica and distributed by `strategy`.
 
     Train: shard, cache, shuffle, repeat, augment, batch (drop remainder), preprocess, prefetch.
     Eval: shard, cache, batch (drop remainder only on TPUs, which need static shapes), preprocess, prefetch.
     Preprocessing maps whole batches: one map per example made mnist_mlp input-bound (docs/benchmarks.md).
+    The train stream is exactly resumable (data/stream.py): `skip_batches` starts it after that many batches.
+    `epochs` of `steps_per_epoch` steps (default one pass) size it; past that its passes repeat.
     """
     num_replicas = strategy.num_replicas_in_sync
     if global_batch_size <= 0 or global_batch_size % num_replicas:
@@ -48,11 +51,15 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
     evaluation = _select(source, data_config.eval_split) if data_config.eval_split else None
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
+    steps_per_pass = _steps(train.num_examples, global_batch_size, drop_remainder=False)
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        dataset = _input(train, ctx, data_config).shuffle(data_config.shuffle_buffer, seed=seed).repeat()
+        batch_size = ctx.get_per_replica_batch_size(global_batch_size)
+        dataset = stream.shuffled_passes(_input(train, ctx, data_config), train.num_examples // ctx.num_input_pipelines,
+                                         data_config.shuffle_buffer, seed,
+                                         (epochs or 1) * (steps_per_epoch or steps_per_pass) * batch_size)
         dataset = preprocess.augment(dataset, data_config, seed)
-        dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=True)
+        dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
         dataset = dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
         if data_config.service:  # the tf.data service's workers run all of the above
             dataset = service.distribute(dataset, data_config.service)
@@ -73,7 +80,7 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
         train=strategy.distribute_datasets_from_function(train_fn),
         eval=strategy.distribute_datasets_from_function(eval_fn) if evaluation is not None else None,
         spec=_spec(source, train, evaluation, prep),
-        steps_per_epoch=_steps(train.num_examples, global_batch_size, drop_remainder=False),
+        steps_per_epoch=steps_per_pass,
         eval_steps=eval_steps,
         per_replica_batch_size=global_batch_size // num_replicas,
         global_batch_size=global_batch_size,

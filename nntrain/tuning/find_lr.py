@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 
 import keras
 import ml_collections
@@ -19,9 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain import config as nn_config
-from nntrain import trainer
+from nntrain import rundir, trainer
 from nntrain.errors import NntrainError
-from nntrain.files import write_text_atomic
 from nntrain.logs import log
 
 CSV_NAME = "lr_range.csv"
@@ -62,6 +60,7 @@ def find_lr(config: ml_collections.ConfigDict, output_dir: str, strategy: tf.dis
                            "0 < --min_lr < --max_lr and --lr_steps >= 2")
     if not output_dir:
         raise NntrainError("no output directory given: pass --model_dir=DIR for lr_range.csv and lr_range.png")
+    rundir.check(output_dir)
     config = config.copy_and_resolve_references()
     config.optimizer.learning_rate = min_lr
     config.schedule.update({"name": "exponential", "warmup_steps": 0, "decay_steps": num_steps,
@@ -78,8 +77,8 @@ def find_lr(config: ml_collections.ConfigDict, output_dir: str, strategy: tf.dis
                        shuffle=False)
     rows = recorder.rows
     suggestion = suggest(rows)
-    os.makedirs(output_dir, exist_ok=True)
-    csv_path, png_path = os.path.join(output_dir, CSV_NAME), os.path.join(output_dir, PNG_NAME)
+    rundir.makedirs(output_dir)
+    csv_path, png_path = rundir.join(output_dir, CSV_NAME), rundir.join(output_dir, PNG_NAME)
     _write_csv(csv_path, rows)
     _write_png(png_path, rows, suggestion, config.train.batch_size)
     return {**suggestion, "steps": len(rows), "batch_size": config.train.batch_size, "csv": csv_path,
@@ -107,7 +106,7 @@ def _write_csv(path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=["step", "learning_rate", "loss", "smoothed_loss"])
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(path, text.getvalue())
+    rundir.write_text(path, text.getvalue())
 
 
 def _write_png(path: str, rows: list[dict], suggestion: dict, batch_size: int) -> None:
@@ -131,10 +130,10 @@ def _write_png(path: str, rows: list[dict], suggestion: dict, batch_size: int) -
              title=f"Learning-rate range test (batch size {batch_size})")
     axes.legend()
     figure.tight_layout()
-    tmp = f"{path}.tmp.png"
-    figure.savefig(tmp, dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     pyplot.close(figure)
-    os.replace(tmp, path)
+    rundir.write_bytes(path, png.getvalue())
 
 
 def format_result(result: dict) -> str:

@@ -7,15 +7,13 @@ the metrics; `write_config` adds it at the root of the log directory.
 
 from __future__ import annotations
 
-import glob
-import os
-
 import keras
 import keras_tuner
 import ml_collections
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from nntrain import rundir
 from nntrain.compat import keras_tuner_hparams
 
 LOGS = "logs"
@@ -28,7 +26,7 @@ def callback(log_dir: str) -> keras.callbacks.TensorBoard:
 
 def write_config(log_dir: str, space: keras_tuner.HyperParameters, config: ml_collections.ConfigDict) -> bool:
     """Writes the HParams experiment config into log_dir unless it is there already; True if written."""
-    if glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+    if rundir.glob(rundir.join(log_dir, "events.out.tfevents.*")):
         return False
     names = ["loss", *config.train.metrics]
     metrics = [hparams_api.Metric(f"epoch_{name}", group="train", display_name=name) for name in names]

@@ -61,14 +61,15 @@ class HyperModel(keras_tuner.HyperModel):
         A loss that turns NaN/inf stops the trial and marks it failed (keras-tuner's FailedTrialError).
         """
         config = self.trial(hp.values).config
-        data = nn_data.build(config.data, config.train.batch_size, self.strategy, seed=config.seed)
+        trainer.seed_everything(config)  # the trial's data stream and dropout start from the config's seed
+        data = trainer.datasets(config, self.strategy, skip_batches=0)
         steps = self.steps_per_epoch(config)
         nan_guard = nn_callbacks.StopOnNaN(steps)
         callbacks = [*optim.callbacks(config), nan_guard, *registry.experiment_callbacks(config),
                      *kwargs.pop("callbacks", [])]
         if config.train.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(config.train.monitor,
-                                                           patience=config.train.early_stopping_patience))
+            callbacks.append(nn_callbacks.early_stopping(config.train.monitor, config.train.monitor_mode,
+                                                         config.train.early_stopping_patience))
         kwargs.setdefault("epochs", config.train.epochs)
         start = time.time()
         history = model.fit(data.train, steps_per_epoch=steps, validation_data=data.eval,

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 from typing import Any
 
 import keras_tuner
 import ml_collections
 
 from nntrain import config as nn_config
-from nntrain.files import write_text_atomic
+from nntrain import rundir
 from nntrain.tuning.hypermodel import TRIAL_FACTS, HyperModel
 
 RESULTS_CSV = "results.csv"
@@ -116,7 +114,7 @@ def leaderboard(rows: list[dict], objective: str) -> str:
 
 def write_tables(model_dir: str, rows: list[dict], summary: dict) -> None:
     """results.json (summary and every trial) and results.csv (one line per trial, best first)."""
-    write_text_atomic(os.path.join(model_dir, RESULTS_JSON), json.dumps({**summary, "trials": rows}, indent=2) + "\n")
+    rundir.write_text(rundir.join(model_dir, RESULTS_JSON), rundir.dumps({**summary, "trials": rows}, indent=2) + "\n")
     keys = list(dict.fromkeys(key for r in rows for key in r["settings"]))
     columns = ["trial", "status", "score", *keys, "base_learning_rate", "lr_rule",
                *TRIAL_FACTS, "error"]
@@ -125,7 +123,7 @@ def write_tables(model_dir: str, rows: list[dict], summary: dict) -> None:
     writer.writerow(columns)
     for r in rows:
         writer.writerow([_fmt_csv(r["settings"].get(c) if c in keys else r[c]) for c in columns])
-    write_text_atomic(os.path.join(model_dir, RESULTS_CSV), text.getvalue())
+    rundir.write_text(rundir.join(model_dir, RESULTS_CSV), text.getvalue())
 
 
 def _fmt_csv(value: Any) -> Any:
@@ -140,19 +138,22 @@ def write_best_config(model_dir: str, best: dict, hypermodel: HyperModel, object
     config = hypermodel.trial(values).config
     if HYPERBAND_EPOCHS in values:
         config.train.epochs = int(values[HYPERBAND_EPOCHS])
-    path = os.path.join(model_dir, BEST_CONFIG)
-    command = f"nntrain train --experiment={path} --model_dir={os.path.join(model_dir, 'best')}"
+    path = rundir.join(model_dir, BEST_CONFIG)
+    command = f"nntrain train --experiment={path} --model_dir={rundir.join(model_dir, 'best')}"
     doc = (f"Best trial ({best['trial']}) of the search in {model_dir}: {objective}={best['score']:.6g}.\n\n"
            f"Settings: {describe(best)}\n"
            f"(learning rate: base {best['base_learning_rate']:.6g} at batch size "
            f"{hypermodel.config.train.batch_size}, {best['lr_rule']} scaling -> optimizer.learning_rate "
            f"{best['settings']['optimizer.learning_rate']:.6g})"
            f"\n\n  {command}\n")
-    write_text_atomic(path, _config_source(config, doc))
-    reloaded = nn_config.to_dict(nn_config.load_experiment(path))
+    source = _config_source(config, doc)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, path, "exec"), namespace)  # the file as `nntrain train --experiment` will run it
+    reloaded = nn_config.to_dict(namespace["get_config"]())
     expected = nn_config.to_dict(config)
     if {**reloaded, "experiment": None} != {**expected, "experiment": None}:
         raise RuntimeError(f"{path} does not reproduce the best trial's config")  # a bug, not a user mistake
+    rundir.write_text(path, source)
     return path, command
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 import sys
 
 import keras_tuner
@@ -24,9 +22,8 @@ import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import distribute
+from nntrain import distribute, rundir
 from nntrain.errors import NntrainError
-from nntrain.files import write_text_atomic
 from nntrain.logs import log, tensorflow_messages_hidden
 from nntrain.tuning import distributed, hparams, results, scaling, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
@@ -64,12 +61,12 @@ def run(config: ml_collections.ConfigDict, space: dict[str, search_space.Spec], 
         return _work(hypermodel, objective, model_dir, strategy, options)
     settings = _settings(config, space, objective.name, options)
     _check_resume(model_dir, settings, options.resume)
-    os.makedirs(model_dir, exist_ok=True)
+    rundir.makedirs(model_dir)
     with contextlib.redirect_stdout(sys.stderr):  # keras-tuner prints; stdout is for results
         tuner = tuners.create(options.tuner, hypermodel, objective, options.max_trials, options.executions_per_trial,
                               model_dir, strategy)
-    write_text_atomic(os.path.join(model_dir, SETTINGS_FILE), json.dumps(settings, indent=2, sort_keys=True))
-    log_dir = os.path.join(model_dir, hparams.LOGS)
+    rundir.write_json(rundir.join(model_dir, SETTINGS_FILE), settings)
+    log_dir = rundir.join(model_dir, hparams.LOGS)
     hparams.write_config(log_dir, tuner.oracle.get_space(), config)
     oracle = tuner.oracle
     oracle.verbose = 0  # keras-tuner's own multi-line report per trial; the progress lines replace it
@@ -90,7 +87,7 @@ def run(config: ml_collections.ConfigDict, space: dict[str, search_space.Spec], 
             raise
         _report(oracle, hypermodel, model_dir, settings, options)
         raise NntrainError(f"{tuners.MAX_CONSECUTIVE_FAILED_TRIALS} trials in a row failed, the last with: "
-                           f"{str(e).splitlines()[-1]}; see {os.path.join(model_dir, results.RESULTS_CSV)}") from e
+                           f"{str(e).splitlines()[-1]}; see {rundir.join(model_dir, results.RESULTS_CSV)}") from e
     except distributed.SearchIncomplete:
         _report(oracle, hypermodel, model_dir, settings, options)
         raise
@@ -102,6 +99,7 @@ def _check(config: ml_collections.ConfigDict, space: dict, model_dir: str, strat
     """Everything that can be checked before a file is written."""
     if not model_dir:
         raise NntrainError("no model_dir given: pass --model_dir=DIR for the search's trials and results")
+    rundir.check(model_dir)
     if options.role not in ("", *distributed.ROLES):
         raise NntrainError(f"--role={options.role!r} is not allowed: use chief or worker (or leave it out)")
     if options.role:
@@ -123,14 +121,12 @@ def _settings(config: ml_collections.ConfigDict, space: dict, objective: str, op
 
 
 def _check_resume(model_dir: str, settings: dict, resume: bool) -> None:
-    path = os.path.join(model_dir, SETTINGS_FILE)
-    existing = os.path.isfile(path) or os.path.isdir(os.path.join(model_dir, tuners.PROJECT))
+    saved = rundir.read_json(rundir.join(model_dir, SETTINGS_FILE))
+    existing = saved is not None or rundir.exists(rundir.join(model_dir, tuners.PROJECT))
     if existing and not resume:
         raise NntrainError(f"model_dir '{model_dir}' already holds a search: pass --resume to continue it, or "
                            "choose another --model_dir")
-    if existing and os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
+    if saved is not None:
         changed = sorted(key for key in settings if saved.get(key) != settings[key])
         if changed:
             raise NntrainError(f"--resume: the search in '{model_dir}' used another {', '.join(changed)}; resume "
@@ -144,14 +140,14 @@ def _work(hypermodel: HyperModel, objective: keras_tuner.Objective, model_dir: s
     tuner_id = distributed.worker_id(options.worker_id)
     with distributed.worker_environment(host, port, tuner_id, rpc_timeout=max(options.worker_timeout, 30.0)):
         distributed.wait_for_chief(host, port, options.worker_timeout)
-        os.makedirs(model_dir, exist_ok=True)
+        rundir.makedirs(model_dir)
         log(f"worker {tuner_id}: running trials for the chief at {host}:{port}")
         with contextlib.redirect_stdout(sys.stderr):
             tuner = tuners.create(options.tuner, hypermodel, objective, options.max_trials,
                                   options.executions_per_trial, model_dir, strategy)
             interval = min(2.0, options.worker_timeout / 4)
             with distributed.Heartbeat(host, port, tuner_id, interval):
-                tuner.search(callbacks=[hparams.callback(os.path.join(model_dir, hparams.LOGS))], verbose=0)
+                tuner.search(callbacks=[hparams.callback(rundir.join(model_dir, hparams.LOGS))], verbose=0)
     log(f"worker {tuner_id}: done, ran trial(s) {', '.join(tuner.finished) or 'none'}")
     return {"role": "worker", "worker_id": tuner_id, "trials": tuner.finished}
 
@@ -173,5 +169,5 @@ def _report(oracle: keras_tuner.Oracle, hypermodel: HyperModel, model_dir: str, 
         print(results.leaderboard(rows, objective.name))
         print(f"best: trial {best['trial']} {objective.name}={best['score']:.4f}; train it with:\n  {command}"
               if best else "no trial completed")
-    return {**summary, "trials": rows, "results_csv": os.path.join(model_dir, results.RESULTS_CSV)}
+    return {**summary, "trials": rows, "results_csv": rundir.join(model_dir, results.RESULTS_CSV)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras_tuner
 import tensorflow as tf
 
+from nntrain.callbacks import monitor_mode
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 from nntrain.tuning import results
@@ -45,8 +46,8 @@ def objective(name: str, hypermodel: HyperModel) -> keras_tuner.Objective:
         names += [f"val_{n}" for n in names]
     if name not in names:
         raise NntrainError(f"--objective={name} is not a metric of this experiment: use one of {', '.join(names)}")
-    direction = keras_tuner.engine.metrics_tracking.infer_metric_direction(name)
-    return keras_tuner.Objective(name, direction or "min")
+    mode = config.train.monitor_mode if name == config.train.monitor else "auto"
+    return keras_tuner.Objective(name, monitor_mode(name, mode))
 
 
 def check(name: str, max_trials: int, executions_per_trial: int) -> None:

@@ -1,0 +1,65 @@
+"""SIGTERM/SIGINT during training: note the request, let the current execution finish, save, exit 143/130.
+
+Schedulers (Kubernetes, Slurm, GCE preemption) send SIGTERM and wait a grace period (~30 s) before SIGKILL.
+`watch()` turns the signal into a flag that the checkpoint callback reads after each execution; it then saves
+that exact step and raises `Preempted`, whose exit code (128 + signal) tells a scheduler to restart the job.
+Under multi-worker the workers agree after every step (one scalar all-reduce), so all save the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from nntrain import distribute
+from nntrain.errors import NntrainError
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(NntrainError):
+    """Training stopped on a signal after saving a checkpoint; the same command resumes it."""
+
+    def __init__(self, signum: int, step: int, where: str):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}, saved to {where}; run the "
+                         "same command again to resume from that step")
+
+
+class Watch:
+    """The first signal received while watching (None: none yet)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = self.signum or signum
+
+    def agreed(self, strategy: tf.distribute.Strategy) -> int | None:
+        """The signal to stop on, the same on every worker: under multi-worker one all-reduce tells every worker
+        that one of them was signalled (then all save the same step); elsewhere this process's own signal."""
+        if distribute.kind(strategy) != "multi_worker":
+            return self.signum
+        flagged = strategy.run(lambda: tf.constant(1 if self.signum else 0))
+        if int(strategy.reduce(tf.distribute.ReduceOp.SUM, flagged, axis=None)):
+            return self.signum or signal.SIGTERM
+        return None
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[Watch]:
+    """Catches SIGTERM and SIGINT while the block runs (main thread only; elsewhere signals stay as they were)."""
+    state = Watch()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = {s: signal.signal(s, state._handle) for s in SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,214 @@
+"""The run directory: its layout, and every read and write of it, through `tf.io.gfile` (local, gs://, ram://).
+
+model_dir layout:
+  config.json        the resolved config (reproduce or resume the run)
+  metrics.jsonl      one strict-JSON line per epoch (non-finite values as null)
+  checkpoints/       step-N.keras (model + optimizer state; the last `train.keep_checkpoints`), best.keras,
+                     state.json (the commit point: which step, RNG states, best value)
+  logs/              TensorBoard
+  model.keras        the final model
+  workers/N/         multi-worker only: worker N's own checkpoints/ (the chief, worker 0, writes all of the above)
+
+Commits: every file is written to a temporary sibling (`tmp-NAME`) and renamed over its target: atomic on a local
+disk; on object stores (gs://) a rename is a server-side copy, which replaces the object whole. A checkpoint's
+commit point is state.json, written last: a run killed at any moment resumes from what state.json names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from nntrain import config as nn_config
+from nntrain.compat import keras_saving
+from nntrain.errors import NntrainError
+
+CONFIG = nn_config.RESOLVED_CONFIG_NAME  # config.py (which imports no TensorFlow) names it
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+FINAL_MODEL = "model.keras"
+WORKERS = "workers"
+STATE = "state.json"
+BEST = "best.keras"
+TMP_PREFIX = "tmp-"
+
+
+def join(path: str, *names: str) -> str:
+    """`path/name/...` for local paths and URLs alike."""
+    return tf.io.gfile.join(path, *names)
+
+
+def is_local(path: str) -> bool:
+    """True for a path on this machine's disk (no `scheme://`)."""
+    return "://" not in path
+
+
+def check(model_dir: str) -> None:
+    """Fails with one line, before anything is written, if model_dir cannot be opened or written."""
+    if not model_dir:
+        raise NntrainError("no model_dir given: pass --model_dir=DIR (it is created if missing)")
+    if not is_local(model_dir):
+        try:
+            tf.io.gfile.exists(model_dir)
+        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as e:
+            scheme = model_dir.split("://")[0]
+            raise NntrainError(f"model_dir '{model_dir}': TensorFlow cannot open '{scheme}://' paths here "
+                               f"({e.message.split(' (')[0]}); use a local path, gs://BUCKET/DIR or ram://") from e
+        return
+    existing = os.path.abspath(model_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NntrainError(f"model_dir '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NntrainError(f"model_dir '{model_dir}' is not writable ('{existing}' denies writing); "
+                           "choose a directory you can write to")
+
+
+def exists(path: str) -> bool:
+    return tf.io.gfile.exists(path)
+
+
+def makedirs(path: str) -> None:
+    tf.io.gfile.makedirs(path)
+
+
+def listdir(path: str) -> list[str]:
+    """Names in directory `path` ([] if it does not exist)."""
+    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(path)) if tf.io.gfile.isdir(path) else []
+
+
+def remove(path: str) -> None:
+    """Deletes a file or a directory tree if it is there."""
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+    elif tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
+def move(source: str, path: str) -> None:
+    """Renames a file or directory (atomic on a local disk; only used where the target is absent)."""
+    tf.io.gfile.rename(source, path)
+
+
+def glob(pattern: str) -> list[str]:
+    return sorted(tf.io.gfile.glob(pattern))
+
+
+def _staging(path: str) -> str:
+    """A fresh temporary sibling of `path` to write before the commit (a rename over `path`)."""
+    directory, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    tmp = join(directory, f"{TMP_PREFIX}{name}") if directory else f"{TMP_PREFIX}{name}"
+    remove(tmp)  # a killed writer's leftover; some filesystems (ram://) do not truncate on overwrite
+    return tmp
+
+
+def _commit(tmp: str, path: str) -> None:
+    """Atomic on a local disk; on object stores a server-side copy, which replaces the object whole."""
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` whole: a reader sees the old file or the new one, never half of one."""
+    tmp = _staging(path)
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    _commit(tmp, path)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Like write_text, for bytes."""
+    tmp = _staging(path)
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    _commit(tmp, path)
+
+
+def read_text(path: str) -> str | None:
+    """The file's text, or None if there is no such file."""
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return f.read()
+
+
+def strict(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf) replaced by None, so that it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON (non-finite floats as null)."""
+    return json.dumps(strict(value), allow_nan=False, **kwargs)
+
+
+def read_json(path: str) -> Any:
+    """The parsed JSON file, or None if there is no such file."""
+    text = read_text(path)
+    return None if text is None else json.loads(text)
+
+
+def write_json(path: str, value: Any) -> None:
+    write_text(path, dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """One dict per non-empty line ([] if there is no such file)."""
+    text = read_text(path) or ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_jsonl(path: str, records: list[dict]) -> None:
+    write_text(path, "".join(dumps(r) + "\n" for r in records))
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Adds one line. Object stores cannot append, so the file is rewritten whole (it holds one line per epoch)."""
+    write_jsonl(path, [*read_jsonl(path), record])
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """model.save (with optimizer state), committed as a whole file."""
+    keras_saving.patch()
+    tmp = _staging(path)
+    model.save(tmp, overwrite=True)
+    _commit(tmp, path)
+
+
+def copy(source: str, path: str) -> None:
+    """Copies a file (the same bytes: milliseconds, where a second model.save took ~50 ms)."""
+    tmp = _staging(path)
+    tf.io.gfile.copy(source, tmp)
+    _commit(tmp, path)
+
+
+def remove_partial_writes(directory: str) -> None:
+    """Removes the temporary files a killed run left behind in `directory`."""
+    for name in listdir(directory):
+        if name.startswith(TMP_PREFIX):
+            remove(join(directory, name))
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    return join(model_dir, CHECKPOINTS)
+
+
+def worker_dir(model_dir: str, task_id: int) -> str:
+    return join(model_dir, WORKERS, str(task_id))
+
+
+def read_state(directory: str) -> dict | None:
+    """The checkpoint directory's state.json (None before the first checkpoint)."""
+    return read_json(join(directory, STATE))
