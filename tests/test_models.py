@@ -68,7 +68,7 @@ def mixed_precision(request):
 
 
 def test_names():
-    assert models.names() == ["cnn", "gpt", "mlp", "resnet", "transformer"]
+    assert {"cnn", "gpt", "mlp", "resnet", "transformer"} <= set(models.names())  # plus any a test registered
 
 
 @pytest.mark.parametrize("head", sorted(LOSSES))
