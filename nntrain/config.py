@@ -29,7 +29,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "exponential", "polynomial", "linear", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 HEADS = ("classification", "binary", "regression")
-AUGMENTATIONS = ("none", "flip_crop")
+AUGMENTATIONS = ("none", "flip_crop", "random_resized_crop")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -38,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "seed": 0,
         "data": {
-            # tfds:NAME | idx:DIR | npz:PATH | tfrecord:GLOB | generated:xor | generated:quadratic | synthetic
+            # tfds:NAME | idx:DIR | npz:PATH | images:DIR | csv:PATH | tfrecord:GLOB|DIR | generated:xor |
+            # generated:quadratic | synthetic
             "source": "tfds:mnist",
             "data_dir": placeholder(str),  # TFDS data_dir (None: TFDS default)
             "download": True,  # TFDS: download when the dataset is not prepared
@@ -48,12 +49,16 @@ def base_config() -> ml_collections.ConfigDict:
             "input_shape": (28, 28, 1),  # synthetic and tfrecord sources: shape of one example
             "num_classes": 10,  # synthetic and tfrecord sources
             "shuffle_buffer": 10_000,
-            "cache": True,
-            "augment": "none",  # none | flip_crop (images)
+            "cache": "auto",  # auto (splits whose decoded size fits cache_budget_mb) | true | false
+            "cache_budget_mb": 2048,  # data.cache=auto: the memory the cached splits of a run may take
+            "augment": "none",  # none | flip_crop | random_resized_crop (images; eval then sees a center crop)
             "crop_padding": 4,
             "vocab_size": 20_000,  # text sources: tokenizer vocabulary
             "sequence_length": 200,  # text sources: tokens per example
             "service": "",  # grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline
+            "image_size": (),  # images: (height, width) every image is resized to; () keeps the first image's
+            "channels": 0,  # images: 1 (grey), 3 (RGB) or 4 (RGBA); 0 keeps the first image's
+            "label_column": "label",  # csv: the column holding the label; every other column is a feature
         },
         "model": {
             "name": "mlp",
@@ -246,10 +251,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(config.data.service == "" or config.data.service.startswith("grpc://"), "data.service",
             "give the dispatcher as grpc://HOST:PORT (nntrain data-service starts one)")
     choice("data.augment", AUGMENTATIONS)
+    choice("data.cache", ("auto", "true", "false"))
+    positive("data.cache_budget_mb")
     for key in ("data.num_examples", "data.num_classes", "data.shuffle_buffer", "data.vocab_size",
                 "data.sequence_length"):
         positive(key)
     non_negative("data.crop_padding")
+    require(len(config.data.image_size) in (0, 2) and all(isinstance(d, int) and d > 0
+                                                          for d in config.data.image_size),
+            "data.image_size", "give height,width such as 224,224 (or nothing to keep the stored size)")
+    require(config.data.channels in (0, 1, 3, 4), "data.channels", "use 1, 3, 4 or 0 (as stored)")
+    require(bool(config.data.label_column), "data.label_column", "name the CSV column holding the label")
     require(all(isinstance(d, int) and d > 0 for d in config.data.input_shape), "data.input_shape",
             "a list of positive integers such as 28,28,1")
     choice("model.head", HEADS)

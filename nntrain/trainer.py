@@ -92,6 +92,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     if chief:
         nn_config.save(config, model_dir)
+        nn_data.save_spec(data.spec, model_dir)
     checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)  # every worker resumes from the chief's
     with strategy.scope():
         initial_epoch = nn_callbacks.restore(model, checkpoint_dir)

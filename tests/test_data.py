@@ -282,8 +282,8 @@ def test_tfds_unknown_dataset(data_config):
 # --- sources and pipelines ---------------------------------------------------------------------------------
 
 def test_unknown_source(data_config):
-    data_config.source = "csv:/tmp/x.csv"
-    with pytest.raises(NntrainError, match="unknown data.source 'csv:/tmp/x.csv'"):
+    data_config.source = "parquet:/tmp/x.parquet"
+    with pytest.raises(NntrainError, match="unknown data.source 'parquet:/tmp/x.parquet'"):
         data.load_split(data_config, "test", batch_size=2)
 
 
@@ -307,7 +307,7 @@ def test_input_pipelines_read_disjoint_shards(data_config):
     data_config.source = "generated:quadratic"
     data_config.num_examples = 10
     split = sources.open_source(data_config).select("train")
-    shards = [pipeline._input(split, tf.distribute.InputContext(2, pipeline_id, 2), data_config)
+    shards = [pipeline._input(split, tf.distribute.InputContext(2, pipeline_id, 2), "train", False, None)
               for pipeline_id in range(2)]
     first, second = ([x[0] for x, _ in shard.as_numpy_iterator()] for shard in shards)
     assert len(first) == len(second) == 5 and not set(first) & set(second)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+
+from nntrain.files import write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,3 +19,14 @@ class DatasetSpec:
     train_examples: int
     eval_examples: int | None = None
     vocab_size: int | None = None  # text sources only
+    class_names: tuple[str, ...] | None = None  # class i's name, where the source has names
+
+
+SPEC_FILE = "dataset.json"
+
+
+def save(spec: DatasetSpec, model_dir: str) -> str:
+    """Writes the spec (shapes, split sizes, class names) into a run's directory as dataset.json; returns the path."""
+    path = os.path.join(model_dir, SPEC_FILE)
+    write_text_atomic(path, json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True) + "\n")
+    return path
