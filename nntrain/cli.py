@@ -12,6 +12,7 @@ Commands:
   tune       hyperparameter search (keras-tuner) over the experiment's search space into --model_dir
   find-batch-size  examples/s of doubling batch sizes; the largest that still speeds training
   find-lr    learning-rate range test: lr_range.png and lr_range.csv in --model_dir, a suggested range
+  convert    write --split(s) of --source as --shards TFRecord files + metadata.json in --output
 
 Examples:
   nntrain train --experiment=mnist_mlp --model_dir=runs/mnist_mlp --config.train.epochs=3
@@ -24,6 +25,7 @@ Examples:
   nntrain data-service --port=5050 --workers=2
   nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
   nntrain find-lr --experiment=mnist_mlp --model_dir=runs/lr_mnist
+  nntrain convert --source=images:photos --split=train --split=test --output=records/photos --shards=8
 
 Flags can also come from a file: --flagfile=FILE. All flags: --helpfull.
 """
@@ -79,6 +81,11 @@ flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed
 flags.DEFINE_float("min_lr", 1e-6, "`find-lr`: the learning rate the range test starts at.")
 flags.DEFINE_float("max_lr", 10.0, "`find-lr`: the learning rate the range test ends at.")
 flags.DEFINE_integer("lr_steps", 100, "`find-lr`: training steps from --min_lr to --max_lr.")
+flags.DEFINE_string("source", None, "`convert`: the data.source to convert, e.g. images:DIR or csv:PATH.")
+flags.DEFINE_multi_string("split", [], "`convert`: a split to write (NAME, or NAME=SPEC such as val=train[90%:]); "
+                          "repeat for several.")
+flags.DEFINE_string("output", None, "`convert`: the new directory for the TFRecord shards and metadata.json.")
+flags.DEFINE_integer("shards", 1, "`convert`: TFRecord files per split.")
 
 USAGE_ERROR = 2
 
@@ -196,10 +203,25 @@ def _find_lr(overrides: list[tuple[str, str]]) -> None:
     _print_result(result, find_lr.format_result(result))
 
 
+def _convert(overrides: list[tuple[str, str]]) -> None:
+    from nntrain.data import convert
+
+    config = nn_config.resolve(FLAGS.experiment, overrides) if FLAGS.experiment else nn_config.base_config()
+    if not FLAGS.experiment:
+        nn_config.apply_overrides(config, overrides)
+        nn_config.validate(config)
+    config.data.source = _require("source")
+    metadata = convert.convert(config.data, FLAGS.split, _require("output"), FLAGS.shards)
+    lines = [f"{name}: {info['examples']} examples in {len(info['files'])} files"
+             for name, info in metadata["splits"].items()]
+    lines.append(f"wrote {FLAGS.output} (metadata.json): train on it with --config.data.source=tfrecord:{FLAGS.output}")
+    _print_result(metadata, "\n".join(lines))
+
+
 COMMANDS: dict[str, Callable[[list[tuple[str, str]]], None]] = {
     "train": _train, "evaluate": _evaluate, "export": _export, "doctor": _doctor, "launch": _launch,
     "bench": _bench, "tune": _tune, "find-batch-size": _find_batch_size, "find-lr": _find_lr,
-    "preflight": _preflight, "data-service": _data_service,
+    "preflight": _preflight, "data-service": _data_service, "convert": _convert,
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []

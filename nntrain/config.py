@@ -59,6 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
             "image_size": (),  # images: (height, width) every image is resized to; () keeps the first image's
             "channels": 0,  # images: 1 (grey), 3 (RGB) or 4 (RGBA); 0 keeps the first image's
             "label_column": "label",  # csv: the column holding the label; every other column is a feature
+            # tfrecord: auto (metadata.json's, else vector) | vector (float_list x, int64 y) |
+            # image (image/encoded bytes, int64 image/class/label)
+            "record_format": "auto",
+            "feature_key": "",  # tfrecord: the example's feature name, instead of the format's
+            "label_key": "",  # tfrecord: the label's feature name, instead of the format's
         },
         "model": {
             "name": "mlp",
@@ -262,6 +267,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "data.image_size", "give height,width such as 224,224 (or nothing to keep the stored size)")
     require(config.data.channels in (0, 1, 3, 4), "data.channels", "use 1, 3, 4 or 0 (as stored)")
     require(bool(config.data.label_column), "data.label_column", "name the CSV column holding the label")
+    choice("data.record_format", ("auto", "vector", "image"))
     require(all(isinstance(d, int) and d > 0 for d in config.data.input_shape), "data.input_shape",
             "a list of positive integers such as 28,28,1")
     choice("model.head", HEADS)

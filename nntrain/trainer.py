@@ -51,7 +51,8 @@ class Prepared:
 
 def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> Prepared:
     """Builds the datasets and the compiled model under `strategy`; shared by train, tune and bench."""
-    data = nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed)
+    data = nn_data.build(config.data, config.train.batch_size, strategy, seed=config.seed,
+                         steps_per_epoch=config.train.steps_per_epoch)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
     model, run = build_model(config, data.spec, steps_per_epoch, strategy)
     return Prepared(data, model, run, steps_per_epoch, strategy)

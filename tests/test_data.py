@@ -141,7 +141,8 @@ def test_tfrecord_split_pattern(tmp_path, data_config):
     dataset, spec = data.load_split(data_config, "test[2:]+train[:1]", batch_size=10)
     x, y = examples(dataset)
     assert x.shape == (5, 2, 3) and x.dtype == np.float32 and list(y) == [0, 1, 1, 1, 0]
-    assert spec.input_shape == (2, 3) and spec.num_classes == 2 and spec.train_examples == 12
+    assert spec.input_shape == (2, 3) and spec.num_classes == 2 and spec.eval_examples == 5
+    assert spec.train_examples is None  # whole splits are not counted where nothing needs their size
 
     with pytest.raises(NntrainError, match="no TFRecord files match .*d-validation-"):
         data.load_split(data_config, "validation", batch_size=2)

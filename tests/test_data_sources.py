@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import nntrain
-from nntrain.data import idx, sources
+from nntrain import cli, data
+from nntrain.data import idx, pipeline, sources, tfrecord
+
+REPO = Path(__file__).resolve().parent.parent
 
 MNIST_DIR = os.environ.get("NNTRAIN_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
 needs_mnist = pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason=f"no MNIST IDX files in {MNIST_DIR}")
@@ -33,6 +39,17 @@ def mnist_pngs(tmp_path_factory) -> Path:
     write_pngs(root / "train", images[:8000], labels[:8000])
     write_pngs(root / "test", images[8000:], labels[8000:])
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_records(mnist_pngs, tmp_path_factory) -> Path:
+    """`mnist_pngs` converted by `nntrain convert` into 4 TFRecord shards of PNG bytes per split."""
+    output = tmp_path_factory.mktemp("mnist_records") / "records"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "convert", f"--source=images:{mnist_pngs}", "--split=train", "--split=test",
+                 f"--output={output}", "--shards=4"])
+    assert exit_info.value.code in (0, None)
+    return output
 
 
 @pytest.fixture
@@ -109,3 +126,80 @@ def test_csv_splits_regression_and_text_labels(tmp_path, data_config):
     source = sources.open_source(data_config)
     assert source.class_names == ("setosa", "virginica")
     assert [int(y) for _, y in source.select("train").dataset.as_numpy_iterator()] == [0, 1, 0]
+
+
+@needs_mnist
+def test_convert_writes_shards_and_metadata(mnist_records, mnist_pngs):
+    metadata = json.loads((mnist_records / "metadata.json").read_text())
+    assert metadata["splits"]["train"]["files"] == [f"train-{i:05d}-of-00004.tfrecord" for i in range(4)]
+    assert {name: info["examples"] for name, info in metadata["splits"].items()} == {"train": 8000, "test": 2000}
+    assert metadata["features"]["shape"] == [28, 28, 1] and metadata["class_names"] == [str(d) for d in range(10)]
+    shard = str(mnist_records / "test-00000-of-00004.tfrecord")
+    first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(shard))).numpy())
+    encoded = first.features.feature["image/encoded"].bytes_list.value[0]
+    label = first.features.feature["image/class/label"].int64_list.value[0]
+    png_files = {p.read_bytes(): int(p.parent.name) for p in (mnist_pngs / "test").rglob("*.png")}
+    assert png_files[encoded] == label  # the PNG file's own bytes, still encoded
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_mnist_records_train_mlp_without_counting(mnist_records, tmp_path, monkeypatch):
+    def no_counting(files):
+        raise AssertionError(f"a counting pass over {files}")
+
+    monkeypatch.setattr(tfrecord, "count_records", no_counting)
+    config = nntrain.load_config("mnist_mlp", {"data.source": f"tfrecord:{mnist_records}", **MLP})
+    metrics = nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
+    assert metrics["val_accuracy"] >= 0.96
+
+
+@needs_mnist
+def test_records_without_metadata_skip_counting_when_steps_are_given(mnist_records, data_config, monkeypatch):
+    lines, counted = [], []
+    monkeypatch.setattr(pipeline, "log", lines.append)
+    monkeypatch.setattr(tfrecord, "count_records", lambda files: counted.append(files) or 1000)
+    data_config.source = f"tfrecord:{mnist_records}/{{split}}-*.tfrecord"  # a pattern: no metadata.json
+    data_config.record_format, data_config.image_size, data_config.channels = "image", (28, 28), 1
+    datasets = data.build(data_config, 100, tf.distribute.get_strategy(), steps_per_epoch=7)
+    assert not counted and datasets.steps_per_epoch == 7 and datasets.spec.train_examples is None
+    assert any("no counting pass" in line and "train.steps_per_epoch=7" in line for line in lines)
+    x, y = next(iter(datasets.train))
+    assert x.shape == (100, 28, 28, 1) and y.shape == (100,)
+    data.build(data_config, 100, tf.distribute.get_strategy())  # no steps_per_epoch: counted, and said so
+    assert len(counted) == 2 and any("counted with a full pass" in line for line in lines)
+
+
+@needs_mnist
+def test_files_are_sharded_by_file_or_record(mnist_records, data_config, monkeypatch):
+    lines = []
+    monkeypatch.setattr(pipeline, "log", lines.append)
+    data_config.source = f"tfrecord:{mnist_records}"
+    split = sources.open_source(data_config).select("test")
+    parts = [pipeline._input(split, tf.distribute.InputContext(2, i, 2), "test", False, None) for i in range(2)]
+    images = [[x.tobytes() for x, _ in part.as_numpy_iterator()] for part in parts]
+    assert len(images[0]) == len(images[1]) == 1000 and not set(images[0]) & set(images[1])
+    assert lines[1].startswith("input pipeline 1 of 2 reads 2 of the 4 files of split 'test': test-00001-of-00004")
+    lines.clear()
+    fifths = [pipeline._input(split, tf.distribute.InputContext(5, i, 1), "test", False, None) for i in range(5)]
+    assert sum(1 for part in fifths for _ in part) == 2000
+    assert lines == ["split 'test' has 4 files for 5 input pipelines: each pipeline reads every record and keeps "
+                     "1 in 5"]
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_launch_two_workers_read_two_distinct_files_each(mnist_records, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "nntrain.cli", "launch", "--workers=2", "--", "train", "--experiment=mnist_mlp",
+         f"--model_dir={tmp_path / 'mw'}", f"--config.data.source=tfrecord:{mnist_records}",
+         "--config.data.train_split=train", "--config.data.eval_split=test", "--config.train.epochs=1",
+         "--config.train.steps_per_epoch=4", "--config.train.batch_size=64"],
+        cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    read = {}
+    for line in run.stdout.splitlines():
+        if "reads 2 of the 4 files of split 'train'" in line:
+            read[line.split("]")[0]] = set(line.split(": ")[-1].split(", "))
+    assert sorted(read) == ["[worker 0", "[worker 1"]
+    assert all(len(files) == 2 for files in read.values()) and not read["[worker 0"] & read["[worker 1"]

@@ -149,6 +149,8 @@ def _input(split: Split, ctx: tf.distribute.InputContext, spec: str, cached: boo
             if index == 0:
                 log(f"split '{spec}' has {len(split.files) or 'no'} files for {pipelines} input pipelines: each "
                     f"pipeline reads every record and keeps 1 in {pipelines}")
+    if pipelines == 1 and split.num_examples is not None and dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(split.num_examples))  # Keras reads it
     return dataset.cache() if cached else dataset
 
 

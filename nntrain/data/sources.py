@@ -72,10 +72,7 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
     if kind == "npz" and arg:
         return _in_memory(source, _load_npz(path))
     if kind == "tfrecord" and arg:
-        files = tfrecord.RecordFiles(path, source)
-        shape = tuple(data_config.input_shape)
-        return IndexedSource(source, data_config.num_classes, files,
-                             lambda split, start, stop: files.read(split, start, stop, shape))
+        return tfrecord.TFRecordSource(path, data_config)
     if source == "generated:xor":
         return _in_memory(source, _xor())
     if source == "generated:quadratic":
