@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nntrain import data
-from nntrain.data import pipeline, sources, splits
+from nntrain.data import cache, pipeline, preprocess, sources, splits
 from nntrain.errors import NntrainError
 
 MNIST_DIR = os.environ.get("NNTRAIN_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
@@ -336,6 +336,41 @@ def test_flip_crop_keeps_shape(strategy, data_config):
     datasets = data.build(data_config, 8, strategy)
     for x, _ in replica_batches(strategy, next(iter(datasets.train))):
         assert x.shape == (4, 6, 5, 3) and x.dtype == tf.float32
+
+
+def test_random_resized_crop_trains_on_crops_and_evaluates_the_center(data_config):
+    image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16, 1)  # every pixel different
+    data_config.augment = "random_resized_crop"
+    train = preprocess.augment(tf.data.Dataset.from_tensors((image, 0)).repeat(8), data_config, seed=1)
+    crops = [x for x, _ in train.as_numpy_iterator()]
+    assert train.element_spec[0].shape == (16, 16, 1) and all(c.dtype == np.uint8 for c in crops)  # static
+    whole = {image.tobytes(), image[:, ::-1].tobytes()}  # the uncropped image, flipped or not
+    assert len({c.tobytes() for c in crops} - whole) >= 6  # crops, different ones
+    (center, _), = preprocess.eval_crop(tf.data.Dataset.from_tensors((image, 0)), data_config).as_numpy_iterator()
+    expected = tf.image.resize(image[1:15, 1:15], (16, 16)).numpy()  # the central 14 of 16 pixels, scaled back
+    np.testing.assert_array_equal(center, np.round(expected).astype(np.uint8))
+    data_config.augment = "flip_crop"  # other augmentations leave evaluation alone
+    assert preprocess.eval_crop(train, data_config) is train
+
+
+def test_cache_auto_within_budget_and_never_streams(data_config, monkeypatch):
+    lines = []
+    monkeypatch.setattr(cache, "log", lines.append)
+    images = tf.data.Dataset.from_tensors((np.zeros((32, 32, 3), np.uint8), np.int64(0))).repeat(1000)
+    small = splits.Split(images, 1000)  # 3,080,000 bytes decoded
+    data_config.cache_budget_mb = 5
+    assert cache.plan(data_config, {"train": small, "eval": small}) == {"train": True, "eval": False}
+    assert lines == ["train split cached in memory after its first pass (2.9 MB decoded, within "
+                     "data.cache_budget_mb=5; data.cache=auto)",
+                     "eval split not cached (2.9 MB decoded, over data.cache_budget_mb=5; data.cache=auto)"]
+    uncounted = splits.Split(images, None, count=lambda: 1000)
+    synthetic = splits.Split(images, 1000, cacheable=False)
+    assert cache.plan(data_config, {"train": uncounted, "eval": synthetic}) == {"train": False, "eval": False}
+    assert "streamed from its files" in lines[2] and "generated on the fly" in lines[3]
+    data_config.cache = "true"
+    assert cache.plan(data_config, {"train": uncounted, "eval": synthetic}) == {"train": True, "eval": False}
+    data_config.cache = "false"
+    assert cache.plan(data_config, {"train": small, "eval": None}) == {"train": False, "eval": False}
 
 
 def test_flip_crop_needs_images(data_config):

@@ -79,6 +79,18 @@ def test_images_class_folders_are_one_shuffled_balanced_split(colour_folder, dat
     assert sources.open_source(data_config).select("train").dataset.element_spec[0].shape == (8, 8, 1)
 
 
+def test_image_pipeline_with_random_resized_crop_has_static_shapes(colour_folder, data_config):
+    data_config.source = f"images:{colour_folder}"
+    data_config.train_split, data_config.eval_split = "train[:20]", "train[20:]"
+    data_config.augment = "random_resized_crop"
+    datasets = data.build(data_config, 4, tf.distribute.get_strategy())
+    x, y = next(iter(datasets.train))
+    assert x.shape == (4, 12, 16, 3) and x.dtype == tf.float32 and float(tf.reduce_max(x)) <= 1.0
+    for x, _ in datasets.eval:
+        assert x.shape[1:] == (12, 16, 3)
+    assert datasets.spec.class_names == ("class_0", "class_1", "class_2")
+
+
 @needs_mnist
 @pytest.mark.slow
 def test_mnist_pngs_train_mlp(mnist_pngs, tmp_path):
