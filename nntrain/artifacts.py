@@ -62,6 +62,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:
     try:
         model.save(os.path.join(staging, "model.keras"))
         model.export(os.path.join(staging, "saved_model"), format="tf_saved_model", verbose=False)
+        nn_data.copy_saved_spec(model_dir, staging)  # class names travel with the model
         sample = _sample_batch(config)
         max_diff = _max_prediction_difference(model, os.path.join(staging, "saved_model"), sample)
     except BaseException:

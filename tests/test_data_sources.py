@@ -100,6 +100,8 @@ def test_mnist_pngs_train_mlp(mnist_pngs, tmp_path):
     assert metrics["val_accuracy"] >= 0.96
     spec = json.loads((model_dir / "dataset.json").read_text())
     assert spec["class_names"] == [str(d) for d in range(10)] and spec["train_examples"] == 8000
+    nntrain.export(str(model_dir), str(tmp_path / "export"))
+    assert json.loads((tmp_path / "export" / "dataset.json").read_text()) == spec  # class names in the export
 
 
 def digits_csv(path: Path) -> Path:

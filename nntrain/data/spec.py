@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 
+import tensorflow as tf
+
 from nntrain.files import write_text_atomic
 
 
@@ -30,3 +32,10 @@ def save(spec: DatasetSpec, model_dir: str) -> str:
     path = os.path.join(model_dir, SPEC_FILE)
     write_text_atomic(path, json.dumps(dataclasses.asdict(spec), indent=2, sort_keys=True) + "\n")
     return path
+
+
+def copy_saved(model_dir: str, export_dir: str) -> None:
+    """Copies a run's dataset.json (class names, shapes) into an export, where the run has one."""
+    path = os.path.join(model_dir, SPEC_FILE)
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.copy(path, os.path.join(export_dir, SPEC_FILE))
