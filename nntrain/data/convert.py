@@ -24,6 +24,7 @@ from nntrain.data.sources import Source, open_source
 from nntrain.errors import NntrainError
 
 _NAME = re.compile(r"\w+")
+WRITE_BATCH = 256
 
 
 def parse_split(arg: str) -> tuple[str, str]:
@@ -55,8 +56,9 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
                 "class_names": list(source.class_names) if source.class_names else None, "splits": {}}
     for name, (dataset, _) in records.items():
         files = [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
-        examples = _write(dataset, [os.path.join(output, f) for f in files], features)
-        metadata["splits"][name] = {"examples": examples, "files": files, "spec": wanted[name]}
+        per_file = _write(dataset, [os.path.join(output, f) for f in files], features)
+        metadata["splits"][name] = {"examples": sum(per_file), "files": files, "file_examples": per_file,
+                                    "spec": wanted[name]}
     with tf.io.gfile.GFile(os.path.join(output, tfrecord.METADATA), "w") as f:
         f.write(json.dumps(metadata, indent=2) + "\n")
     return metadata
@@ -83,21 +85,24 @@ def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.Featu
                                          label_shape)
 
 
-def _write(dataset: tf.data.Dataset, paths: list[str], spec: tfrecord.FeatureSpec) -> int:
-    """Writes example i to paths[i % len(paths)]; returns how many."""
+def _write(dataset: tf.data.Dataset, paths: list[str], spec: tfrecord.FeatureSpec) -> list[int]:
+    """Writes example i to paths[i % len(paths)]; returns how many examples each file holds."""
     writers = [tf.io.TFRecordWriter(path) for path in paths]
     count = 0
     try:
-        for count, (features, label) in enumerate(dataset.as_numpy_iterator(), start=1):
-            stored = (tf.train.Feature(bytes_list=tf.train.BytesList(value=[features])) if spec.record_format == "image"
-                      else tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(features))))
-            label = np.ravel(label)
-            target = (tf.train.Feature(int64_list=tf.train.Int64List(value=label)) if spec.label_dtype == "int64"
-                      else tf.train.Feature(float_list=tf.train.FloatList(value=label)))
-            example = tf.train.Example(features=tf.train.Features(
-                feature={spec.feature_key: stored, spec.label_key: target}))
-            writers[(count - 1) % len(writers)].write(example.SerializeToString())
+        for batch in dataset.batch(WRITE_BATCH).as_numpy_iterator():  # one iterator call per batch, not per example
+            for features, label in zip(*batch):
+                stored = (tf.train.Feature(bytes_list=tf.train.BytesList(value=[features]))
+                          if spec.record_format == "image"
+                          else tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(features))))
+                label = np.ravel(label)
+                target = (tf.train.Feature(int64_list=tf.train.Int64List(value=label)) if spec.label_dtype == "int64"
+                          else tf.train.Feature(float_list=tf.train.FloatList(value=label)))
+                example = tf.train.Example(features=tf.train.Features(
+                    feature={spec.feature_key: stored, spec.label_key: target}))
+                writers[count % len(writers)].write(example.SerializeToString())
+                count += 1
     finally:
         for writer in writers:
             writer.close()
-    return count
+    return [len(range(i, count, len(paths))) for i in range(len(paths))]

@@ -99,13 +99,14 @@ class TFRecordSource:
             self._files = {split: [os.path.join(location, name) for name in info["files"]]
                            for split, info in meta["splits"].items()}
             self._sizes = {split: info["examples"] for split, info in meta["splits"].items()}
+            self._file_sizes = {split: info["file_examples"] for split, info in meta["splits"].items()}
             self.class_names = tuple(meta["class_names"]) if meta.get("class_names") else None
             self.num_classes = meta.get("num_classes")
             spec = FeatureSpec(**{**meta["features"], "shape": tuple(meta["features"]["shape"]),
                                   "label_shape": tuple(meta["features"]["label_shape"])})
         else:
             pattern = os.path.join(location, "*.tfrecord") if tf.io.gfile.isdir(location) else location
-            self._pattern, self._files, self._sizes = pattern, {}, {}
+            self._pattern, self._files, self._sizes, self._file_sizes = pattern, {}, {}, {}
             self.class_names, self.num_classes = None, data_config.num_classes
             spec = None
         self.spec = self._configured(spec, data_config)
@@ -128,10 +129,10 @@ class TFRecordSource:
 
     def select(self, spec: str) -> splits.Split:
         if _BARE_SPLIT.fullmatch(spec):  # a whole split: read by file, sized from metadata or counted on demand
-            files = self.files(spec)
+            files, sizes = self.files(spec), self._file_sizes.get(spec)
             self._check_first_record(files[0])
-            return splits.Split(self._read_files(files, 1, 0, None), self._sizes.get(spec), files=tuple(files),
-                                shard=lambda n, i, seed: self._read_files(files, n, i, seed),
+            return splits.Split(self._read_files(files, sizes, 1, 0, None), self._sizes.get(spec),
+                                files=tuple(files), shard=lambda n, i, seed: self._read_files(files, sizes, n, i, seed),
                                 count=lambda: count_records(files))
         parts = splits.ranges(spec, _Counts(self), self.name)
         for split, _, _ in parts:
@@ -146,14 +147,19 @@ class TFRecordSource:
             self._sizes[split] = count_records(self.files(split))
         return self._sizes[split]
 
-    def _read_files(self, files: list[str], num_shards: int, index: int, seed: int | None) -> tf.data.Dataset:
+    def _read_files(self, files: list[str], sizes: list[int] | None, num_shards: int, index: int,
+                    seed: int | None) -> tf.data.Dataset:
+        """The examples of every num_shards-th file from `index`; `sizes` (examples per file) sets the cardinality."""
         names = tf.data.Dataset.from_tensor_slices(files).shard(num_shards, index)
         if seed is not None:
             names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         mine = len(files[index::num_shards])
         records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(mine, MAX_OPEN_FILES), block_length=1,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return self.spec.read(records)
+        examples = self.spec.read(records)
+        if sizes:
+            examples = examples.apply(tf.data.experimental.assert_cardinality(sum(sizes[index::num_shards])))
+        return examples
 
     def _configured(self, stored: FeatureSpec | None, data_config: ml_collections.ConfigDict) -> FeatureSpec:
         """The stored spec (metadata.json), else data.record_format's preset; data.feature_key/label_key rename."""
