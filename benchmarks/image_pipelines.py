@@ -3,10 +3,10 @@
 The MNIST test set (IDX) is written as PNG files into DIR/train/<class>/ (the first 8,000) and DIR/test/<class>/,
 then converted with `nntrain convert` into 4 TFRecord shards per split (PNG bytes). Each pipeline reads the 8,000
 train images once per pass: decode, resize to the image size, batch of 128, scale to [0, 1], prefetch; no cache,
-no shuffle. Passes alternate between the pipelines (ROUNDS rounds after one warm-up pass each, so every pipeline
-reads from a warm page cache); the median pass is reported, as examples per second of wall-clock time and as
-examples per second of this process's CPU time (all threads). On a machine shared with other work the wall-clock
-figure swings with the load; the CPU-time figure is what a pipeline costs and stays comparable.
+no shuffle. After one warm-up pass each (so all read from a warm page cache), ROUNDS rounds alternate between the
+pipelines, each round starting with the next one. The median pass is reported as examples per second of
+wall-clock time and per second of this process's CPU time (all threads): on a machine shared with other work the
+wall-clock figure swings with the load, while the CPU-time figure is what a pipeline costs.
 
   python benchmarks/image_pipelines.py [--mnist_dir=../shared/data/mnist] [--image_size=28,32]
 """
@@ -28,7 +28,7 @@ from nntrain.config import base_config
 from nntrain.data import convert, idx, images, tfrecord
 
 BATCH = 128
-ROUNDS = 5
+ROUNDS = 6
 TRAIN = 8000
 KERAS, FOLDER = "keras image_dataset_from_directory", "nntrain images:DIR"
 
@@ -87,9 +87,10 @@ def main() -> None:
             passes: dict[str, list[tuple[float, float]]] = {name: [] for name in datasets}
             for dataset in datasets.values():
                 one_pass(dataset)  # warm-up: traces the functions and fills the page cache
-            for _ in range(ROUNDS):
-                for name, dataset in datasets.items():
-                    passes[name].append(one_pass(dataset))
+            names = list(datasets)
+            for round_index in range(ROUNDS):
+                for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+                    passes[name].append(one_pass(datasets[name]))
             wall = {name: statistics.median(w for w, _ in values) for name, values in passes.items()}
             cpu = {name: statistics.median(c for _, c in values) for name, values in passes.items()}
             print(f"\nresized to {size}x{size}:{'examples/s':>34} {'x keras':>8} {'x images':>9}"
