@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np
@@ -100,7 +101,7 @@ def image_shape(first_file: str, data_config: ml_collections.ConfigDict) -> tupl
     return (*height_width, channels)
 
 
-def decoder(shape: tuple[int, int, int]):
+def decoder(shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
     """Encoded image bytes -> uint8 image of `shape`, resized (bilinear, as Keras does) only when it differs."""
     size = tf.constant(shape[:2], tf.int32)
 
