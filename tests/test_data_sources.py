@@ -15,7 +15,8 @@ from PIL import Image
 
 import nntrain
 from nntrain import cli, data
-from nntrain.data import idx, pipeline, sources, tfrecord
+from nntrain.config import base_config
+from nntrain.data import convert, idx, pipeline, sources, tfrecord
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,3 +224,20 @@ def test_launch_two_workers_read_two_distinct_files_each(mnist_records, tmp_path
             read[line.split("]")[0]] = set(line.split(": ")[-1].split(", "))
     assert sorted(read) == ["[worker 0", "[worker 1"]
     assert all(len(files) == 2 for files in read.values()) and not read["[worker 0"] & read["[worker 1"]
+
+
+def test_convert_csv_to_a_bucket_and_read_it_back(tmp_path, data_config):
+    """ram:// stands in for gs://: conversion and reading go through tf.io.gfile only."""
+    csv = digits_csv(tmp_path / "digits.csv")
+    data_config.source, data_config.label_column = f"csv:{csv}", "digit"
+    metadata = convert.convert(data_config, ["train=train[:1000]", "test=train[1000:]"], "ram://bucket/digits", 3)
+    assert metadata["features"]["record_format"] == "vector" and tuple(metadata["features"]["shape"]) == (64,)
+    assert metadata["splits"]["test"]["file_examples"] == [266, 266, 265]
+    assert not list(tmp_path.glob("**/*.tfrecord"))
+    read = base_config().data
+    read.source = "tfrecord:ram://bucket/digits"
+    source = sources.open_source(read)
+    original = sources.open_source(data_config).select("train[1000:]")
+    assert source.num_classes == 10 and source.select("test").num_examples == 797
+    expected = sorted((x.tobytes(), int(y)) for x, y in original.dataset.as_numpy_iterator())
+    assert sorted((x.tobytes(), int(y)) for x, y in source.select("test").dataset.as_numpy_iterator()) == expected
