@@ -102,16 +102,12 @@ def image_shape(first_file: str, data_config: ml_collections.ConfigDict) -> tupl
 
 
 def decoder(shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Encoded image bytes -> uint8 image of `shape`, resized (bilinear, as Keras does) only when it differs."""
-    size = tf.constant(shape[:2], tf.int32)
+    """Encoded image bytes -> uint8 image of `shape`, resized bilinearly as Keras does (the identity for images
+    of that size already; resizing every image costs less than a tf.cond choosing when to: benchmarks/)."""
 
     @tf.autograph.experimental.do_not_convert
     def decode(encoded: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(encoded, channels=shape[2], expand_animations=False)
-        image = tf.cond(tf.reduce_all(tf.shape(image)[:2] == size), lambda: image,
-                        lambda: preprocess.resize(image, shape))
-        image.set_shape(shape)
-        return image
+        return preprocess.resize(tf.io.decode_image(encoded, channels=shape[2], expand_animations=False), shape)
 
     return decode
 
