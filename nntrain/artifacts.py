@@ -84,6 +84,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         # An inference model: the same layers without the optimizer state that the run's model.keras carries.
         rundir.save_model(keras.Model(model.inputs, model.outputs, name=model.name), keras_path)
         serving.write_saved_model(model, config, raw, saved_model_path)
+        nn_data.copy_saved_spec(model_dir, staging)  # class names travel with the model
         rows = [_row(KERAS_FILE, keras_path, _keras_score(model, config)),
                 _row(SAVED_MODEL, saved_model_path,
                      serving.score(serving.saved_model_predictor(saved_model_path), raw, head))]

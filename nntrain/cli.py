@@ -68,6 +68,11 @@ flags.DEFINE_integer("max_new_tokens", 200, "`generate`: bytes to sample at most
 flags.DEFINE_float("temperature", 1.0, "`generate`: > 0; below 1 samples more likely bytes, above 1 more varied.")
 flags.DEFINE_integer("top_k", 0, "`generate`: sample from the K most likely bytes only (0: from all).")
 flags.DEFINE_integer("seed", 0, "`generate`: the sampling seed; the same seed gives the same text.")
+flags.DEFINE_string("source", None, "`convert`: the data.source to convert, e.g. images:DIR or csv:PATH.")
+flags.DEFINE_multi_string("split", [], "`convert`: a split to write (NAME, or NAME=SPEC such as val=train[90%:]); "
+                          "repeat for several.")
+flags.DEFINE_string("output", None, "`convert`: the new directory for the TFRecord shards and metadata.json.")
+flags.DEFINE_integer("shards", 1, "`convert`: TFRecord files per split.")
 
 USAGE_ERROR = 2
 Config = ml_collections.ConfigDict | None
@@ -209,6 +214,22 @@ def _generate(config: Config, overrides: list[tuple[str, str]]) -> Output:
     return Output(result, result["prompt"] + result["completion"])
 
 
+def _convert(config: Config, overrides: list[tuple[str, str]]) -> Output:
+    from nntrain.data import convert
+
+    source = FLAGS.experiment or FLAGS.config
+    config = nn_config.resolve(source, overrides) if source else nn_config.base_config()
+    if not source:
+        nn_config.apply_overrides(config, overrides)
+        nn_config.validate(config)
+    config.data.source = _require("source")
+    metadata = convert.convert(config.data, FLAGS.split, _require("output"), FLAGS.shards)
+    lines = [f"{name}: {info['examples']} examples in {len(info['files'])} files"
+             for name, info in metadata["splits"].items()]
+    lines.append(f"wrote {FLAGS.output} (metadata.json): train on it with --config.data.source=tfrecord:{FLAGS.output}")
+    return Output(metadata, "\n".join(lines))
+
+
 _CONFIG = ("experiment", "config")
 _STRATEGY = ("strategy", "tpu")
 COMMANDS: dict[str, Command] = {
@@ -236,6 +257,10 @@ COMMANDS: dict[str, Command] = {
                          takes_config=True),
     "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on 127.0.0.1:--port",
                             ("port", "workers", "max_seconds")),
+    "generate": Command(_generate, "sample text from a trained language model (text_gpt) after --prompt",
+                        ("model_dir", "checkpoint", "prompt", "max_new_tokens", "temperature", "top_k", "seed")),
+    "convert": Command(_convert, "write --split(s) of --source as --shards TFRecord files + metadata.json in "
+                       "--output", ("source", "split", "output", "shards", *_CONFIG)),
 }
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []

@@ -31,7 +31,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "exponential", "polynomial", "linear", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 HEADS = ("classification", "binary", "regression")
-AUGMENTATIONS = ("none", "flip_crop")
+AUGMENTATIONS = ("none", "flip_crop", "random_resized_crop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +49,9 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
         "seed": Field(0, "seeds Python, NumPy, TensorFlow and Keras before anything random is built"),
         "experiment": Field("", "the experiment file this config came from (set when it is loaded)"),
         "data": {
-            "source": Field("tfds:mnist", "tfds:NAME | idx:DIR | npz:PATH | tfrecord:GLOB | generated:xor | "
-                                          "generated:quadratic | synthetic | a registered SCHEME:ARG"),
+            "source": Field("tfds:mnist", "tfds:NAME | idx:DIR | npz:PATH | images:DIR | csv:PATH | "
+                                          "tfrecord:GLOB|DIR | text:GLOB | generated:xor | generated:quadratic | "
+                                          "synthetic | a registered SCHEME:ARG"),
             "data_dir": Field(placeholder(str), "TFDS data_dir (None: TFDS default)"),
             "download": Field(True, "TFDS: download when the dataset is not prepared"),
             "train_split": Field("train", "TFDS slicing syntax, also for local sources, e.g. test[:8000]"),
@@ -59,13 +60,22 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "input_shape": Field((28, 28, 1), "synthetic and tfrecord sources: shape of one example"),
             "num_classes": Field(10, "synthetic and tfrecord sources: number of classes"),
             "shuffle_buffer": Field(10_000, "examples in the shuffle buffer"),
-            "cache": Field(True, "cache decoded examples in memory after the first epoch"),
-            "augment": Field("none", "none | flip_crop (images)"),
+            "cache": Field("auto", "auto (splits whose decoded size fits cache_budget_mb; never a streaming source) | "
+                                   "true | false"),
+            "cache_budget_mb": Field(2048, "data.cache=auto: the memory the cached splits of a run may take"),
+            "augment": Field("none", "none | flip_crop | random_resized_crop (images; eval then sees a center crop)"),
             "crop_padding": Field(4, "flip_crop: pixels of padding before the random crop"),
             "vocab_size": Field(20_000, "text sources: tokenizer vocabulary"),
             "sequence_length": Field(200, "text sources: tokens per example"),
             "service": Field("", "grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline"),
             "one_hot_labels": Field(False, "classes as one-hot vectors: train.label_smoothing needs them"),
+            "image_size": Field((), "images: (height, width) every image is resized to; () keeps the first image's"),
+            "channels": Field(0, "images: 1 (grey), 3 (RGB) or 4 (RGBA); 0 keeps the first image's"),
+            "label_column": Field("label", "csv: the column holding the label; every other column is a feature"),
+            "record_format": Field("auto", "tfrecord: auto (metadata.json's, else vector) | vector (float_list x, "
+                                           "int64 y) | image (image/encoded bytes, int64 image/class/label)"),
+            "feature_key": Field("", "tfrecord: the example's feature name, instead of the format's"),
+            "label_key": Field("", "tfrecord: the label's feature name, instead of the format's"),
         },
         "model": {
             "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | ...)"),
@@ -327,10 +337,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(config.data.service == "" or config.data.service.startswith("grpc://"), "data.service",
             "give the dispatcher as grpc://HOST:PORT (nntrain data-service starts one)")
     choice("data.augment", AUGMENTATIONS)
+    choice("data.cache", ("auto", "true", "false"))
+    positive("data.cache_budget_mb")
     for key in ("data.num_examples", "data.num_classes", "data.shuffle_buffer", "data.vocab_size",
                 "data.sequence_length"):
         positive(key)
     non_negative("data.crop_padding")
+    require(len(config.data.image_size) in (0, 2) and all(isinstance(d, int) and d > 0
+                                                          for d in config.data.image_size),
+            "data.image_size", "give height,width such as 224,224 (or nothing to keep the stored size)")
+    require(config.data.channels in (0, 1, 3, 4), "data.channels", "use 1, 3, 4 or 0 (as stored)")
+    require(bool(config.data.label_column), "data.label_column", "name the CSV column holding the label")
+    choice("data.record_format", ("auto", "vector", "image"))
     require(all(isinstance(d, int) and d > 0 for d in config.data.input_shape), "data.input_shape",
             "a list of positive integers such as 28,28,1")
     choice("model.head", HEADS)

@@ -3,6 +3,7 @@
 model_dir layout:
   config.json        the resolved config (reproduce or resume the run)
   metrics.jsonl      one strict-JSON line per epoch (non-finite values as null)
+  dataset.json       the data spec: shapes, split sizes, class names (copied into exports)
   checkpoints/       step-N.keras (model + optimizer state; the last `train.keep_checkpoints`), best.keras,
                      state.json (the commit point: which step, RNG states, best value)
   logs/              TensorBoard
@@ -30,6 +31,7 @@ from nntrain.errors import NntrainError
 
 CONFIG = nn_config.RESOLVED_CONFIG_NAME  # config.py (which imports no TensorFlow) names it
 METRICS = "metrics.jsonl"
+DATASET = "dataset.json"  # the data spec: shapes, split sizes, class names (data/spec.py)
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 FINAL_MODEL = "model.keras"

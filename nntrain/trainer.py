@@ -108,6 +108,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     rundir.makedirs(out_dir)
     if chief:
         nn_config.save(config, model_dir)
+        nn_data.save_spec(prepared.data.spec, model_dir)
     with strategy.scope():
         step = nn_callbacks.restore(model, checkpoint_dir)
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)

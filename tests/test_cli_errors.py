@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 from nntrain import cli
 
@@ -91,7 +93,43 @@ def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monk
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
     cases = _cases(tmp_path, earlier_run, corrupt_idx)
     assert len(cases) >= 15
-    before = _snapshot(tmp_path)
+    _assert_fail_cleanly(cases, tmp_path, capfd)
+
+
+def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], str]]:
+    """Bad data files, each with (name, arguments, the file or key the error line must name)."""
+    for folder in ("empty/train/cat", "empty/train/dog", "corrupt/train/cat", "corrupt/test/cat"):
+        (tmp / folder).mkdir(parents=True)
+    Image.new("L", (4, 4)).save(tmp / "empty/train/cat/0.png")
+    for split in ("train", "test"):
+        Image.new("L", (4, 4)).save(tmp / f"corrupt/{split}/cat/0.png")
+    (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
+    (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
+    with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
+        writer.write(tf.train.Example(features=tf.train.Features(feature={
+            "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
+            "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString())
+    run = ["train", "--experiment=mnist_mlp", f"--model_dir={model_dir}"]
+    convert = ["convert", "--split=train", f"--output={tmp}/records"]
+    return [
+        ("empty class folder", [*run, f"--config.data.source=images:{tmp}/empty"], f"{tmp}/empty/train/dog"),
+        ("corrupt image", [*run, f"--config.data.source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
+        ("csv text cell", [*run, f"--config.data.source=csv:{tmp}/text.csv"], "text.csv, row 3, column 'b'"),
+        ("feature key not in the records", [*run, f"--config.data.source=tfrecord:{tmp}/pixels.tfrecord",
+                                            "--config.data.eval_split=train"], "does not hold feature 'x'"),
+        ("convert a corrupt image", [*convert, f"--source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
+        ("convert a bad split name", [*convert, f"--source=csv:{tmp}/text.csv", "--split=a b"], "--split=a b"),
+        ("convert without shards", [*convert, f"--source=csv:{tmp}/text.csv", "--shards=0"], "--shards=0"),
+    ]
+
+
+def test_bad_data_fails_cleanly(tmp_path, capfd):
+    _assert_fail_cleanly(_bad_data_cases(tmp_path, tmp_path / "run"), tmp_path, capfd)
+
+
+def _assert_fail_cleanly(cases: list[tuple[str, list[str], str]], root: Path, capfd) -> None:
+    """Each case exits non-zero with one `nntrain: error:` line holding its phrase, no traceback, no file changed."""
+    before = _snapshot(root)
     failures = []
     for name, args, phrase in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -107,7 +145,7 @@ def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monk
             problems.append(f"error lines {error_lines}")
         elif phrase not in error_lines[0]:
             problems.append(f"'{phrase}' not in {error_lines[0]!r}")
-        if _snapshot(tmp_path) != before:
+        if _snapshot(root) != before:
             problems.append("files changed")
         if problems:
             failures.append(f"{name}: {'; '.join(problems)}")

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nntrain import data
-from nntrain.data import pipeline, sources, splits
+from nntrain.data import cache, pipeline, preprocess, sources, splits
 from nntrain.errors import NntrainError
 
 MNIST_DIR = os.environ.get("NNTRAIN_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
@@ -141,7 +141,8 @@ def test_tfrecord_split_pattern(tmp_path, data_config):
     dataset, spec = data.load_split(data_config, "test[2:]+train[:1]", batch_size=10)
     x, y = examples(dataset)
     assert x.shape == (5, 2, 3) and x.dtype == np.float32 and list(y) == [0, 1, 1, 1, 0]
-    assert spec.input_shape == (2, 3) and spec.num_classes == 2 and spec.train_examples == 12
+    assert spec.input_shape == (2, 3) and spec.num_classes == 2 and spec.eval_examples == 5
+    assert spec.train_examples is None  # whole splits are not counted where nothing needs their size
 
     with pytest.raises(NntrainError, match="no TFRecord files match .*d-validation-"):
         data.load_split(data_config, "validation", batch_size=2)
@@ -282,8 +283,8 @@ def test_tfds_unknown_dataset(data_config):
 # --- sources and pipelines ---------------------------------------------------------------------------------
 
 def test_unknown_source(data_config):
-    data_config.source = "csv:/tmp/x.csv"
-    with pytest.raises(NntrainError, match="unknown data.source 'csv:/tmp/x.csv'"):
+    data_config.source = "parquet:/tmp/x.parquet"
+    with pytest.raises(NntrainError, match="unknown data.source 'parquet:/tmp/x.parquet'"):
         data.load_split(data_config, "test", batch_size=2)
 
 
@@ -307,7 +308,7 @@ def test_input_pipelines_read_disjoint_shards(data_config):
     data_config.source = "generated:quadratic"
     data_config.num_examples = 10
     split = sources.open_source(data_config).select("train")
-    shards = [pipeline._input(split, tf.distribute.InputContext(2, pipeline_id, 2), data_config)
+    shards = [pipeline._input(split, tf.distribute.InputContext(2, pipeline_id, 2), "train", False, None)
               for pipeline_id in range(2)]
     first, second = ([x[0] for x, _ in shard.as_numpy_iterator()] for shard in shards)
     assert len(first) == len(second) == 5 and not set(first) & set(second)
@@ -335,6 +336,41 @@ def test_flip_crop_keeps_shape(strategy, data_config):
     datasets = data.build(data_config, 8, strategy)
     for x, _ in replica_batches(strategy, next(iter(datasets.train))):
         assert x.shape == (4, 6, 5, 3) and x.dtype == tf.float32
+
+
+def test_random_resized_crop_trains_on_crops_and_evaluates_the_center(data_config):
+    image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16, 1)  # every pixel different
+    data_config.augment = "random_resized_crop"
+    train = preprocess.augment(tf.data.Dataset.from_tensors((image, 0)).repeat(8), data_config, seed=1)
+    crops = [x for x, _ in train.as_numpy_iterator()]
+    assert train.element_spec[0].shape == (16, 16, 1) and all(c.dtype == np.uint8 for c in crops)  # static
+    whole = {image.tobytes(), image[:, ::-1].tobytes()}  # the uncropped image, flipped or not
+    assert len({c.tobytes() for c in crops} - whole) >= 6  # crops, different ones
+    (center, _), = preprocess.eval_crop(tf.data.Dataset.from_tensors((image, 0)), data_config).as_numpy_iterator()
+    expected = tf.image.resize(image[1:15, 1:15], (16, 16)).numpy()  # the central 14 of 16 pixels, scaled back
+    np.testing.assert_array_equal(center, np.round(expected).astype(np.uint8))
+    data_config.augment = "flip_crop"  # other augmentations leave evaluation alone
+    assert preprocess.eval_crop(train, data_config) is train
+
+
+def test_cache_auto_within_budget_and_never_streams(data_config, monkeypatch):
+    lines = []
+    monkeypatch.setattr(cache, "log", lines.append)
+    images = tf.data.Dataset.from_tensors((np.zeros((32, 32, 3), np.uint8), np.int64(0))).repeat(1000)
+    small = splits.Split(images, 1000)  # 3,080,000 bytes decoded
+    data_config.cache_budget_mb = 5
+    assert cache.plan(data_config, {"train": small, "eval": small}) == {"train": True, "eval": False}
+    assert lines == ["train split cached in memory after its first pass (2.9 MB decoded, within "
+                     "data.cache_budget_mb=5; data.cache=auto)",
+                     "eval split not cached (2.9 MB decoded, over data.cache_budget_mb=5; data.cache=auto)"]
+    uncounted = splits.Split(images, None, count=lambda: 1000)
+    synthetic = splits.Split(images, 1000, cacheable=False)
+    assert cache.plan(data_config, {"train": uncounted, "eval": synthetic}) == {"train": False, "eval": False}
+    assert "streamed from its files" in lines[2] and "generated on the fly" in lines[3]
+    data_config.cache = "true"
+    assert cache.plan(data_config, {"train": uncounted, "eval": synthetic}) == {"train": True, "eval": False}
+    data_config.cache = "false"
+    assert cache.plan(data_config, {"train": small, "eval": None}) == {"train": False, "eval": False}
 
 
 def test_flip_crop_needs_images(data_config):

@@ -36,9 +36,10 @@ def test_run_resume_evaluate_export_on_ram_leave_local_disk_untouched(tmp_path, 
     assert nntrain.evaluate(model_dir)["accuracy"] == 1.0
     exported = nntrain.export(model_dir, export_dir)
     assert [row["accuracy"] for row in exported["artifacts"]] == [1.0, 1.0]  # model.keras, serving SavedModel
-    assert sorted(rundir.listdir(model_dir)) == ["checkpoints", "config.json", "logs", "metrics.jsonl", "model.keras"]
+    assert sorted(rundir.listdir(model_dir)) == ["checkpoints", "config.json", "dataset.json", "logs", "metrics.jsonl",
+                                                  "model.keras"]
     assert rundir.glob(f"{model_dir}/logs/train/events.out.tfevents.*")
-    assert sorted(rundir.listdir(export_dir)) == ["model.keras", "saved_model"]
+    assert sorted(rundir.listdir(export_dir)) == ["dataset.json", "model.keras", "saved_model"]
     assert list(tmp_path.iterdir()) == []  # no 'ram:' folder, no stray file
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import ml_collections
 import tensorflow as tf
 
-from nntrain.data import preprocess, service, stream
+from nntrain.data import cache, preprocess, service, stream
 from nntrain.data.sources import Source, open_source
 from nntrain.data.spec import DatasetSpec
 from nntrain.data.splits import Split
 from nntrain.errors import NntrainError
+from nntrain.logs import log
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -24,8 +26,8 @@ class Datasets:
     train: tf.distribute.DistributedDataset  # repeated forever
     eval: tf.distribute.DistributedDataset | None  # one pass; None when data.eval_split is ''
     spec: DatasetSpec
-    steps_per_epoch: int  # one pass over the train split
-    eval_steps: int | None  # one pass over the eval split
+    steps_per_epoch: int  # one pass over the train split (train.steps_per_epoch where it was not counted)
+    eval_steps: int | None  # one pass over the eval split; None: not counted (Keras reads it to its end)
     per_replica_batch_size: int
     global_batch_size: int
     num_replicas: int
@@ -36,26 +38,34 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
           steps_per_epoch: int | None = None) -> Datasets:
     """Train and eval pipelines of `data_config`, batched per replica and distributed by `strategy`.
 
-    Train: shard, cache, shuffle, repeat, augment, batch (drop remainder), preprocess, prefetch.
-    Eval: shard, cache, batch (drop remainder only on TPUs, which need static shapes), preprocess, prefetch.
-    Preprocessing maps whole batches: one map per example made mnist_mlp input-bound (docs/benchmarks.md).
-    The train stream is exactly resumable (data/stream.py): `skip_batches` starts it after that many batches.
-    `epochs` of `steps_per_epoch` steps (default one pass) size it; past that its passes repeat.
+    Train: shard (by file where it can), cache, shuffle, repeat, augment, batch (drop remainder), preprocess,
+    prefetch. Eval: shard, cache, [center crop,] batch (drop remainder only on TPUs, which need static shapes),
+    preprocess, prefetch. Preprocessing maps whole batches: one map per example made mnist_mlp input-bound
+    (docs/benchmarks.md). The train stream is exactly resumable (data/stream.py): `skip_batches` starts it after
+    that many batches; `epochs` of `steps_per_epoch` steps (default one pass) size it, past that its passes
+    repeat. Splits whose size is unknown (TFRecords without metadata.json) are counted with a full pass, unless
+    `steps_per_epoch` is given.
     """
     num_replicas = strategy.num_replicas_in_sync
     if global_batch_size <= 0 or global_batch_size % num_replicas:
         raise NntrainError(f"train.batch_size={global_batch_size} is not a positive multiple of the "
                            f"{num_replicas} replicas: use e.g. --config.train.batch_size={num_replicas * 32}")
     source = open_source(data_config)
-    train = _select(source, data_config.train_split)
-    evaluation = _select(source, data_config.eval_split) if data_config.eval_split else None
+    train = _counted(source, _select(source, data_config.train_split), "train", steps_per_epoch)
+    evaluation = None
+    if data_config.eval_split:
+        evaluation = _counted(source, _select(source, data_config.eval_split), "eval", steps_per_epoch)
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
-    steps_per_pass = _steps(train.num_examples, global_batch_size, drop_remainder=False)
+    cached = cache.plan(data_config, {"train": train, "eval": evaluation})
+    steps_per_pass = _steps(train.num_examples, global_batch_size, drop_remainder=False) if train.num_examples \
+        else steps_per_epoch
+    pass_examples = train.num_examples or steps_per_epoch * global_batch_size
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         batch_size = ctx.get_per_replica_batch_size(global_batch_size)
-        dataset = stream.shuffled_passes(_input(train, ctx, data_config), train.num_examples // ctx.num_input_pipelines,
+        dataset = _input(train, ctx, data_config.train_split, cached["train"], seed)
+        dataset = stream.shuffled_passes(dataset, pass_examples // ctx.num_input_pipelines,
                                          data_config.shuffle_buffer, seed,
                                          (epochs or 1) * (steps_per_epoch or steps_per_pass) * batch_size)
         dataset = preprocess.augment(dataset, data_config, seed)
@@ -66,12 +76,13 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
         return dataset.prefetch(AUTOTUNE).with_options(_options())
 
     def eval_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        dataset = _input(evaluation, ctx, data_config)
+        dataset = _input(evaluation, ctx, data_config.eval_split, cached["eval"], None)
+        dataset = preprocess.eval_crop(dataset, data_config)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=static_shapes)
         return dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_options())
 
     eval_steps = None
-    if evaluation is not None:
+    if evaluation is not None and evaluation.num_examples is not None:
         eval_steps = _steps(evaluation.num_examples, global_batch_size, drop_remainder=static_shapes)
         if eval_steps == 0:
             raise NntrainError(f"eval split '{data_config.eval_split}' has {evaluation.num_examples} examples, "
@@ -100,7 +111,8 @@ def load_split(data_config: ml_collections.ConfigDict, split: str,
     train = _select(source, data_config.train_split)
     selected = _select(source, split)
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
-    dataset = selected.dataset.batch(batch_size).map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
+    dataset = preprocess.eval_crop(selected.dataset, data_config)
+    dataset = dataset.batch(batch_size).map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
     dataset = dataset.prefetch(AUTOTUNE).with_options(_options())
     return dataset, _spec(source, train, selected, prep)
 
@@ -112,13 +124,41 @@ def _select(source: Source, spec: str) -> Split:
     return split
 
 
-def _input(split: Split, ctx: tf.distribute.InputContext, data_config: ml_collections.ConfigDict) -> tf.data.Dataset:
-    """This input pipeline's shard of a split, cached after its first pass when data.cache is set."""
-    dataset = split.dataset
-    if ctx.num_input_pipelines > 1:
-        shard = split.shard or dataset.shard
-        dataset = shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-    return dataset.cache() if data_config.cache and split.cacheable else dataset
+def _counted(source: Source, split: Split, role: str, steps_per_epoch: int | None) -> Split:
+    """The split with its size known: counted by a full pass unless train.steps_per_epoch makes that needless."""
+    if split.num_examples is not None:
+        return split
+    if steps_per_epoch:
+        log(f"{role} split of data.source={source.name}: no metadata.json, and train.steps_per_epoch="
+            f"{steps_per_epoch} is set, so its records are not counted (no counting pass)")
+        return split
+    log(f"{role} split of data.source={source.name}: no metadata.json, so its records are counted with a full "
+        "pass; `nntrain convert` writes metadata.json, or set train.steps_per_epoch to skip the pass")
+    return split.counted()
+
+
+def _input(split: Split, ctx: tf.distribute.InputContext, spec: str, cached: bool,
+           seed: int | None) -> tf.data.Dataset:
+    """This input pipeline's part of a split: its own files where there are enough of them, else every n-th
+    record; file order shuffled with `seed` on every pass (when not None); cached after its first pass."""
+    pipelines, index = ctx.num_input_pipelines, ctx.input_pipeline_id
+    if split.shard is not None and len(split.files) >= pipelines:
+        dataset = split.shard(pipelines, index, seed)
+        if pipelines > 1:
+            mine = split.files[index::pipelines]
+            shown = ", ".join(os.path.basename(f) for f in mine[:4]) + (", ..." if len(mine) > 4 else "")
+            log(f"input pipeline {index} of {pipelines} reads {len(mine)} of the {len(split.files)} files of "
+                f"split '{spec}': {shown}")
+    else:
+        dataset = split.dataset
+        if pipelines > 1:
+            dataset = dataset.shard(pipelines, index)
+            if index == 0:
+                log(f"split '{spec}' has {len(split.files) or 'no'} files for {pipelines} input pipelines: each "
+                    f"pipeline reads every record and keeps 1 in {pipelines}")
+    if pipelines == 1 and split.num_examples is not None and dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(split.num_examples))  # Keras reads it
+    return dataset.cache() if cached else dataset
 
 
 def _options() -> tf.data.Options:
@@ -141,4 +181,5 @@ def _spec(source: Source, train: Split, evaluation: Split | None, prep: preproce
         train_examples=train.num_examples,
         eval_examples=evaluation.num_examples if evaluation is not None else None,
         vocab_size=prep.vocab_size,
+        class_names=source.class_names,
     )

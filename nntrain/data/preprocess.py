@@ -89,23 +89,77 @@ def _target(label: tf.Tensor, batched: bool, one_hot: int | None = None) -> tf.T
     return tf.reshape(tf.cast(label, tf.float32), [-1, width] if width else [tf.shape(label)[0], -1])
 
 
+# data.augment=random_resized_crop, the ImageNet (Inception) recipe: crops of 8-100% of the area with aspect
+# ratios 3/4-4/3 for training; the central 87.5% (224 of 256) for evaluation; both resized to the stored size.
+CROP_AREA = (0.08, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+CENTER_FRACTION = 0.875
+
+
 def augment(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict, seed: int) -> tf.data.Dataset:
-    """data.augment=flip_crop: a random left-right flip, then pad by data.crop_padding and crop back at random."""
+    """Training augmentation of images, one stateless seed per example, output shapes unchanged (static).
+
+    flip_crop: a random left-right flip, then pad by data.crop_padding and crop back at random.
+    random_resized_crop: a random crop of CROP_AREA and CROP_ASPECT resized back, then a random flip.
+    """
     if data_config.augment == "none":
         return dataset
-    shape = dataset.element_spec[0].shape
-    if shape.rank != 3:
-        raise NntrainError(f"data.augment={data_config.augment} needs images of shape (height, width, channels), "
-                           f"not {tuple(shape)}: set --config.data.augment=none")
+    shape = _image_shape(dataset, data_config)
     padding = data_config.crop_padding
 
     @_traced_as_is
-    def flip_crop(example: Example, example_seed: tf.Tensor) -> Example:
-        image, label = example
-        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+    def flip_crop(image: tf.Tensor, flip_seed: tf.Tensor, crop_seed: tf.Tensor) -> tf.Tensor:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-        return tf.image.stateless_random_crop(image, shape, crop_seed), label
+        return tf.image.stateless_random_crop(image, shape, crop_seed)
+
+    @_traced_as_is
+    def random_resized_crop(image: tf.Tensor, flip_seed: tf.Tensor, crop_seed: tf.Tensor) -> tf.Tensor:
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), crop_seed, min_object_covered=CROP_AREA[0],
+            aspect_ratio_range=CROP_ASPECT, area_range=CROP_AREA, max_attempts=10,
+            use_image_if_no_bounding_boxes=True)
+        image = resize(tf.slice(image, begin, size), shape)
+        return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+    transform = {"flip_crop": flip_crop, "random_resized_crop": random_resized_crop}[data_config.augment]
+
+    @_traced_as_is
+    def apply(example: Example, example_seed: tf.Tensor) -> Example:
+        image, label = example
+        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+        return transform(image, flip_seed, crop_seed), label
 
     seeds = tf.data.Dataset.random(seed=seed).batch(2)  # one stateless seed pair per example
-    return tf.data.Dataset.zip((dataset, seeds)).map(flip_crop, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.zip((dataset, seeds)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def eval_crop(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> tf.data.Dataset:
+    """Evaluation's view of images: with data.augment=random_resized_crop the central CENTER_FRACTION, resized
+    back to the stored size; otherwise the images as they are."""
+    if data_config.augment != "random_resized_crop":
+        return dataset
+    shape = _image_shape(dataset, data_config)
+
+    @_traced_as_is
+    def center(image: tf.Tensor, label: tf.Tensor) -> Example:
+        return resize(tf.image.central_crop(image, CENTER_FRACTION), shape), label
+
+    return dataset.map(center, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _image_shape(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> tf.TensorShape:
+    shape = dataset.element_spec[0].shape
+    if shape.rank != 3 or not shape.is_fully_defined():
+        raise NntrainError(f"data.augment={data_config.augment} needs images of shape (height, width, channels), "
+                           f"not {tuple(shape)}: set --config.data.augment=none")
+    return shape
+
+
+def resize(image: tf.Tensor, shape: tf.TensorShape | tuple[int, ...]) -> tf.Tensor:
+    """An image resized (bilinear) to `shape`, in the image's own dtype, with its static shape set."""
+    resized = tf.image.resize(image, tuple(shape)[:2])
+    resized = tf.saturate_cast(tf.round(resized), image.dtype) if image.dtype.is_integer else \
+        tf.cast(resized, image.dtype)
+    resized.set_shape(shape)
+    return resized

@@ -19,7 +19,7 @@ class RawData:
     eval: tf.data.Dataset
     eval_examples: int
     preprocess: preprocess.Preprocess  # fitted on the train split, as for training
-    class_names: tuple[str, ...] | None  # TFDS ClassLabel names; None where the source has none
+    class_names: tuple[str, ...] | None  # the source's class names; None where it has none
 
 
 def load(data_config: ml_collections.ConfigDict) -> RawData:
@@ -28,15 +28,5 @@ def load(data_config: ml_collections.ConfigDict) -> RawData:
     train = source.select(data_config.train_split)
     evaluation = source.select(data_config.eval_split)
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
-    return RawData(train.dataset, evaluation.dataset, evaluation.num_examples, prep, _class_names(data_config))
+    return RawData(train.dataset, evaluation.dataset, evaluation.num_examples, prep, source.class_names)
 
-
-def _class_names(data_config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
-    kind, _, name = data_config.source.partition(":")
-    if kind != "tfds":
-        return None
-    import tensorflow_datasets as tfds  # lazy: TFDS is slow to import
-
-    info = tfds.builder(name, data_dir=data_config.data_dir).info
-    names = getattr(info.features[info.supervised_keys[1]], "names", None)
-    return tuple(names) if names else None

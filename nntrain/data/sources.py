@@ -14,10 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain import registry
-from nntrain.data import idx, splits, tfrecord
+from nntrain.data import csv_source, idx, splits, tfrecord
 from nntrain.errors import NntrainError
 
-KINDS = "tfds:NAME, idx:DIR, npz:PATH, tfrecord:PATTERN, text:GLOB, generated:xor, generated:quadratic, synthetic"
+KINDS = ("tfds:NAME, idx:DIR, npz:PATH, images:DIR, csv:PATH, tfrecord:PATTERN|DIR, text:GLOB, generated:xor, "
+         "generated:quadratic, synthetic")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 GENERATED_SEEDS = {"train": 0, "test": 1}  # generated and synthetic data: a different draw per split
 SYNTHETIC_POOL = 64  # synthetic examples drawn per split and repeated: cheap at any input_shape
@@ -28,6 +29,7 @@ Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (features, labels)
 class Source(Protocol):
     name: str  # data.source, for messages
     num_classes: int | None  # None: targets are values, not classes
+    class_names: tuple[str, ...] | None  # names of the classes where the data has them
 
     def select(self, spec: str) -> splits.Split:
         """The examples a split spec such as `train[:90%]` selects."""
@@ -42,6 +44,7 @@ class IndexedSource:
     sizes: Mapping[str, int]
     read: Callable[[str, int, int], tf.data.Dataset]  # (split, start, stop) -> (features, label) examples
     cacheable: bool = True
+    class_names: tuple[str, ...] | None = None
 
     def select(self, spec: str) -> splits.Split:
         parts = splits.ranges(spec, self.sizes, self.name)
@@ -58,15 +61,19 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
         from nntrain.data.tfds_source import TfdsSource  # lazy: TFDS is slow to import
 
         return TfdsSource(arg, data_config)
+    if kind == "images" and arg:
+        from nntrain.data.images import ImageFolderSource
+
+        return ImageFolderSource(path, data_config)
+    if kind == "csv" and arg:
+        arrays, class_names = csv_source.load(path, data_config.label_column)
+        return _in_memory(source, arrays, class_names)
     if kind == "idx" and arg:
         return _in_memory(source, idx.load(path))
     if kind == "npz" and arg:
         return _in_memory(source, _load_npz(path))
     if kind == "tfrecord" and arg:
-        files = tfrecord.RecordFiles(path, source)
-        shape = tuple(data_config.input_shape)
-        return IndexedSource(source, data_config.num_classes, files,
-                             lambda split, start, stop: files.read(split, start, stop, shape))
+        return tfrecord.TFRecordSource(path, data_config)
     if kind == "text" and arg:
         from nntrain.data.text import TextSource
 
@@ -85,7 +92,7 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
                        f"({', '.join(registry.SOURCES.names()) or 'none yet'})")
 
 
-def _in_memory(name: str, arrays: Arrays) -> IndexedSource:
+def _in_memory(name: str, arrays: Arrays, class_names: tuple[str, ...] | None = None) -> IndexedSource:
     """Arrays as a source: uint8 (N, H, W) images gain a channel axis; integer labels are classes."""
     arrays = {split: (x[..., None] if x.dtype == np.uint8 and x.ndim == 3 else x, y)
               for split, (x, y) in arrays.items()}
@@ -98,7 +105,10 @@ def _in_memory(name: str, arrays: Arrays) -> IndexedSource:
         x, y = arrays[split]
         return tf.data.Dataset.from_tensor_slices((x[start:stop], y[start:stop]))
 
-    return IndexedSource(name, num_classes, {split: len(y) for split, (_, y) in arrays.items()}, read)
+    if class_names:
+        num_classes = len(class_names)
+    return IndexedSource(name, num_classes, {split: len(y) for split, (_, y) in arrays.items()}, read,
+                         class_names=class_names)
 
 
 def _load_npz(path: str) -> Arrays:

@@ -17,9 +17,17 @@ class Split:
     """The examples one split spec selects: unbatched `(features, label)` in their stored dtypes."""
 
     dataset: tf.data.Dataset
-    num_examples: int
+    num_examples: int | None  # None: not counted yet (see `count`)
     cacheable: bool = True  # False where caching would only copy a cheap generator (synthetic data)
-    shard: Callable[[int, int], tf.data.Dataset] | None = None  # (count, index) -> a shard by file (text:)
+    # Read from files: their names, and `shard(n, i, seed)`: pipeline i's examples from every n-th file
+    # (for record files: shuffled with `seed` on every pass when seed is not None, then interleaved).
+    files: tuple[str, ...] = ()
+    shard: Callable[[int, int, int | None], tf.data.Dataset] | None = None
+    count: Callable[[], int] | None = None  # a full pass over the files, for num_examples None
+
+    def counted(self) -> Split:
+        """This split with its examples counted, by a full pass when they were not known."""
+        return self if self.num_examples is not None else dataclasses.replace(self, num_examples=self.count())
 
 
 @dataclasses.dataclass(frozen=True)

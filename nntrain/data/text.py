@@ -25,7 +25,6 @@ import tensorflow as tf
 from nntrain.data import splits
 from nntrain.data.preprocess import Preprocess
 from nntrain.errors import NntrainError
-from nntrain.logs import log
 
 END_OF_FILE = 256
 VOCAB_SIZE = 257  # 256 byte values + END_OF_FILE
@@ -37,6 +36,7 @@ class TextSource:
     """The files of a glob, one split `train` of len(files) files, sliced by file."""
 
     num_classes = VOCAB_SIZE
+    class_names = None
 
     def __init__(self, pattern: str, data_config: ml_collections.ConfigDict):
         self.name = f"text:{pattern}"
@@ -65,7 +65,10 @@ class TextSource:
         length = self._sequence_length
         num_sequences = max(num_tokens - 1, 0) // length
         dataset = pack(files, length).apply(tf.data.experimental.assert_cardinality(num_sequences))
-        return splits.Split(dataset, num_sequences, shard=lambda count, index: _shard(files, length, count, index))
+        # The pipeline shards by file (every n-th file to pipeline i) when there are enough files, else it keeps
+        # every n-th sequence of the whole stream (data/pipeline.py). Packing keeps its file order: no reshuffle.
+        return splits.Split(dataset, num_sequences, files=tuple(files),
+                            shard=lambda count, index, seed: pack(files[index::count], length))
 
 
 def pack(files: list[str], sequence_length: int) -> tf.data.Dataset:
@@ -88,15 +91,6 @@ def pack(files: list[str], sequence_length: int) -> tf.data.Dataset:
               .rebatch(length, drop_remainder=False))
     # Each chunk gets its targets once the next chunk is there; the first output pairs the zero initial state.
     return chunks.scan(tf.zeros([length], tf.int32), pair).skip(1)
-
-
-def _shard(files: list[str], sequence_length: int, count: int, index: int) -> tf.data.Dataset:
-    """Input pipeline `index` of `count`: every count-th file, or every count-th sequence if files are fewer."""
-    if len(files) < count:
-        log(f"{len(files)} text files for {count} input pipelines: each pipeline reads every file and keeps "
-            f"1 in {count} sequences")
-        return pack(files, sequence_length).shard(count, index)
-    return pack(files[index::count], sequence_length)
 
 
 def _identity(inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

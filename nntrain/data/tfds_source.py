@@ -64,7 +64,9 @@ class TfdsSource:
             raise NntrainError(f"TFDS dataset '{name}' has no (input, label) supervised_keys: "
                                "pick a dataset that has them")
         # ClassLabel targets have num_classes; other targets are regression values.
-        self.num_classes: int | None = getattr(info.features[info.supervised_keys[1]], "num_classes", None)
+        label = info.features[info.supervised_keys[1]]
+        self.num_classes: int | None = getattr(label, "num_classes", None)
+        self.class_names: tuple[str, ...] | None = tuple(label.names) if self.num_classes else None
 
     def select(self, spec: str) -> splits.Split:
         """The examples of a split spec, preparing the dataset first if it is not prepared yet."""

@@ -30,7 +30,7 @@ def get_config():
     config.data.train_split = "train[:90%]"  # whole files: the 10% held out are files the model never saw
     config.data.eval_split = "train[90%:]"
     config.data.sequence_length = 128
-    config.data.cache = False  # a corpus is streamed from its files
+    config.data.cache = "false"  # a corpus is streamed from its files
     config.model.name = "gpt"
     config.model.embed_dim = 128
     config.model.num_heads = 4

@@ -10,7 +10,7 @@ from nntrain.tuning.search_space import choice, layers, log_range
 def get_config():
     config = base_config()
     config.data.source = "generated:xor"
-    config.data.cache = True
+    config.data.cache = "true"
     config.model.name = "mlp"
     config.model.head = "binary"
     config.model.hidden_sizes = (8,)

@@ -1,0 +1,108 @@
+"""`nntrain convert`: the splits of any source as sharded Example TFRecords plus metadata.json.
+
+    DIR/SPLIT-00000-of-0000N.tfrecord ...   example i of a split goes to shard i % N (every shard a uniform sample)
+    DIR/metadata.json                        written last: split sizes and files, shapes, class names, feature spec
+
+Image files stay encoded (their bytes are copied); uint8 image arrays are written as PNG; other numeric features
+as float vectors. `tfrecord:DIR` reads the result back without counting and without other data flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from nntrain.data import tfrecord
+from nntrain.data.images import ImageFolderSource
+from nntrain.data.sources import Source, open_source
+from nntrain.errors import NntrainError
+
+_NAME = re.compile(r"\w+")
+WRITE_BATCH = 256
+
+
+def parse_split(arg: str) -> tuple[str, str]:
+    """`train` -> (train, train); `val=train[90%:]` -> (val, train[90%:]): the shard name and the split spec."""
+    name, sep, spec = arg.partition("=")
+    spec = spec if sep else name
+    if not _NAME.fullmatch(name) or not spec:
+        raise NntrainError(f"--split={arg}: give a split name (train) or NAME=SPEC (val=train[90%:]), the name "
+                           "made of letters, digits and _")
+    return name, spec
+
+
+def convert(data_config: ml_collections.ConfigDict, split_args: list[str], output: str, shards: int) -> dict:
+    """Writes each split of `data_config.source` to `shards` TFRecord files in `output`; returns the metadata."""
+    if not split_args:
+        raise NntrainError("no split to convert: pass --split=NAME (repeat it for several), e.g. --split=train")
+    if shards < 1:
+        raise NntrainError(f"--shards={shards}: it must be >= 1")
+    wanted = dict(parse_split(arg) for arg in split_args)
+    if tf.io.gfile.exists(os.path.join(output, tfrecord.METADATA)) or tf.io.gfile.glob(
+            os.path.join(output, "*.tfrecord")):
+        raise NntrainError(f"--output={output} already holds TFRecords: choose a new directory")
+    source = open_source(data_config)
+    records = {name: _records(source, spec) for name, spec in wanted.items()}  # every split checked before writing
+    features = next(iter(records.values()))[1]
+    tf.io.gfile.makedirs(output)
+    metadata = {"format": tfrecord.FORMAT, "source": source.name, "features": dataclasses.asdict(features),
+                "num_classes": source.num_classes,
+                "class_names": list(source.class_names) if source.class_names else None, "splits": {}}
+    for name, (dataset, _) in records.items():
+        files = [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
+        per_file = _write(dataset, [os.path.join(output, f) for f in files], features)
+        metadata["splits"][name] = {"examples": sum(per_file), "files": files, "file_examples": per_file,
+                                    "spec": wanted[name]}
+    with tf.io.gfile.GFile(os.path.join(output, tfrecord.METADATA), "w") as f:
+        f.write(json.dumps(metadata, indent=2) + "\n")
+    return metadata
+
+
+def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.FeatureSpec]:
+    """A split's `(stored features, label)` and how they are stored: image files' undecoded bytes, uint8 images
+    as PNG, other numbers as float vectors."""
+    if isinstance(source, ImageFolderSource):
+        dataset, record_format, shape = source.records(spec), "image", source.shape
+    else:
+        dataset = source.select(spec).dataset
+        features = dataset.element_spec[0]
+        if features.dtype == tf.string:
+            raise NntrainError(f"data.source={source.name} holds text; convert writes images and numbers only")
+        record_format, shape = "vector", tuple(features.shape)
+        if features.dtype == tf.uint8 and features.shape.rank == 3:
+            record_format = "image"
+            dataset = dataset.map(lambda x, y: (tf.io.encode_png(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    label = dataset.element_spec[1]
+    label_dtype = "int64" if label.dtype.is_integer else "float32"
+    label_shape = tuple(label.shape) if label_dtype == "float32" else ()
+    return dataset, tfrecord.FeatureSpec(record_format, *tfrecord.PRESETS[record_format], shape, label_dtype,
+                                         label_shape)
+
+
+def _write(dataset: tf.data.Dataset, paths: list[str], spec: tfrecord.FeatureSpec) -> list[int]:
+    """Writes example i to paths[i % len(paths)]; returns how many examples each file holds."""
+    writers = [tf.io.TFRecordWriter(path) for path in paths]
+    count = 0
+    try:
+        for batch in dataset.batch(WRITE_BATCH).as_numpy_iterator():  # one iterator call per batch, not per example
+            for features, label in zip(*batch):
+                stored = (tf.train.Feature(bytes_list=tf.train.BytesList(value=[features]))
+                          if spec.record_format == "image"
+                          else tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(features))))
+                label = np.ravel(label)
+                target = (tf.train.Feature(int64_list=tf.train.Int64List(value=label)) if spec.label_dtype == "int64"
+                          else tf.train.Feature(float_list=tf.train.FloatList(value=label)))
+                example = tf.train.Example(features=tf.train.Features(
+                    feature={spec.feature_key: stored, spec.label_key: target}))
+                writers[count % len(writers)].write(example.SerializeToString())
+                count += 1
+    finally:
+        for writer in writers:
+            writer.close()
+    return [len(range(i, count, len(paths))) for i in range(len(paths))]

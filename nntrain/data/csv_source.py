@@ -1,0 +1,91 @@
+"""CSV files (`csv:PATH`): a header row, numeric feature columns and one label column (data.label_column).
+
+`{split}` in PATH names one file per split (`digits_{split}.csv` -> splits `train`, `test`, ...); a PATH without
+it is the split `train`. Labels that are all integers are classes; other numbers are regression targets; text
+labels are class names (sorted, as class folders are).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from nntrain.errors import NntrainError
+
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def files(pattern: str) -> dict[str, str]:
+    """Split name -> CSV file of `pattern`; NntrainError when nothing matches."""
+    if "{split}" not in pattern:
+        if not tf.io.gfile.exists(pattern):
+            raise NntrainError(f"data.source=csv:{pattern}: no such file; point it at a CSV file with a header row "
+                               "(or a pattern with {split}, e.g. data_{split}.csv)")
+        return {"train": pattern}
+    head, tail = pattern.split("{split}", 1)
+    matcher = re.compile(re.escape(head) + r"(\w+)" + re.escape(tail))
+    found = {m.group(1): path for path in tf.io.gfile.glob(head + "*" + tail) if (m := matcher.fullmatch(path))}
+    if not found:
+        raise NntrainError(f"data.source=csv:{pattern}: no file matches (e.g. {pattern.replace('{split}', 'train')})")
+    return found
+
+
+def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | None]:
+    """`({split: (float32 features (N, F), labels (N,))}, class names or None)` of the CSV files of `pattern`."""
+    tables = {split: _read(path, label_column) for split, path in sorted(files(pattern).items())}
+    widths = {split: features.shape[1] for split, (features, _) in tables.items()}
+    if len(set(widths.values())) > 1:
+        raise NntrainError(f"data.source=csv:{pattern}: the splits have different numbers of feature columns "
+                           f"{widths}: give every file the same columns")
+    labels = [raw for _, raw in tables.values()]
+    class_names = None
+    if all(_all(raw, int) for raw in labels):
+        converted = [np.array([int(v) for v in raw], dtype=np.int64) for raw in labels]
+    elif all(_all(raw, float) for raw in labels):
+        converted = [np.array([float(v) for v in raw], dtype=np.float32) for raw in labels]
+    else:
+        class_names = tuple(sorted({v for raw in labels for v in raw}))
+        index = {name: i for i, name in enumerate(class_names)}
+        converted = [np.array([index[v] for v in raw], dtype=np.int64) for raw in labels]
+    arrays = {split: (features, y) for (split, (features, _)), y in zip(tables.items(), converted)}
+    return arrays, class_names
+
+
+def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
+    """(float32 features, raw label strings) of one file; NntrainError naming a bad cell."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        rows = list(csv.reader(io.StringIO(f.read())))
+    if not rows:
+        raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
+    header = [name.strip() for name in rows[0]]
+    if label_column not in header:
+        raise NntrainError(f"csv file {path} has no column '{label_column}' (data.label_column); its columns are "
+                           f"{', '.join(header)}: set --config.data.label_column=NAME")
+    label_at = header.index(label_column)
+    feature_at = [i for i in range(len(header)) if i != label_at]
+    features = np.empty((len(rows) - 1, len(feature_at)), dtype=np.float32)
+    labels = []
+    for row_number, row in enumerate(rows[1:], start=2):  # row 1 is the header
+        if len(row) != len(header):
+            raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has {len(header)}")
+        for j, i in enumerate(feature_at):
+            try:
+                features[row_number - 2, j] = float(row[i])
+            except ValueError:
+                raise NntrainError(f"csv file {path}, row {row_number}, column '{header[i]}': {row[i]!r} is not a "
+                                   "number; features must be numeric: fix the cell or remove the column") from None
+        labels.append(row[label_at].strip())
+    return features, labels
+
+
+def _all(values: list[str], kind: type) -> bool:
+    try:
+        for value in values:
+            kind(value)
+    except ValueError:
+        return False
+    return True
