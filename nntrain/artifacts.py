@@ -14,6 +14,7 @@ from nntrain import data as nn_data
 from nntrain import models, optim  # noqa: F401  register nntrain's layers, schedules and losses for load_model
 from nntrain.callbacks import latest_checkpoint
 from nntrain.errors import NntrainError
+from nntrain.guards import check_export_dir
 from nntrain.trainer import CHECKPOINTS as CHECKPOINTS_DIR
 from nntrain.trainer import FINAL_MODEL
 
@@ -52,8 +53,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final") -> dict:
 
     The export is built beside export_dir and renamed into place, so export_dir is either complete or absent.
     """
-    if os.path.exists(export_dir) and os.listdir(export_dir):
-        raise NntrainError(f"export_dir '{export_dir}' exists and is not empty: choose a new directory")
+    check_export_dir(model_dir, export_dir)
     config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint)
     staging = f"{export_dir.rstrip('/')}.partial"

@@ -10,6 +10,7 @@ import time
 
 import keras
 
+from nntrain import guards
 from nntrain.compat import keras_saving
 from nntrain.files import write_text_atomic
 from nntrain.logs import log
@@ -24,6 +25,7 @@ def _finite(logs: dict | None) -> bool:
 
 def save_atomic(model: keras.Model, path: str, weights_only: bool = False) -> None:
     """Saves to a temporary file beside `path`, then renames: a reader never sees half a file."""
+    guards.require_finite_weights(model, path)
     keras_saving.patch()
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f"tmp-{name}")

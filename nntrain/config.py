@@ -9,6 +9,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import os
 import types
 from collections.abc import Iterable
@@ -106,7 +107,13 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
     module, path = experiment_module(name_or_path)
     if not hasattr(module, "get_config"):
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except Exception as e:  # a broken experiment file is the user's to fix
+        raise NntrainError(f"experiment file '{path}': get_config() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise NntrainError(f"experiment file '{path}': get_config() returned {type(config).__name__}, not an "
+                           "ml_collections.ConfigDict: start from nntrain.config.base_config()")
     with config.unlocked():
         config.experiment = str(path.stem)
     return config
@@ -242,6 +249,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     def non_negative(key: str) -> None:
         require(_get(config, key) >= 0, key, "it must be >= 0")
 
+    for key in _float_keys(config):
+        require(math.isfinite(_get(config, key)), key, "it must be a finite number")
     require(bool(config.data.source), "data.source", "name a source such as tfds:mnist or idx:DIR")
     require(config.data.service == "" or config.data.service.startswith("grpc://"), "data.service",
             "give the dispatcher as grpc://HOST:PORT (nntrain data-service starts one)")
@@ -284,6 +293,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
                  "sparse_categorical_crossentropy": "classification"}
     require(loss_head[config.train.loss] == config.model.head, "model.head",
             f"loss {config.train.loss} needs head '{loss_head[config.train.loss]}'")
+
+
+def _float_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Dotted keys of every float field (inf passes `> 0`, NaN fails every comparison silently)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += _float_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, float):
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:

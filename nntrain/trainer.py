@@ -23,7 +23,7 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, models, optim
+from nntrain import cluster, distribute, execution, guards, models, optim
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.errors import NntrainError
@@ -85,6 +85,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     strategy = strategy or distribute.create_strategy("auto")
     prepared = prepare(config, strategy)
     model, data, steps_per_epoch = prepared.model, prepared.data, prepared.steps_per_epoch
+    guards.check_run(config, model_dir, prepared)
     _log_plan(config, prepared)
 
     # Multi-worker: the chief writes model_dir; worker N only its backups, in model_dir/workers/N (cluster.py).

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from nntrain.data import idx, splits, tfrecord
+from nntrain.data import checks, idx, splits, tfrecord
 from nntrain.errors import NntrainError
 
 KINDS = "tfds:NAME, idx:DIR, npz:PATH, tfrecord:PATTERN, generated:xor, generated:quadratic, synthetic"
@@ -77,6 +77,7 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
 
 def _in_memory(name: str, arrays: Arrays) -> IndexedSource:
     """Arrays as a source: uint8 (N, H, W) images gain a channel axis; integer labels are classes."""
+    checks.check_lengths(name, arrays)
     arrays = {split: (x[..., None] if x.dtype == np.uint8 and x.ndim == 3 else x, y)
               for split, (x, y) in arrays.items()}
     labels = [y for _, y in arrays.values()]

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import distribute
+from nntrain import distribute, guards
 from nntrain.errors import NntrainError
 from nntrain.files import write_text_atomic
 from nntrain.logs import log, tensorflow_messages_hidden
@@ -102,6 +102,7 @@ def _check(config: ml_collections.ConfigDict, space: dict, model_dir: str, strat
     """Everything that can be checked before a file is written."""
     if not model_dir:
         raise NntrainError("no model_dir given: pass --model_dir=DIR for the search's trials and results")
+    guards.check_not_a_training_run(model_dir)
     if options.role not in ("", *distributed.ROLES):
         raise NntrainError(f"--role={options.role!r} is not allowed: use chief or worker (or leave it out)")
     if options.role:

@@ -1,0 +1,181 @@
+"""Hardening (issue 14): bad data, config values that pass validation, sizes and export targets.
+
+Each case runs the CLI in-process and must end with exit != 0, exactly one error line on stderr, no traceback,
+and every file of a pre-existing run hash-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nntrain import cli, guards
+from nntrain import config as nn_config
+from nntrain.callbacks import save_atomic
+from nntrain.errors import NntrainError
+
+XOR = ["--experiment=xor", "--config.train.epochs=1", "--config.train.steps_per_epoch=2"]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def earlier_run(tmp_path: Path) -> Path:
+    """The files of a run that is already there (as a training run leaves them)."""
+    run = tmp_path / "earlier"
+    (run / "checkpoints").mkdir(parents=True)
+    nn_config.save(nn_config.resolve("xor"), str(run))  # the xor cases below resume it, as far as checks let them
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n')
+    (run / "checkpoints" / "epoch-1.keras").write_bytes(b"weights of an earlier run")
+    (run / "checkpoints" / "state.json").write_text('{"epoch": 1, "latest": "epoch-1.keras"}\n')
+    return run
+
+
+def _npz(path: Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | None = None,
+         y_test: np.ndarray | None = None) -> str:
+    np.savez(path, x_train=x_train, y_train=y_train,
+             x_test=x_train[:4] if x_test is None else x_test, y_test=y_train[:4] if y_test is None else y_test)
+    return f"--config.data.source=npz:{path}"
+
+
+def _images(n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.uniform(size=(n, 4, 4, 1)).astype(np.float32), rng.integers(0, 3, size=n)
+
+
+def _tfrecord(path: Path, labels: list[int]) -> str:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for label in labels:
+            features = {"x": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5] * 4)),
+                        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+    return f"--config.data.source=tfrecord:{path}"
+
+
+def _experiment(path: Path, body: str) -> str:
+    path.write_text(f"def get_config():\n    {body}\n")
+    return f"--experiment={path}"
+
+
+def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
+    """(name, arguments, a phrase the error line must contain)."""
+    new = f"--model_dir={tmp / 'new_run'}"
+    md = f"--model_dir={run}"
+    mnist = ["--experiment=mnist_mlp", new, "--config.train.epochs=1", "--config.train.batch_size=4",
+             "--config.data.train_split=train", "--config.data.eval_split=test"]
+    x, y = _images()
+    nan_x = x.copy()
+    nan_x[3, 1, 2, 0] = np.nan
+    inf_test = x[:4].copy()
+    inf_test[2, 0, 0, 0] = np.inf
+    a_file = tmp / "a_file"
+    a_file.write_text("not a directory")
+    return [
+        # bad array data
+        ("x longer than y", ["train", *mnist, _npz(tmp / "long.npz", x, y[:-2])], "16 rows of x but 14 labels"),
+        ("NaN pixel in train", ["train", *mnist, _npz(tmp / "nan.npz", nan_x, y)],
+         "split 'train' of data.source=npz:"),
+        ("NaN pixel names index", ["train", *mnist, _npz(tmp / "nan2.npz", nan_x, y)], "first at index 3"),
+        ("inf in eval split", ["train", *mnist, _npz(tmp / "inf.npz", x, y, inf_test, y[:4])],
+         "split 'test' of"),
+        ("negative label", ["train", *mnist, _npz(tmp / "neg.npz", x, np.where(y == 0, -1, y))],
+         "outside 0.."),
+        ("string labels", ["train", *mnist, _npz(tmp / "str.npz", x, y.astype(str))], "are not numbers"),
+        ("label >= num_classes (tfrecord)", ["train", *mnist, _tfrecord(tmp / "r.tfrecord", [0, 1, 12, 2] * 2),
+                                             "--config.data.input_shape=2,2,1", "--config.data.num_classes=10"],
+         "label(s) outside 0..9, the first 12 at index 2"),
+        # config values that pass validation but fail later
+        ("misspelt metric", ["train", *XOR, md, "--config.train.metrics=acuracy"], "no metric 'acuracy'"),
+        ("misspelt second metric", ["train", *XOR, md, "--config.train.metrics=accuracy,aucc"], "no metric 'aucc'"),
+        ("infinite learning rate", ["train", *XOR, md, "--config.optimizer.learning_rate=inf"],
+         "optimizer.learning_rate=inf"),
+        ("NaN momentum", ["train", *XOR, md, "--config.optimizer.momentum=nan"], "finite number"),
+        ("infinite clip norm", ["train", *XOR, md, "--config.optimizer.global_clip_norm=-inf"], "global_clip_norm"),
+        ("model_dir under /proc", ["train", *XOR, "--model_dir=/proc/nntrain-run"], "not writable"),
+        ("get_config raises", ["train", _experiment(tmp / "raises.py", "raise KeyError('lr')"), new],
+         "get_config() failed: KeyError"),
+        ("get_config returns a dict", ["train", _experiment(tmp / "dict.py", "return {'seed': 1}"), new],
+         "returned dict"),
+        ("get_config returns None", ["train", _experiment(tmp / "none.py", "return None"), new], "returned NoneType"),
+        # sizes
+        ("batch of 10**9", ["train", *XOR, md, "--config.train.batch_size=1000000000"], "larger than the train split"),
+        ("batch above the split", ["train", *mnist, _npz(tmp / "ok.npz", x, y), "--config.train.batch_size=32"],
+         "use --config.train.batch_size=16 or less"),
+        ("eval_steps beyond the split", ["train", *XOR, md, "--config.train.eval_steps=5"], "eval_steps=5"),
+        # export targets
+        ("export to a file", ["export", md, f"--export_dir={a_file}"], "is an existing file"),
+        ("export inside the run", ["export", md, f"--export_dir={run / 'export'}"], "lies inside the run"),
+        ("export where nothing can be written", ["export", md, "--export_dir=/proc/nntrain-export"], "not writable"),
+        # wrong kind of directory
+        ("tune --resume on a training run", ["tune", "--experiment=xor", md, "--resume", "--max_trials=1"],
+         "holds a training run"),
+        ("tune on a training run", ["tune", "--experiment=xor", md, "--max_trials=1"], "holds a training run"),
+    ]
+
+
+def test_bad_inputs_fail_in_one_line_and_change_nothing(tmp_path, earlier_run, capfd, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    cases = _cases(tmp_path, earlier_run)
+    before = _snapshot(tmp_path)
+    failures = []
+    for name, args, phrase in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["nntrain", *args])
+        _, err = capfd.readouterr()
+        error_lines = [line for line in err.splitlines() if "error" in line.lower()]
+        problems = []
+        if exit_info.value.code in (0, None):
+            problems.append(f"exit code {exit_info.value.code}")
+        if "Traceback" in err:
+            problems.append("traceback")
+        if len(error_lines) != 1 or not error_lines[0].startswith("nntrain: error: "):
+            problems.append(f"error lines {error_lines}")
+        elif phrase not in error_lines[0]:
+            problems.append(f"'{phrase}' not in {error_lines[0]!r}")
+        if _snapshot(tmp_path) != before:
+            problems.append("files changed")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}")
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "new_run").exists()
+
+
+def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
+    kernel = model.layers[0].kernel
+    kernel.assign(np.where(np.arange(6).reshape(2, 3) == 4, np.nan, 0.0).astype(np.float32))
+    with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 1 NaN/inf value\(s\)"):
+        save_atomic(model, str(tmp_path / "model.keras"))
+    assert list(tmp_path.iterdir()) == []
+    kernel.assign(np.zeros((2, 3), np.float32))
+    save_atomic(model, str(tmp_path / "model.keras"))
+    assert (tmp_path / "model.keras").is_file()
+
+
+def test_memory_estimate_above_the_host_is_refused_before_training(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(guards, "host_memory_bytes", lambda: 100)
+    with pytest.raises(SystemExit):
+        cli.run(["nntrain", "train", *XOR, f"--model_dir={tmp_path / 'run'}"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("nntrain: error: train.batch_size: ~") and "0.0 GiB" in err[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_host_memory_is_positive_and_bounded_by_physical_memory():
+    physical = guards.os.sysconf("SC_PAGE_SIZE") * guards.os.sysconf("SC_PHYS_PAGES")
+    assert 0 < guards.host_memory_bytes() <= physical
+
+
+def test_writable_check_passes_where_it_can_write_and_leaves_nothing(tmp_path):
+    guards.check_writable(str(tmp_path / "a" / "b"), "model_dir")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(NntrainError, match="'/proc/x/y' is not writable"):
+        guards.check_writable("/proc/x/y", "model_dir")
