@@ -11,7 +11,6 @@ import tensorflow as tf
 from nntrain import diagnostics, runtime
 from nntrain.compat import mwms_reduce
 from nntrain.errors import NntrainError
-from nntrain.logs import log
 
 STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
 COLLECTIVE_KEYS_PER_STRATEGY = 100_000
@@ -156,5 +155,6 @@ def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     except (ValueError, KeyError, TypeError) as e:
         raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
                            '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
-    log(f"multi-worker: this is worker {index} of {len(workers)}")
-    return mwms_reduce.patch(tf.distribute.MultiWorkerMirroredStrategy())
+    from nntrain import cluster  # lazy: cluster imports this module
+
+    return mwms_reduce.patch(cluster.connect(index, workers))

@@ -7,6 +7,11 @@ and every file of a pre-existing run hash-identical.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import keras
@@ -14,11 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nntrain import cli, guards
+from nntrain import cli, guards, launch
 from nntrain import config as nn_config
 from nntrain.callbacks import save_atomic
 from nntrain.errors import NntrainError
 
+REPO = Path(__file__).resolve().parent.parent
 XOR = ["--experiment=xor", "--config.train.epochs=1", "--config.train.steps_per_epoch=2"]
 
 
@@ -179,3 +185,42 @@ def test_writable_check_passes_where_it_can_write_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(NntrainError, match="'/proc/x/y' is not writable"):
         guards.check_writable("/proc/x/y", "model_dir")
+
+
+def _stderr_lines_until_exit(process: subprocess.Popen, timeout: float) -> tuple[list[str], dict[str, float]]:
+    """The process's stderr lines, and when (time.monotonic()) the first line containing each key phrase came."""
+    lines, seen = [], {}
+    reader = threading.Thread(target=lambda: [_note(line, lines, seen) for line in process.stderr], daemon=True)
+    reader.start()
+    process.wait(timeout=timeout)
+    reader.join(timeout=10)
+    return lines, seen
+
+
+def _note(line: str, lines: list[str], seen: dict[str, float]) -> None:
+    lines.append(line.rstrip("\n"))
+    for phrase in ("waits up to", "nntrain: error:"):
+        if phrase in line and phrase not in seen:
+            seen[phrase] = time.monotonic()
+
+
+@pytest.mark.slow
+def test_a_lone_multi_worker_process_gives_up_after_worker_timeout_in_one_line(tmp_path):
+    timeout = 5
+    hosts = ",".join(f"127.0.0.1:{port}" for port in launch.free_ports(2))
+    process = subprocess.Popen([sys.executable, "-m", "nntrain.cli", "train", *XOR, f"--model_dir={tmp_path / 'mw'}",
+                                f"--worker_hosts={hosts}", "--task_index=0", f"--worker_timeout={timeout}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        lines, seen = _stderr_lines_until_exit(process, timeout=120)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    errors = [line for line in lines if "error" in line.lower()]
+    assert process.returncode == -9  # killed by its watcher: blocked in TensorFlow, it runs no Python
+    assert errors == [f"nntrain: error: worker 0: not every worker of {hosts} joined within --worker_timeout=5 s: "
+                      "start each with the same command and its own --task_index (TensorFlow's log: "
+                      f"{tempfile.gettempdir()}/nntrain-tensorflow-{process.pid}.log)"], lines
+    assert "Traceback" not in "\n".join(lines)
+    assert timeout - 1 <= seen["nntrain: error:"] - seen["waits up to"] <= timeout + 10
+    assert not (tmp_path / "mw").exists()
