@@ -48,7 +48,7 @@ class Options:
     role: str = ""  # '' (this machine alone) | chief | worker
     oracle_address: str = distributed.DEFAULT_ADDRESS
     worker_id: str | None = None
-    worker_timeout: float = 60.0  # seconds a worker may be silent (and the chief may wait for the first)
+    worker_timeout: float = 120.0  # seconds a worker may be silent (and the chief may wait for the first)
     verbose: bool = True  # print the leaderboard at the end
 
 
@@ -143,7 +143,7 @@ def _work(hypermodel: HyperModel, objective: keras_tuner.Objective, model_dir: s
     """A worker: runs the trials the chief hands out until it says stop."""
     host, port = distributed.parse_address(options.oracle_address)
     tuner_id = distributed.worker_id(options.worker_id)
-    with distributed.worker_environment(host, port, tuner_id, rpc_timeout=max(options.worker_timeout, 30.0)):
+    with distributed.worker_environment(host, port, tuner_id, rpc_timeout=options.worker_timeout + 5):
         distributed.wait_for_chief(host, port, options.worker_timeout)
         os.makedirs(model_dir, exist_ok=True)
         log(f"worker {tuner_id}: running trials for the chief at {host}:{port}")
@@ -151,7 +151,7 @@ def _work(hypermodel: HyperModel, objective: keras_tuner.Objective, model_dir: s
             tuner = tuners.create(options.tuner, hypermodel, objective, options.max_trials,
                                   options.executions_per_trial, model_dir, strategy)
             interval = min(2.0, options.worker_timeout / 4)
-            with distributed.Heartbeat(host, port, tuner_id, interval):
+            with distributed.Heartbeat(host, port, tuner_id, interval, options.worker_timeout):
                 tuner.search(callbacks=[hparams.callback(os.path.join(model_dir, hparams.LOGS))], verbose=0)
     log(f"worker {tuner_id}: done, ran trial(s) {', '.join(tuner.finished) or 'none'}")
     return {"role": "worker", "worker_id": tuner_id, "trials": tuner.finished}
