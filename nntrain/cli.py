@@ -8,7 +8,7 @@ Commands:
   bench      steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory of an experiment
   launch     run a train command as --workers local multi-worker processes: launch --workers=2 -- train ...
   preflight  on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, paths, memory
-  data-service  a tf.data service (dispatcher + --workers) on 127.0.0.1:--port for --config.data.service
+  data-service  a tf.data service (dispatcher + --workers) on --port for --config.data.service (every interface)
   tune       hyperparameter search (keras-tuner) over the experiment's search space into --model_dir
   find-batch-size  examples/s of doubling batch sizes; the largest that still speeds training
   find-lr    learning-rate range test: lr_range.png and lr_range.csv in --model_dir, a suggested range

@@ -7,6 +7,7 @@ and every file of a pre-existing run hash-identical.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import keras
+import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,7 +24,9 @@ import tensorflow as tf
 from nntrain import cli, guards, launch
 from nntrain import config as nn_config
 from nntrain.callbacks import save_atomic
+from nntrain.data import service
 from nntrain.errors import NntrainError
+from nntrain.tuning import distributed
 
 REPO = Path(__file__).resolve().parent.parent
 XOR = ["--experiment=xor", "--config.train.epochs=1", "--config.train.steps_per_epoch=2"]
@@ -224,3 +228,50 @@ def test_a_lone_multi_worker_process_gives_up_after_worker_timeout_in_one_line(t
     assert "Traceback" not in "\n".join(lines)
     assert timeout - 1 <= seen["nntrain: error:"] - seen["waits up to"] <= timeout + 10
     assert not (tmp_path / "mw").exists()
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port`, read from /proc/net/tcp and tcp6."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            host, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(host)
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian 32-bit words
+                address = ipaddress.ip_address(words)
+                addresses.add(str(getattr(address, "ipv4_mapped", None) or address))  # ::ffff:127.0.0.1 is IPv4
+    return addresses
+
+
+def test_the_tuner_oracle_listens_on_loopback_only(tmp_path):
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1, seed=1)
+    oracle._set_project_dir(str(tmp_path), "search")
+    port = launch.free_ports(1)[0]
+    seen: list[set[str]] = []
+
+    def look() -> None:
+        deadline = time.monotonic() + 20
+        while not seen[-1:] and time.monotonic() < deadline:
+            if found := _listening(port):
+                seen.append(found)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=look, daemon=True)
+    watcher.start()
+    with pytest.raises(distributed.SearchIncomplete):
+        distributed.serve(oracle, "127.0.0.1", port, worker_timeout=1.0, on_trial_end=print)
+    watcher.join(timeout=30)
+    assert seen == [{"127.0.0.1"}]
+
+
+def test_the_data_service_start_up_line_says_where_it_listens():
+    local = service.start(port=0, workers=1)
+    try:
+        port = int(local.address.rpartition(":")[2])
+        bound = _listening(port)
+    finally:
+        local.stop()
+    assert bound and bound <= {"0.0.0.0", "::"}, bound  # every interface: TensorFlow offers no narrower bind
+    assert "every interface" in service.LISTENS and "private network" in service.LISTENS
