@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from nntrain import cli
+from conftest import cli_failures
 
 XOR = ["--experiment=xor"]
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    if not root.exists():
-        return {}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -91,26 +82,7 @@ def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monk
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
     cases = _cases(tmp_path, earlier_run, corrupt_idx)
     assert len(cases) >= 15
-    before = _snapshot(tmp_path)
-    failures = []
-    for name, args, phrase in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.run(["nntrain", *args])
-        out, err = capfd.readouterr()
-        error_lines = [line for line in err.splitlines() if "error" in line.lower()]
-        problems = []
-        if exit_info.value.code in (0, None):
-            problems.append(f"exit code {exit_info.value.code}")
-        if "Traceback" in err:
-            problems.append("traceback")
-        if len(error_lines) != 1 or not error_lines[0].startswith("nntrain: error: "):
-            problems.append(f"error lines {error_lines}")
-        elif phrase not in error_lines[0]:
-            problems.append(f"'{phrase}' not in {error_lines[0]!r}")
-        if _snapshot(tmp_path) != before:
-            problems.append("files changed")
-        if problems:
-            failures.append(f"{name}: {'; '.join(problems)}")
+    failures = cli_failures(cases, tmp_path, capfd)
     assert not failures, "\n".join(failures)
 
 

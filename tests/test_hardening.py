@@ -6,7 +6,6 @@ and every file of a pre-existing run hash-identical.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import cli_failures
 
 from nntrain import cli, guards, launch
 from nntrain import config as nn_config
@@ -30,11 +30,6 @@ from nntrain.tuning import distributed
 
 REPO = Path(__file__).resolve().parent.parent
 XOR = ["--experiment=xor", "--config.train.epochs=1", "--config.train.steps_per_epoch=2"]
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -128,32 +123,18 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("tune --resume on a training run", ["tune", "--experiment=xor", md, "--resume", "--max_trials=1"],
          "holds a training run"),
         ("tune on a training run", ["tune", "--experiment=xor", md, "--max_trials=1"], "holds a training run"),
+        ("tune with a misspelt metric", ["tune", "--experiment=xor", new, "--config.train.metrics=acuracy"],
+         "no metric 'acuracy'"),
+        # bounded waits
+        ("no wait at all", ["train", *XOR, md, "--worker_timeout=0"], "--worker_timeout=0.0 is not allowed"),
+        ("infinite wait", ["train", *XOR, md, "--worker_timeout=inf"], "--worker_timeout=inf is not allowed"),
     ]
 
 
 def test_bad_inputs_fail_in_one_line_and_change_nothing(tmp_path, earlier_run, capfd, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     cases = _cases(tmp_path, earlier_run)
-    before = _snapshot(tmp_path)
-    failures = []
-    for name, args, phrase in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.run(["nntrain", *args])
-        _, err = capfd.readouterr()
-        error_lines = [line for line in err.splitlines() if "error" in line.lower()]
-        problems = []
-        if exit_info.value.code in (0, None):
-            problems.append(f"exit code {exit_info.value.code}")
-        if "Traceback" in err:
-            problems.append("traceback")
-        if len(error_lines) != 1 or not error_lines[0].startswith("nntrain: error: "):
-            problems.append(f"error lines {error_lines}")
-        elif phrase not in error_lines[0]:
-            problems.append(f"'{phrase}' not in {error_lines[0]!r}")
-        if _snapshot(tmp_path) != before:
-            problems.append("files changed")
-        if problems:
-            failures.append(f"{name}: {'; '.join(problems)}")
+    failures = cli_failures(cases, tmp_path, capfd)
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "new_run").exists()
 
@@ -228,6 +209,7 @@ def test_a_lone_multi_worker_process_gives_up_after_worker_timeout_in_one_line(t
     assert "Traceback" not in "\n".join(lines)
     assert timeout - 1 <= seen["nntrain: error:"] - seen["waits up to"] <= timeout + 10
     assert not (tmp_path / "mw").exists()
+    Path(tempfile.gettempdir(), f"nntrain-tensorflow-{process.pid}.log").unlink(missing_ok=True)
 
 
 def _listening(port: int) -> set[str]:
