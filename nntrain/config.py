@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
             "vocab_size": 20_000,  # text sources: tokenizer vocabulary
             "sequence_length": 200,  # text sources: tokens per example
             "service": "",  # grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline
+            "check": True,  # one pass over the splits before a run writes anything: NaN/inf, labels, dtypes
         },
         "model": {
             "name": "mlp",

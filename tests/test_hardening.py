@@ -7,6 +7,7 @@ and every file of a pre-existing run hash-identical.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,22 @@ def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
     kernel.assign(np.zeros((2, 3), np.float32))
     save_atomic(model, str(tmp_path / "model.keras"))
     assert (tmp_path / "model.keras").is_file()
+
+
+def test_with_data_checks_off_a_nan_pixel_stops_at_the_first_save(tmp_path, capfd, monkeypatch):
+    """The last line of defence: NaN weights (the loss stays finite: ReLU maps NaN to 0) are never saved."""
+    monkeypatch.setattr(logging.getLogger("nntrain"), "handlers", [])  # log to this test's captured stderr
+    x, y = _images()
+    x[5, 0, 0, 0] = np.nan
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", "--experiment=mnist_mlp", f"--model_dir={run}", "--config.train.epochs=2",
+                 "--config.train.batch_size=4", "--config.data.check=false", _npz(tmp_path / "nan.npz", x, y)])
+    err = capfd.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert len(errors) == 1 and "NaN/inf value(s): training stopped" in errors[0], errors
+    assert not (run / "model.keras").exists() and not list(run.glob("checkpoints/*.keras"))
 
 
 def test_memory_estimate_above_the_host_is_refused_before_training(tmp_path, monkeypatch, capfd):

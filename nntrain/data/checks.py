@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
@@ -28,15 +29,19 @@ def check_lengths(source: str, arrays: Mapping[str, tuple[np.ndarray, np.ndarray
                                f"in y: write x_{split} and y_{split} with one row per example")
 
 
-def check_splits(source: str, num_classes: int | None, train_spec: str, train: Split, eval_spec: str,
+def check_splits(data_config: ml_collections.ConfigDict, source: str, num_classes: int | None, train: Split,
                  evaluation: Split | None, global_batch_size: int) -> None:
-    """Dtypes, label range and finiteness of the train and eval splits; the batch against the train split."""
+    """The batch against the train split; then, unless data.check is off, one pass over each split for dtypes,
+    label range and finiteness."""
     if global_batch_size > train.num_examples:
-        raise NntrainError(f"train.batch_size={global_batch_size} is larger than the train split '{train_spec}' "
-                           f"({train.num_examples} examples): use --config.train.batch_size="
-                           f"{_largest_power_of_two(train.num_examples)} or less, or a larger split")
-    for spec, split in ((train_spec, train), (eval_spec, evaluation)):
-        if split is not None and not source.startswith(GENERATED):
+        raise NntrainError(f"train.batch_size={global_batch_size} is larger than the train split "
+                           f"'{data_config.train_split}' ({train.num_examples} examples): use "
+                           f"--config.train.batch_size={_largest_power_of_two(train.num_examples)} or less, "
+                           "or a larger split")
+    if not data_config.check or source.startswith(GENERATED):
+        return
+    for spec, split in ((data_config.train_split, train), (data_config.eval_split, evaluation)):
+        if split is not None:
             where = f"split '{spec}' of data.source={source}"
             _check_dtypes(split.dataset.element_spec, where)
             _check_values(split.dataset, where, num_classes)

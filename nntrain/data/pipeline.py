@@ -46,8 +46,7 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
     source = open_source(data_config)
     train = _select(source, data_config.train_split)
     evaluation = _select(source, data_config.eval_split) if data_config.eval_split else None
-    checks.check_splits(source.name, source.num_classes, data_config.train_split, train, data_config.eval_split,
-                        evaluation, global_batch_size)
+    checks.check_splits(data_config, source.name, source.num_classes, train, evaluation, global_batch_size)
     prep = preprocess.fit(train.dataset, data_config)
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
 
