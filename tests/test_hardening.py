@@ -20,7 +20,7 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import cli_failures
+from conftest import cli_failures, closed_port
 
 from nntrain import cli, guards, launch
 from nntrain import config as nn_config
@@ -274,3 +274,15 @@ def test_the_data_service_start_up_line_says_where_it_listens():
         local.stop()
     assert bound and bound <= {"0.0.0.0", "::"}, bound  # every interface: TensorFlow offers no narrower bind
     assert "every interface" in service.LISTENS and "private network" in service.LISTENS
+
+
+def test_a_tune_worker_whose_chief_stops_answering_exits_after_worker_timeout(monkeypatch):
+    exits: list[tuple[float, str]] = []
+    monkeypatch.setattr(distributed.watchdog, "exit_now", lambda message: exits.append((time.monotonic(), message)))
+    start = time.monotonic()
+    with distributed.Heartbeat("127.0.0.1", closed_port(), "w1", interval=0.2, timeout=1.0):
+        while not exits and time.monotonic() - start < 20:
+            time.sleep(0.05)
+    assert exits, "the worker never gave up"
+    assert 1.0 <= exits[0][0] - start <= 1.0 + 10
+    assert "worker w1: the chief at 127.0.0.1:" in exits[0][1] and "(--worker_timeout)" in exits[0][1]
