@@ -286,3 +286,16 @@ def test_a_tune_worker_whose_chief_stops_answering_exits_after_worker_timeout(mo
     assert exits, "the worker never gave up"
     assert 1.0 <= exits[0][0] - start <= 1.0 + 10
     assert "worker w1: the chief at 127.0.0.1:" in exits[0][1] and "(--worker_timeout)" in exits[0][1]
+
+
+def test_native_stderr_goes_to_a_file_while_python_stderr_stays(tmp_path):
+    """In a child process (fd 2 is process-wide): C-level writes to fd 2 land in the file, sys.stderr and the
+    nntrain logger still reach the original stderr."""
+    code = ("import os, sys; from nntrain import quiet; from nntrain.logs import log; log('before'); "
+            f"quiet.native_stderr_to_file({str(tmp_path / 'tf.log')!r}); os.write(2, b'C++ record\\n'); "
+            "log('after'); print('python line', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "before" in result.stderr and "after" in result.stderr and "python line" in result.stderr
+    assert "C++ record" not in result.stderr
+    assert (tmp_path / "tf.log").read_text() == "C++ record\n"
