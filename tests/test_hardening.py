@@ -189,14 +189,21 @@ def test_writable_check_passes_where_it_can_write_and_leaves_nothing(tmp_path):
         guards.check_writable("/proc/x/y", "model_dir")
 
 
-def _stderr_lines_until_exit(process: subprocess.Popen, timeout: float) -> tuple[list[str], dict[str, float]]:
-    """The process's stderr lines, and when (time.monotonic()) the first line containing each key phrase came."""
-    lines, seen = [], {}
+def _stderr_lines_until_exit(process: subprocess.Popen, timeout: float,
+                             port: int) -> tuple[list[str], dict[str, float], set[str]]:
+    """The process's stderr lines, when (time.monotonic()) the first line holding each key phrase came, and the
+    addresses listening on `port` while the process waited."""
+    lines, seen, listening = [], {}, set()
     reader = threading.Thread(target=lambda: [_note(line, lines, seen) for line in process.stderr], daemon=True)
     reader.start()
-    process.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if "waits up to" in seen and not listening:
+            listening = _listening(port)
+        time.sleep(0.1)
+    process.wait(timeout=max(1.0, deadline - time.monotonic()))
     reader.join(timeout=10)
-    return lines, seen
+    return lines, seen, listening
 
 
 def _note(line: str, lines: list[str], seen: dict[str, float]) -> None:
@@ -209,12 +216,13 @@ def _note(line: str, lines: list[str], seen: dict[str, float]) -> None:
 @pytest.mark.slow
 def test_a_lone_multi_worker_process_gives_up_after_worker_timeout_in_one_line(tmp_path):
     timeout = 5
-    hosts = ",".join(f"127.0.0.1:{port}" for port in launch.free_ports(2))
+    ports = launch.free_ports(2)
+    hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
     process = subprocess.Popen([sys.executable, "-m", "nntrain.cli", "train", *XOR, f"--model_dir={tmp_path / 'mw'}",
                                 f"--worker_hosts={hosts}", "--task_index=0", f"--worker_timeout={timeout}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        lines, seen = _stderr_lines_until_exit(process, timeout=120)
+        lines, seen, listening = _stderr_lines_until_exit(process, timeout=120, port=ports[0])
     finally:
         process.kill()
         process.wait(timeout=30)
@@ -226,6 +234,9 @@ def test_a_lone_multi_worker_process_gives_up_after_worker_timeout_in_one_line(t
     assert "Traceback" not in "\n".join(lines)
     assert timeout - 1 <= seen["nntrain: error:"] - seen["waits up to"] <= timeout + 10
     assert not (tmp_path / "mw").exists()
+    # TensorFlow's gRPC server binds every interface, as the start-up line says.
+    assert listening and listening <= {"0.0.0.0", "::"}, listening
+    assert any(f"listens on every interface at port {ports[0]}" in line for line in lines)
     Path(tempfile.gettempdir(), f"nntrain-tensorflow-{process.pid}.log").unlink(missing_ok=True)
 
 
