@@ -25,7 +25,8 @@ from conftest import cli_failures, closed_port
 from nntrain import cli, guards, launch
 from nntrain import config as nn_config
 from nntrain.callbacks import save_atomic
-from nntrain.data import service
+from nntrain.data import checks, service
+from nntrain.data.splits import Split
 from nntrain.errors import NntrainError
 from nntrain.tuning import distributed
 
@@ -310,3 +311,11 @@ def test_native_stderr_goes_to_a_file_while_python_stderr_stays(tmp_path):
     assert "before" in result.stderr and "after" in result.stderr and "python line" in result.stderr
     assert "C++ record" not in result.stderr
     assert (tmp_path / "tf.log").read_text() == "C++ record\n"
+
+
+def test_data_checks_read_examples_of_varying_shape(data_config):
+    images = tf.data.Dataset.from_generator(
+        lambda: ((np.full((n, 2, 1), np.inf if n == 3 else 0.5, np.float32), 1) for n in (1, 2, 3)),
+        output_signature=(tf.TensorSpec((None, 2, 1), tf.float32), tf.TensorSpec((), tf.int64)))
+    with pytest.raises(NntrainError, match="1 example\\(s\\) have NaN or infinite features, the first at index 2"):
+        checks.check_splits(data_config, "tfds:shapes", 2, Split(images, 3), None, 1)

@@ -64,8 +64,8 @@ def _check_dtypes(element_spec: tuple, where: str) -> None:
 def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None) -> None:
     """One pass over the split in batches of ~CHECK_BATCH_ELEMENTS numbers."""
     features_spec, labels_spec = dataset.element_spec
-    per_example = max(1, features_spec.shape.num_elements() or 1)
-    batch = max(1, CHECK_BATCH_ELEMENTS // per_example)
+    per_example = features_spec.shape.num_elements()  # None for examples of varying shape: read one at a time
+    batch = max(1, CHECK_BATCH_ELEMENTS // per_example) if per_example else 1
     check_features = features_spec.dtype.is_floating
     check_labels = labels_spec.dtype.is_floating or (labels_spec.dtype.is_integer and num_classes is not None)
     if not (check_features or check_labels):
