@@ -113,11 +113,12 @@ def check_export_dir(model_dir: str, export_dir: str) -> None:
     check_writable(export_dir, "export_dir")
 
 
-def check_not_a_training_run(model_dir: str) -> None:
-    """`tune` writes a search, never into the directory of a training run."""
+def check_search_dir(model_dir: str) -> None:
+    """`tune` writes a search into a directory it can write, never into the directory of a training run."""
     if os.path.isfile(os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)):
         raise NntrainError(f"model_dir '{model_dir}' holds a training run ({nn_config.RESOLVED_CONFIG_NAME}), "
                            "not a search: give `tune` its own --model_dir")
+    check_writable(model_dir, "model_dir")
 
 
 def require_finite_weights(model: keras.Model, path: str) -> None:

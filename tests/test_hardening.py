@@ -125,6 +125,8 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("tune --resume on a training run", ["tune", "--experiment=xor", md, "--resume", "--max_trials=1"],
          "holds a training run"),
         ("tune on a training run", ["tune", "--experiment=xor", md, "--max_trials=1"], "holds a training run"),
+        ("tune where nothing can be written", ["tune", "--experiment=xor", "--model_dir=/proc/nntrain-search"],
+         "not writable"),
         ("tune with a misspelt metric", ["tune", "--experiment=xor", new, "--config.train.metrics=acuracy"],
          "no metric 'acuracy'"),
         # bounded waits

@@ -102,7 +102,7 @@ def _check(config: ml_collections.ConfigDict, space: dict, model_dir: str, strat
     """Everything that can be checked before a file is written."""
     if not model_dir:
         raise NntrainError("no model_dir given: pass --model_dir=DIR for the search's trials and results")
-    guards.check_not_a_training_run(model_dir)
+    guards.check_search_dir(model_dir)
     guards.check_metrics(config.train.metrics)
     if options.role not in ("", *distributed.ROLES):
         raise NntrainError(f"--role={options.role!r} is not allowed: use chief or worker (or leave it out)")
