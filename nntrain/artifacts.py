@@ -13,6 +13,7 @@ from nntrain.bits_per_byte import add as add_bits_per_byte
 from nntrain.callbacks import latest_checkpoint
 from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
+from nntrain.guards import check_export_dir
 
 CHECKPOINTS = ("final", "best", "latest")
 FORMATS = ("saved_model", "tflite")
@@ -65,9 +66,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         raise NntrainError(f"unknown quantization '{quantize}': use one of {', '.join(tflite_export.QUANTIZATIONS)}")
     if quantize != "none" and export_format != "tflite":
         raise NntrainError(f"--quantize={quantize} applies to TFLite exports: add --format=tflite")
-    rundir.check(export_dir)
-    if rundir.listdir(export_dir):
-        raise NntrainError(f"export_dir '{export_dir}' exists and is not empty: choose a new directory")
+    check_export_dir(model_dir, export_dir)
     config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint)
     head = config.model.head

@@ -55,8 +55,8 @@ flags.DEFINE_string("role", "", "`tune` on several machines: chief (serves the s
 flags.DEFINE_string("oracle_address", "127.0.0.1:8000", "`tune --role`: HOST:PORT the chief listens on and "
                     "workers connect to (127.0.0.1: this machine only).")
 flags.DEFINE_string("worker_id", None, "`tune --role=worker`: this worker's name (default: worker-HOST-PID).")
-flags.DEFINE_float("worker_timeout", 60.0, "`tune --role`: seconds the chief waits for a silent worker (and a "
-                   "worker for the chief) before giving up.")
+flags.DEFINE_float("worker_timeout", 120.0, "Multi-worker `train`: seconds to wait for every worker to join, "
+                   "and for a silent peer; `tune --role`: for a silent worker (or chief) before giving up.")
 flags.DEFINE_integer("max_batch_size", None, "`find-batch-size`: the largest batch size to try (default: the "
                      "train split's size).")
 flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed at each batch size.")
@@ -124,6 +124,7 @@ def _config_source() -> str:
 def _train(config: Config, overrides: list[tuple[str, str]]) -> Output:
     model_dir = _require("model_dir")
     strategy = tf_config.use_worker_flags(FLAGS.worker_hosts, FLAGS.task_index, FLAGS.strategy)
+    tf_config.set_worker_timeout(FLAGS.worker_timeout)
     return Output(api.train(config, model_dir, strategy=strategy, tpu=FLAGS.tpu))
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import math
 import re
 import traceback
 import types
@@ -68,6 +69,7 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "vocab_size": Field(20_000, "text sources: tokenizer vocabulary"),
             "sequence_length": Field(200, "text sources: tokens per example"),
             "service": Field("", "grpc://HOST:PORT of a tf.data service dispatcher that runs the train pipeline"),
+            "check": Field(True, "one pass over the splits before a run writes anything: NaN/inf, labels, dtypes"),
             "one_hot_labels": Field(False, "classes as one-hot vectors: train.label_smoothing needs them"),
             "image_size": Field((), "images: (height, width) every image is resized to; () keeps the first image's"),
             "channels": Field(0, "images: 1 (grey), 3 (RGB) or 4 (RGBA); 0 keeps the first image's"),
@@ -182,7 +184,13 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
         config = module.get_config()
     except (AttributeError, KeyError) as e:  # a locked base section refused a misspelt key
         raise NntrainError(f"experiment file '{path}'{_misspelt_key(path, e)}") from e
-    config.experiment = str(path.stem)
+    except Exception as e:  # a broken experiment file is the user's to fix
+        raise NntrainError(f"experiment file '{path}': get_config() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise NntrainError(f"experiment file '{path}': get_config() returned {type(config).__name__}, not an "
+                           "ml_collections.ConfigDict: start from nntrain.config.base_config()")
+    with config.unlocked():
+        config.experiment = str(path.stem)
     registry.add_experiment_hooks(module, config)  # its get_model() and get_callbacks(), if it has them
     return config
 
@@ -333,6 +341,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     def non_negative(key: str) -> None:
         require(_get(config, key) >= 0, key, "it must be >= 0")
 
+    for key in _float_keys(config):
+        require(math.isfinite(_get(config, key)), key, "it must be a finite number")
     require(bool(config.data.source), "data.source", "name a source such as tfds:mnist or idx:DIR")
     require(config.data.service == "" or config.data.service.startswith("grpc://"), "data.service",
             "give the dispatcher as grpc://HOST:PORT (nntrain data-service starts one)")
@@ -407,6 +417,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
                  "sparse_categorical_crossentropy": "classification"}
     require(loss_head[config.train.loss] == config.model.head, "model.head",
             f"loss {config.train.loss} needs head '{loss_head[config.train.loss]}'")
+
+
+def _float_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Dotted keys of every float field (inf passes `> 0`, NaN fails every comparison silently)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += _float_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, float):
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:

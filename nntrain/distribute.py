@@ -10,7 +10,6 @@ import tensorflow as tf
 from nntrain import diagnostics, runtime
 from nntrain.compat import collective_keys, mwms_reduce
 from nntrain.errors import NntrainError
-from nntrain.logs import log
 
 STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
 
@@ -144,5 +143,6 @@ def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     except (ValueError, KeyError, TypeError) as e:
         raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
                            '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
-    log(f"multi-worker: this is worker {index} of {len(workers)}")
-    return mwms_reduce.patch(tf.distribute.MultiWorkerMirroredStrategy())
+    from nntrain import cluster  # lazy: cluster imports this module
+
+    return mwms_reduce.patch(cluster.connect(index, workers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -39,3 +40,30 @@ def import_tensorflow_quietly() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+
+
+def native_stderr_to_file(path: str) -> None:
+    """From now on, file descriptor 2 (TensorFlow's C++ log records) goes to `path`; Python's `sys.stderr` and
+    the log handlers that wrote to it stay on the terminal."""
+    sys.stderr.flush()
+    old = sys.stderr
+    on_fd2 = _fileno(old) == 2  # False in a Jupyter kernel, whose sys.stderr is not fd 2: leave it alone
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace") if on_fd2 else old
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    if not on_fd2:
+        return
+    sys.stderr = terminal
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for handler in (h for logger in loggers for h in logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+            handler.setStream(terminal)
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return None

@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from nntrain import config as nn_config
+from nntrain import guards
 from nntrain.compat import keras_saving
 from nntrain.errors import NntrainError
 
@@ -75,6 +76,10 @@ def check(model_dir: str) -> None:
 
 def exists(path: str) -> bool:
     return tf.io.gfile.exists(path)
+
+
+def isdir(path: str) -> bool:
+    return tf.io.gfile.isdir(path)
 
 
 def makedirs(path: str) -> None:
@@ -182,7 +187,8 @@ def append_jsonl(path: str, record: dict) -> None:
 
 
 def save_model(model: keras.Model, path: str) -> None:
-    """model.save (with optimizer state), committed as a whole file."""
+    """model.save (with optimizer state), committed as a whole file; never with a NaN/inf weight."""
+    guards.require_finite_weights(model, path)
     keras_saving.patch()
     tmp = _staging(path)
     model.save(tmp, overwrite=True)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from nntrain import addresses
 from nntrain.errors import NntrainError
+
+WORKER_TIMEOUT_ENV = "NNTRAIN_WORKER_TIMEOUT"  # --worker_timeout, for the strategy built later in this process
+DEFAULT_WORKER_TIMEOUT = 120.0
 
 
 def build(worker_hosts: str, task_index: int | None) -> dict:
@@ -36,3 +40,19 @@ def use_worker_flags(worker_hosts: str, task_index: int | None, strategy: str) -
                            "drop --strategy or set it to multi_worker")
     os.environ["TF_CONFIG"] = json.dumps(build(worker_hosts, task_index))
     return "multi_worker"
+
+
+def set_worker_timeout(seconds: float) -> None:
+    """Sets how long a multi-worker process waits for its peers to start, or for a silent peer."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise NntrainError(f"--worker_timeout={seconds} is not allowed: give the seconds to wait for peers, "
+                           f"e.g. --worker_timeout={DEFAULT_WORKER_TIMEOUT:.0f}")
+    os.environ[WORKER_TIMEOUT_ENV] = str(seconds)
+
+
+def worker_timeout() -> float:
+    """Seconds a multi-worker process waits for its peers (--worker_timeout; 120 by default)."""
+    try:
+        return float(os.environ.get(WORKER_TIMEOUT_ENV, DEFAULT_WORKER_TIMEOUT))
+    except ValueError:
+        return DEFAULT_WORKER_TIMEOUT

@@ -15,7 +15,7 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, models, optim, preemption, prune, rundir
+from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
@@ -101,6 +101,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     state = rundir.read_state(checkpoint_dir)
     prepared = prepare(config, strategy, skip_batches=(state or {}).get("step", 0))  # no step: an older nntrain
     model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
+    guards.check_run(config, model_dir, prepared)
     _log_plan(config, prepared)
 
     # Multi-worker: the chief writes model_dir; worker N only its backups, in model_dir/workers/N (cluster.py).

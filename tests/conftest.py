@@ -1,5 +1,8 @@
 """Shared test setup: two logical CPU devices (for MirroredStrategy tests), isolation fixtures, a data config."""
 
+import hashlib
+from pathlib import Path
+
 import keras
 import pytest
 import tensorflow as tf
@@ -11,6 +14,42 @@ from nntrain.config import base_config
 _CPUS = tf.config.list_physical_devices("CPU")
 if tf.config.get_logical_device_configuration(_CPUS[0]) is None:
     tf.config.set_logical_device_configuration(_CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def cli_failures(cases: list[tuple[str, list[str], str]], root: Path, capfd) -> list[str]:
+    """Runs each (name, arguments, phrase) through the CLI in-process; returns what went wrong with each: an exit
+    code of 0, a traceback, other than one `nntrain: error:` line holding the phrase, or a changed file under root."""
+    from nntrain import cli
+
+    before = snapshot(root)
+    failures = []
+    for name, args, phrase in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["nntrain", *args])
+        _, err = capfd.readouterr()
+        error_lines = [line for line in err.splitlines() if "error" in line.lower()]
+        problems = []
+        if exit_info.value.code in (0, None):
+            problems.append(f"exit code {exit_info.value.code}")
+        if "Traceback" in err:
+            problems.append("traceback")
+        if len(error_lines) != 1 or not error_lines[0].startswith("nntrain: error: "):
+            problems.append(f"error lines {error_lines}")
+        elif phrase not in error_lines[0]:
+            problems.append(f"'{phrase}' not in {error_lines[0]!r}")
+        if snapshot(root) != before:
+            problems.append("files changed")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}")
+    return failures
 
 
 def closed_port() -> int:

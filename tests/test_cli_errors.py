@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from conftest import cli_failures
 from PIL import Image
 
-from nntrain import cli
-
 XOR = ["--experiment=xor"]
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    if not root.exists():
-        return {}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -93,7 +84,8 @@ def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monk
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
     cases = _cases(tmp_path, earlier_run, corrupt_idx)
     assert len(cases) >= 15
-    _assert_fail_cleanly(cases, tmp_path, capfd)
+    failures = cli_failures(cases, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
 
 
 def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], str]]:
@@ -124,31 +116,7 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
 
 
 def test_bad_data_fails_cleanly(tmp_path, capfd):
-    _assert_fail_cleanly(_bad_data_cases(tmp_path, tmp_path / "run"), tmp_path, capfd)
-
-
-def _assert_fail_cleanly(cases: list[tuple[str, list[str], str]], root: Path, capfd) -> None:
-    """Each case exits non-zero with one `nntrain: error:` line holding its phrase, no traceback, no file changed."""
-    before = _snapshot(root)
-    failures = []
-    for name, args, phrase in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.run(["nntrain", *args])
-        out, err = capfd.readouterr()
-        error_lines = [line for line in err.splitlines() if "error" in line.lower()]
-        problems = []
-        if exit_info.value.code in (0, None):
-            problems.append(f"exit code {exit_info.value.code}")
-        if "Traceback" in err:
-            problems.append("traceback")
-        if len(error_lines) != 1 or not error_lines[0].startswith("nntrain: error: "):
-            problems.append(f"error lines {error_lines}")
-        elif phrase not in error_lines[0]:
-            problems.append(f"'{phrase}' not in {error_lines[0]!r}")
-        if _snapshot(root) != before:
-            problems.append("files changed")
-        if problems:
-            failures.append(f"{name}: {'; '.join(problems)}")
+    failures = cli_failures(_bad_data_cases(tmp_path, tmp_path / "run"), tmp_path, capfd)
     assert not failures, "\n".join(failures)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,11 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
     chief_err = logs[0].read_text()
     assert "nntrain: error: worker 0 lost contact with worker 1 (stopped or unreachable)" in chief_err
     assert "Traceback" not in chief_err
+    # One line: TensorFlow's C++ error records (E0000 ... file.cc:N]) went to its log file, not the terminal.
+    assert [line for line in chief_err.splitlines() if "error" in line.lower()] == \
+        [line for line in chief_err.splitlines() if line.startswith("nntrain: error: ")], chief_err
+    assert len([line for line in chief_err.splitlines() if line.startswith("nntrain: error: ")]) == 1
+    assert not re.search(r"^[EWF]\d{4} ", chief_err, re.MULTILINE), chief_err
     assert sorted(p.name for p in model_dir.iterdir()) == ["checkpoints", "config.json", "logs", "metrics.jsonl",
                                                             "workers"]
     done_before = json.loads((model_dir / "checkpoints" / "state.json").read_text())["epoch"]

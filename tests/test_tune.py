@@ -175,7 +175,7 @@ def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_le
     # 3 s leaves the worker thread time to connect on a loaded machine (1 s made this test flaky).
     with pytest.raises(distributed.SearchIncomplete, match="no worker heard from for 3 s"):
         distributed.serve(oracle, "127.0.0.1", port, worker_timeout=3.0, on_trial_end=print)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 5.5  # the timeout once (it was counted twice: >= 6 s), plus start-up
     assert oracle._retry_queue == ["0"] and not oracle.ongoing_trials and not oracle.tuner_ids
 
 

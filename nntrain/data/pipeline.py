@@ -9,7 +9,7 @@ import os
 import ml_collections
 import tensorflow as tf
 
-from nntrain.data import cache, preprocess, service, stream
+from nntrain.data import cache, checks, preprocess, service, stream
 from nntrain.data.sources import Source, open_source
 from nntrain.data.spec import DatasetSpec
 from nntrain.data.splits import Split
@@ -55,6 +55,7 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
     evaluation = None
     if data_config.eval_split:
         evaluation = _counted(source, _select(source, data_config.eval_split), "eval", steps_per_epoch)
+    checks.check_splits(data_config, source.name, source.num_classes, train, evaluation, global_batch_size)
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
     cached = cache.plan(data_config, {"train": train, "eval": evaluation})

@@ -19,6 +19,8 @@ from nntrain.errors import NntrainError
 from nntrain.logs import log
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+LISTENS = ("TensorFlow binds the dispatcher and workers to every interface (tf.data service cannot bind one "
+           "address) without authentication: use it on a private network or firewall its ports")
 _service = tf.data.experimental.service
 
 
@@ -44,7 +46,7 @@ def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
 
 @dataclasses.dataclass
 class LocalService:
-    """A dispatcher and its workers running in this process."""
+    """A dispatcher and its workers running in this process (listening on every interface: see LISTENS)."""
 
     dispatcher: tf.data.experimental.service.DispatchServer
     workers: list[tf.data.experimental.service.WorkerServer]
@@ -60,7 +62,7 @@ class LocalService:
 
 
 def start(port: int = 0, workers: int = 2) -> LocalService:
-    """Starts a dispatcher on `port` (0: any free port) and `workers` workers, all on 127.0.0.1."""
+    """Starts a dispatcher on `port` (0: any free port) and `workers` workers, reached at 127.0.0.1 (see LISTENS)."""
     if workers < 1:
         raise NntrainError(f"--workers={workers}: a tf.data service needs at least 1 worker")
     if not 0 <= port < 65536:
@@ -81,6 +83,7 @@ def serve(port: int, workers: int, max_seconds: float = 0) -> None:
     service = start(port, workers)
     log(f"tf.data service: dispatcher at {service.address} with {workers} worker(s); train with "
         f"--config.data.service={service.address}; Ctrl-C stops it")
+    log(f"tf.data service: {LISTENS}")
     deadline = time.time() + max_seconds if max_seconds > 0 else float("inf")
     try:
         while time.time() < deadline:

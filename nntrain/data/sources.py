@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain import registry
-from nntrain.data import csv_source, idx, splits, tfrecord
+from nntrain.data import checks, csv_source, idx, splits, tfrecord
 from nntrain.errors import NntrainError
 
 KINDS = ("tfds:NAME, idx:DIR, npz:PATH, images:DIR, csv:PATH, tfrecord:PATTERN|DIR, text:GLOB, generated:xor, "
@@ -94,6 +94,7 @@ def open_source(data_config: ml_collections.ConfigDict) -> Source:
 
 def _in_memory(name: str, arrays: Arrays, class_names: tuple[str, ...] | None = None) -> IndexedSource:
     """Arrays as a source: uint8 (N, H, W) images gain a channel axis; integer labels are classes."""
+    checks.check_lengths(name, arrays)
     arrays = {split: (x[..., None] if x.dtype == np.uint8 and x.ndim == 3 else x, y)
               for split, (x, y) in arrays.items()}
     labels = [y for _, y in arrays.values()]

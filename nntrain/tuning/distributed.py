@@ -20,7 +20,7 @@ from concurrent import futures
 import grpc
 import keras_tuner
 
-from nntrain import addresses
+from nntrain import addresses, watchdog
 from nntrain.compat import keras_tuner_distributed as kt_internals
 from nntrain.errors import NntrainError
 from nntrain.logs import log
@@ -81,10 +81,14 @@ def wait_for_chief(host: str, port: int, timeout: float) -> None:
 
 
 class Heartbeat:
-    """A worker's background thread telling the chief every `interval` seconds that the worker is alive."""
+    """A worker's background thread telling the chief every `interval` seconds that the worker is alive.
 
-    def __init__(self, host: str, port: int, tuner_id: str, interval: float):
-        self.target, self.tuner_id, self.interval = f"{host}:{port}", tuner_id, interval
+    When the chief has not answered for `timeout` seconds, the worker exits with one line: a trial may run for
+    minutes without any other call to the chief.
+    """
+
+    def __init__(self, host: str, port: int, tuner_id: str, interval: float, timeout: float):
+        self.target, self.tuner_id, self.interval, self.timeout = f"{host}:{port}", tuner_id, interval, timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nntrain-heartbeat", daemon=True)
 
@@ -99,10 +103,16 @@ class Heartbeat:
     def _run(self) -> None:
         with grpc.insecure_channel(self.target) as channel:
             stub = kt_internals.oracle_stub(channel)
+            answered = time.monotonic()
             while True:
                 with contextlib.suppress(grpc.RpcError):  # the chief may be busy or gone; try again
                     stub.GetSpace(kt_internals.get_space_request(), timeout=self.interval,
                                   metadata=((HEARTBEAT_KEY, self.tuner_id),))
+                    answered = time.monotonic()
+                if time.monotonic() - answered > self.timeout and not self._stop.is_set():
+                    watchdog.exit_now(f"worker {self.tuner_id}: the chief at {self.target} has not answered for "
+                                      f"{self.timeout:g} s (--worker_timeout): start it again with --resume, then "
+                                      "the workers")
                 if self._stop.wait(self.interval):
                     return
 
@@ -168,14 +178,14 @@ def serve(oracle: keras_tuner.Oracle, host: str, port: int, worker_timeout: floa
                 return
             now = time.monotonic()
             for silent in [w for w, seen in list(servicer.last_seen.items()) if now - seen > worker_timeout]:
-                servicer.last_seen.pop(silent, None)
+                quiet_since = max(quiet_since, servicer.last_seen.pop(silent))
                 lost = _drop_worker(oracle, silent)
                 if lost is not None:
                     log(f"chief: worker {silent} silent for {worker_timeout:.0f} s; trial {lost} goes back to "
                         "the queue")
             if servicer.last_seen:
-                quiet_since = now
-            elif now - quiet_since > worker_timeout:
+                quiet_since = max(list(servicer.last_seen.values()), default=quiet_since)
+            elif now - quiet_since > worker_timeout:  # the last worker was heard from that long ago: no second wait
                 raise SearchIncomplete(
                     f"no worker heard from for {worker_timeout:.0f} s and the search is not done "
                     f"({len(oracle.end_order)} trial(s) finished): start workers with --role=worker "

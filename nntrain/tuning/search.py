@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import distribute, rundir
+from nntrain import distribute, guards, rundir
 from nntrain.errors import NntrainError
 from nntrain.logs import log, tensorflow_messages_hidden
 from nntrain.tuning import distributed, hparams, results, scaling, search_space, tuners
@@ -45,7 +45,7 @@ class Options:
     role: str = ""  # '' (this machine alone) | chief | worker
     oracle_address: str = distributed.DEFAULT_ADDRESS
     worker_id: str | None = None
-    worker_timeout: float = 60.0  # seconds a worker may be silent (and the chief may wait for the first)
+    worker_timeout: float = 120.0  # seconds a worker may be silent (and the chief may wait for the first)
     verbose: bool = True  # print the leaderboard at the end
 
 
@@ -99,7 +99,8 @@ def _check(config: ml_collections.ConfigDict, space: dict, model_dir: str, strat
     """Everything that can be checked before a file is written."""
     if not model_dir:
         raise NntrainError("no model_dir given: pass --model_dir=DIR for the search's trials and results")
-    rundir.check(model_dir)
+    guards.check_search_dir(model_dir)
+    guards.check_metrics(config.train.metrics)
     if options.role not in ("", *distributed.ROLES):
         raise NntrainError(f"--role={options.role!r} is not allowed: use chief or worker (or leave it out)")
     if options.role:
@@ -138,7 +139,7 @@ def _work(hypermodel: HyperModel, objective: keras_tuner.Objective, model_dir: s
     """A worker: runs the trials the chief hands out until it says stop."""
     host, port = distributed.parse_address(options.oracle_address)
     tuner_id = distributed.worker_id(options.worker_id)
-    with distributed.worker_environment(host, port, tuner_id, rpc_timeout=max(options.worker_timeout, 30.0)):
+    with distributed.worker_environment(host, port, tuner_id, rpc_timeout=options.worker_timeout + 5):
         distributed.wait_for_chief(host, port, options.worker_timeout)
         rundir.makedirs(model_dir)
         log(f"worker {tuner_id}: running trials for the chief at {host}:{port}")
@@ -146,7 +147,7 @@ def _work(hypermodel: HyperModel, objective: keras_tuner.Objective, model_dir: s
             tuner = tuners.create(options.tuner, hypermodel, objective, options.max_trials,
                                   options.executions_per_trial, model_dir, strategy)
             interval = min(2.0, options.worker_timeout / 4)
-            with distributed.Heartbeat(host, port, tuner_id, interval):
+            with distributed.Heartbeat(host, port, tuner_id, interval, options.worker_timeout):
                 tuner.search(callbacks=[hparams.callback(rundir.join(model_dir, hparams.LOGS))], verbose=0)
     log(f"worker {tuner_id}: done, ran trial(s) {', '.join(tuner.finished) or 'none'}")
     return {"role": "worker", "worker_id": tuner_id, "trials": tuner.finished}

@@ -1,0 +1,139 @@
+"""Checks for what passes config validation but would fail later, run before a command writes anything.
+
+Also the last line of defence of every save: a model with a non-finite weight is never written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import keras
+import ml_collections
+import numpy as np
+
+from nntrain.errors import NntrainError
+
+KERAS_LOSS_METRICS = ("accuracy", "acc", "crossentropy", "ce")  # Keras picks their kind from the loss at compile
+
+
+class NonFiniteWeights(NntrainError):
+    """A weight became NaN or infinite: the model is not saved."""
+
+    exit_code = 1
+
+
+def check_run(config: ml_collections.ConfigDict, model_dir: str, prepared) -> None:
+    """Everything `train` can check once data and model are built, before its first write.
+
+    `prepared` is trainer.Prepared (not imported: trainer imports the callbacks that import this module).
+    """
+    check_metrics(config.train.metrics)
+    check_writable(model_dir, "model_dir")
+    eval_steps, available = config.train.eval_steps, prepared.data.eval_steps
+    if eval_steps is not None and available is not None and eval_steps > available:
+        raise NntrainError(f"train.eval_steps={eval_steps} is more than the eval split '{config.data.eval_split}' "
+                           f"holds ({available} batches of {config.train.batch_size}): use "
+                           f"--config.train.eval_steps={available} or less, or None for the whole split")
+    check_memory(prepared.model, prepared.data.per_replica_batch_size, prepared.strategy)
+
+
+def check_metrics(metrics: tuple) -> None:
+    """Every name in train.metrics is one Keras knows (a misspelt one fails only at the first step)."""
+    for name in metrics:
+        if not isinstance(name, str) or name.lower() in KERAS_LOSS_METRICS:
+            continue
+        try:
+            keras.metrics.get(name)
+        except ValueError:
+            raise NntrainError(f"train.metrics: Keras has no metric '{name}': use names such as accuracy, auc, "
+                               "mae, sparse_top_k_categorical_accuracy (keras.metrics)") from None
+
+
+def check_writable(path: str, what: str) -> None:
+    """Creates and removes a directory where `path` would be created: the one test that root cannot pass
+    by permission bits alone (e.g. under /proc). Remote paths (gs://, ram://) are left to their filesystem."""
+    if "://" in path:
+        return
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NntrainError(f"{what} '{path}' cannot be created: '{existing}' is a file; choose another path")
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=existing))
+    except OSError as e:
+        raise NntrainError(f"{what} '{path}' is not writable (creating a directory in '{existing}' failed: "
+                           f"{e.strerror or e}): choose a directory you can write to") from e
+
+
+def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
+    """Refuses, in seconds, a run whose estimate per replica (preflight's) exceeds this host's memory on CPU.
+
+    Accelerators are not checked here: their memory is not known without running (see `nntrain preflight`).
+    """
+    from nntrain import distribute, preflight_checks  # lazy: preflight_checks imports the trainer
+
+    if distribute.accelerator(strategy) != "cpu":
+        return
+    if not model.optimizer.built:
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+    memory = preflight_checks.estimate_memory(model, per_replica_batch)
+    available = host_memory_bytes()
+    if memory.total_bytes * strategy.num_replicas_in_sync > available:
+        raise NntrainError(f"train.batch_size: ~{memory.total_bytes / 2**30:,.1f} GiB per replica (preflight's "
+                           f"estimate at {per_replica_batch} examples per replica) is more than this machine's "
+                           f"{available / 2**30:,.1f} GiB: lower train.batch_size or the model size")
+
+
+def host_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit when that is lower (containers, CI)."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+    except OSError:
+        return physical
+    return min(physical, int(limit)) if limit.isdigit() else physical
+
+
+def check_export_dir(model_dir: str, export_dir: str) -> None:
+    """export_dir is a new or empty directory outside the run, in a place that can be written."""
+    from nntrain import rundir  # TensorFlow's filesystems: local, gs://, ram://
+
+    rundir.check(export_dir)
+    if rundir.exists(export_dir) and not rundir.isdir(export_dir):
+        raise NntrainError(f"export_dir '{export_dir}' is an existing file: choose a new directory")
+    if rundir.listdir(export_dir):
+        raise NntrainError(f"export_dir '{export_dir}' exists and is not empty: choose a new directory")
+    local = rundir.is_local(model_dir) and rundir.is_local(export_dir)
+    run, target = ((os.path.realpath(model_dir), os.path.realpath(export_dir)) if local
+                   else (model_dir.rstrip("/"), export_dir.rstrip("/")))
+    if target == run or target.startswith(run + "/"):
+        raise NntrainError(f"export_dir '{export_dir}' lies inside the run in '{model_dir}': choose a directory "
+                           "outside model_dir")
+    check_writable(export_dir, "export_dir")
+
+
+def check_search_dir(model_dir: str) -> None:
+    """`tune` writes a search into a directory it can write, never into the directory of a training run."""
+    from nntrain import rundir
+
+    rundir.check(model_dir)
+    if rundir.exists(rundir.join(model_dir, rundir.CONFIG)):
+        raise NntrainError(f"model_dir '{model_dir}' holds a training run ({rundir.CONFIG}), "
+                           "not a search: give `tune` its own --model_dir")
+    check_writable(model_dir, "model_dir")
+
+
+def require_finite_weights(model: keras.Model, path: str) -> None:
+    """Raises NonFiniteWeights, naming the first bad variable, before `path` is written."""
+    for variable in model.weights:
+        values = keras.ops.convert_to_numpy(variable.value)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise NonFiniteWeights(f"weight {variable.path} holds {bad} NaN/inf value(s): training stopped and "
+                                   f"{path} was not written; lower optimizer.learning_rate or set "
+                                   "optimizer.global_clip_norm, and check the data for extreme values")
