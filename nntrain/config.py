@@ -182,9 +182,10 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
     try:
         config = module.get_config()
-    except (AttributeError, KeyError) as e:  # a locked base section refused a misspelt key
-        raise NntrainError(f"experiment file '{path}'{_misspelt_key(path, e)}") from e
     except Exception as e:  # a broken experiment file is the user's to fix
+        misspelt = _misspelt_key(path, e) if isinstance(e, (AttributeError, KeyError)) else None
+        if misspelt:  # a locked base section refused a misspelt key
+            raise NntrainError(f"experiment file '{path}'{misspelt}") from e
         raise NntrainError(f"experiment file '{path}': get_config() failed: {type(e).__name__}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise NntrainError(f"experiment file '{path}': get_config() returned {type(config).__name__}, not an "
@@ -195,8 +196,9 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
     return config
 
 
-def _misspelt_key(path: Path, error: BaseException) -> str:
-    """`, line N: unknown config key 'a.b': did you mean ...` for the line of `path` that raised `error`."""
+def _misspelt_key(path: Path, error: BaseException) -> str | None:
+    """`, line N: unknown config key 'a.b': did you mean ...` for the line of `path` that raised `error`, or None
+    when that line sets no unknown config key (then the error is not a misspelling)."""
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if Path(frame.filename).resolve() == path.resolve()]
     line = frames[-1].line.strip() if frames else ""
@@ -208,7 +210,7 @@ def _misspelt_key(path: Path, error: BaseException) -> str:
             _lookup_parent(base_config(), chain.group(1)[1:])
         except NntrainError as e:
             return f"{where}: {e}"
-    return f"{where}: {str(error).splitlines()[0]}"
+    return None
 
 
 def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:

@@ -103,9 +103,9 @@ def check_export_dir(model_dir: str, export_dir: str) -> None:
     """export_dir is a new or empty directory outside the run, in a place that can be written."""
     from nntrain import rundir  # TensorFlow's filesystems: local, gs://, ram://
 
-    rundir.check(export_dir)
-    if rundir.exists(export_dir) and not rundir.isdir(export_dir):
+    if rundir.is_local(export_dir) and os.path.isfile(export_dir):
         raise NntrainError(f"export_dir '{export_dir}' is an existing file: choose a new directory")
+    rundir.check(export_dir, "export_dir")
     if rundir.listdir(export_dir):
         raise NntrainError(f"export_dir '{export_dir}' exists and is not empty: choose a new directory")
     local = rundir.is_local(model_dir) and rundir.is_local(export_dir)

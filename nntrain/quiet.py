@@ -9,6 +9,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+from absl import logging as absl_logging
+
 
 @contextlib.contextmanager
 def native_stderr_captured() -> Iterator[None]:
@@ -57,7 +59,9 @@ def native_stderr_to_file(path: str) -> None:
     sys.stderr = terminal
     loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
                                       if isinstance(logger, logging.Logger))]
-    for handler in (h for logger in loggers for h in logger.handlers):
+    handlers = [h for logger in loggers for h in logger.handlers]
+    handlers.append(absl_logging.get_absl_handler().python_handler)  # the CLI's log lines go through absl's
+    for handler in handlers:
         if isinstance(handler, logging.StreamHandler) and handler.stream is old:
             handler.setStream(terminal)
 

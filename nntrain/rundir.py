@@ -52,34 +52,30 @@ def is_local(path: str) -> bool:
     return "://" not in path
 
 
-def check(model_dir: str) -> None:
-    """Fails with one line, before anything is written, if model_dir cannot be opened or written."""
+def check(model_dir: str, what: str = "model_dir") -> None:
+    """Fails with one line, before anything is written, if model_dir (or another `what`) cannot be opened or written."""
     if not model_dir:
-        raise NntrainError("no model_dir given: pass --model_dir=DIR (it is created if missing)")
+        raise NntrainError(f"no {what} given: pass --{what}=DIR (it is created if missing)")
     if not is_local(model_dir):
         try:
             tf.io.gfile.exists(model_dir)
         except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as e:
             scheme = model_dir.split("://")[0]
-            raise NntrainError(f"model_dir '{model_dir}': TensorFlow cannot open '{scheme}://' paths here "
+            raise NntrainError(f"{what} '{model_dir}': TensorFlow cannot open '{scheme}://' paths here "
                                f"({e.message.split(' (')[0]}); use a local path, gs://BUCKET/DIR or ram://") from e
         return
     existing = os.path.abspath(model_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise NntrainError(f"model_dir '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
+        raise NntrainError(f"{what} '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise NntrainError(f"model_dir '{model_dir}' is not writable ('{existing}' denies writing); "
+        raise NntrainError(f"{what} '{model_dir}' is not writable ('{existing}' denies writing); "
                            "choose a directory you can write to")
 
 
 def exists(path: str) -> bool:
     return tf.io.gfile.exists(path)
-
-
-def isdir(path: str) -> bool:
-    return tf.io.gfile.isdir(path)
 
 
 def makedirs(path: str) -> None:
