@@ -35,6 +35,7 @@ class Watch:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._count_flagged = None  # multi-worker: a tf.function (eager collectives are slow and warn every step)
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signum = self.signum or signum
@@ -44,8 +45,13 @@ class Watch:
         that one of them was signalled (then all save the same step); elsewhere this process's own signal."""
         if distribute.kind(strategy) != "multi_worker":
             return self.signum
-        flagged = strategy.run(lambda: tf.constant(1 if self.signum else 0))
-        if int(strategy.reduce(tf.distribute.ReduceOp.SUM, flagged, axis=None)):
+        if self._count_flagged is None:
+            @tf.function
+            def count_flagged(flag: tf.Tensor) -> tf.Tensor:
+                flagged = strategy.run(lambda: tf.identity(flag))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, flagged, axis=None)
+            self._count_flagged = count_flagged
+        if int(self._count_flagged(tf.constant(1 if self.signum else 0))):
             return self.signum or signal.SIGTERM
         return None
 

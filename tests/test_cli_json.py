@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from nntrain import cli
+from nntrain.experiments import text_gpt
 
 TINY = ["--experiment=xor", "--strategy=cpu", "--config.train.epochs=1", "--config.train.steps_per_epoch=5"]
 
@@ -39,6 +40,10 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     seen["find-lr"], _ = _json_of(["find-lr", *TINY, "--model_dir=lr", "--lr_steps=5"], capfd)
     seen["tune"], _ = _json_of(["tune", *TINY, "--model_dir=sweep", "--max_trials=1"], capfd)
     seen["data-service"], _ = _json_of(["data-service", "--port=0", "--workers=1", "--max_seconds=0.5"], capfd)
+    seen["convert"], _ = _json_of(["convert", "--source=generated:xor", "--split=train", "--output=records"], capfd)
+    small_gpt = [f"--config.{key}={value}" for key, value in text_gpt.RUNLOCAL.items()]
+    _json_of(["train", "--experiment=text_gpt", "--strategy=cpu", "--model_dir=gpt", *small_gpt], capfd)
+    seen["generate"], _ = _json_of(["generate", "--model_dir=gpt", "--prompt=def ", "--max_new_tokens=4"], capfd)
     # launch starts worker processes: run it as one, bounded by a timeout.
     train = [arg for arg in TINY if arg != "--strategy=cpu"]  # the workers run multi_worker
     launched = subprocess.run([sys.executable, "-m", "nntrain.cli", "launch", "--workers=2", "--json", "--", "train",
@@ -49,6 +54,7 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     assert set(seen) == set(cli.COMMANDS)
     assert seen["evaluate"]["accuracy"] >= 0 and seen["launch"] == {"workers": 2, "exit_code": 0}
     assert {"checks"} <= set(seen["doctor"]) and "trials" in seen["tune"]
+    assert seen["convert"]["splits"]["train"]["examples"] == 4 and seen["generate"]["prompt"] == "def "
 
 
 def test_an_error_with_json_is_a_json_document_too(tmp_path, capfd):

@@ -51,7 +51,7 @@ def mnist_run(tmp_path_factory) -> str:
 def test_serving_saved_model_takes_raw_uint8_images_and_matches_evaluate(mnist_run, tmp_path):
     evaluated = nntrain.evaluate(mnist_run)
     exported = nntrain.export(mnist_run, str(tmp_path / "export"))
-    assert sorted(os.listdir(tmp_path / "export")) == ["model.keras", "saved_model"]
+    assert sorted(os.listdir(tmp_path / "export")) == ["dataset.json", "model.keras", "saved_model"]
     served = subprocess.run([sys.executable, "-c", CLIENT, exported["saved_model"], str(MNIST_DIR)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ,
                                                                                             "PYTHONPATH": ""})

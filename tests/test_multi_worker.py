@@ -148,8 +148,8 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
         [line for line in chief_err.splitlines() if line.startswith("nntrain: error: ")], chief_err
     assert len([line for line in chief_err.splitlines() if line.startswith("nntrain: error: ")]) == 1
     assert not re.search(r"^[EWF]\d{4} ", chief_err, re.MULTILINE), chief_err
-    assert sorted(p.name for p in model_dir.iterdir()) == ["checkpoints", "config.json", "logs", "metrics.jsonl",
-                                                            "workers"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["checkpoints", "config.json", "dataset.json", "logs",
+                                                            "metrics.jsonl", "workers"]
     done_before = json.loads((model_dir / "checkpoints" / "state.json").read_text())["epoch"]
 
     again = subprocess.run([sys.executable, "-m", "nntrain.cli", "launch", "--workers=2", "--",

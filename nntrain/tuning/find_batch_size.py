@@ -34,6 +34,7 @@ def find_batch_size(config: ml_collections.ConfigDict, strategy: tf.distribute.S
     if start < 1 or num_steps < 1 or (max_batch_size is not None and max_batch_size < start):
         raise NntrainError(f"batch sizes from {start} up to {max_batch_size} with {num_steps} timed steps: "
                            "start and the steps must be >= 1, and --max_batch_size >= start")
+    start = min(start, config.train.batch_size)  # the experiment's own batch fits its train split
     config = config.copy_and_resolve_references()
     config.data.eval_split = ""  # throughput of training steps only
     config.train.steps_per_epoch = None
