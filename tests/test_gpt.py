@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ import nntrain
 from nntrain import bits_per_byte, models
 from nntrain.data.spec import DatasetSpec
 from nntrain.experiments import text_gpt
+from nntrain.preemption import Preempted
 
 LENGTH, VOCAB = 12, 257
 SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB, train_examples=1, vocab_size=VOCAB)
@@ -128,3 +131,31 @@ def test_bench_reports_tokens_per_second():
     result = nntrain.bench(nntrain.load_config("text_gpt", text_gpt.RUNLOCAL), strategy="cpu", steps=8)
     assert result["tokens_per_second"] == pytest.approx(result["examples_per_second"] * 32)
     assert f"({result['tokens_per_second']:,.0f} tokens/s)" in format_table(result)
+
+
+class _SignalAtBatch(keras.callbacks.Callback):
+    """Sends this process SIGTERM after batch `batch` of the first epoch, as a scheduler would mid-epoch."""
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.batch, self.sent = batch, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """Packed text stream, dropout, Adam: stopped mid-epoch by SIGTERM and resumed, it ends bit-identical."""
+    config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.steps_per_execution": 1,
+                                              "model.dropout": 0.1})
+    nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
+    with pytest.raises(Preempted, match=r"after step [1-3], "):  # mid-epoch: 4 steps per epoch
+        nntrain.train(config, str(tmp_path / "stopped"), strategy="cpu", verbose=0, callbacks=[_SignalAtBatch(1)])
+    nntrain.train(config, str(tmp_path / "stopped"), strategy="cpu", verbose=0)
+    straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
+                         for name in ("straight", "stopped"))
+    for a, b in zip(straight, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
