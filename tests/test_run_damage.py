@@ -1,0 +1,137 @@
+"""Damaged run directories, mismatched resumes and divergence (issue 14): one line, and the run is left as it was.
+
+One xor run is trained once (two checkpoints kept); each case damages its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import cli_failures, snapshot  # noqa: F401  (snapshot: below)
+
+from nntrain import cli
+
+XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
+       "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]
+
+
+def _train(model_dir: Path, *args: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", *XOR, f"--model_dir={model_dir}", *args])
+    assert exit_info.value.code in (0, None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """An xor run of 2 epochs of 2 steps: checkpoints step-2.keras and step-4.keras, best.keras, model.keras."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    _train(run, "--config.train.epochs=2")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.keras", "state.json", "step-2.keras", "step-4.keras"]
+    return run
+
+
+def _copy(trained: Path, root: Path, name: str, damage: dict[str, bytes | None]) -> str:
+    """A copy of the trained run with each file of `damage` replaced by its bytes (None: deleted)."""
+    run = root / name
+    shutil.copytree(trained, run)
+    for path, content in damage.items():
+        if content is None:
+            (run / path).unlink()
+        else:
+            (run / path).write_bytes(content)
+    return f"--model_dir={run}"
+
+
+def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]:
+    """(name, arguments, a phrase the error line must contain)."""
+    config = (trained / "config.json").read_bytes()
+    state = json.loads((trained / "checkpoints" / "state.json").read_text())
+    model = (trained / "model.keras").read_bytes()
+    resume = ["train", *XOR, "--config.train.epochs=3"]
+
+    def run(name: str, damage: dict[str, bytes | None] | None = None) -> str:
+        return _copy(trained, root, name, damage or {})
+
+    def state_of(**fields) -> bytes:
+        return json.dumps({**state, **fields}).encode()
+
+    return [
+        ("truncated config.json, train", [*resume, run("c1", {"config.json": config[:40]})],
+         "config.json is damaged (not JSON"),
+        ("empty config.json, evaluate", ["evaluate", run("c2", {"config.json": b""})],
+         "config.json is damaged (empty)"),
+        ("config.json a list, train", [*resume, run("c3", {"config.json": b"[1, 2]"})],
+         "config.json is damaged (a JSON list, not an object)"),
+        ("config.json of wrong types, export",
+         ["export", run("c4", {"config.json": b'{"train": {"epochs": "two"}}'}), f"--export_dir={root / 'e'}"],
+         "config.json"),
+        ("truncated state.json, train", [*resume, run("s1", {"checkpoints/state.json": b'{"latest": "step-'})],
+         "state.json is damaged (not JSON"),
+        ("empty state.json, evaluate latest", ["evaluate", run("s2", {"checkpoints/state.json": b""}),
+                                               "--checkpoint=latest"], "state.json is damaged (empty)"),
+        ("state.json a list, train", [*resume, run("s3", {"checkpoints/state.json": b"[]"})],
+         "a JSON list, not an object"),
+        ("state.json latest a number", [*resume, run("s4", {"checkpoints/state.json": state_of(latest=4)})],
+         "'latest' is 4"),
+        ("state.json step a string", [*resume, run("s5", {"checkpoints/state.json": state_of(step="4")})],
+         "'step' is '4'"),
+        ("state.json kept of numbers", [*resume, run("s6", {"checkpoints/state.json": state_of(kept=[2, 4])})],
+         "'kept' is [2, 4]"),
+        ("state.json names a missing checkpoint, train",
+         [*resume, run("m1", {"checkpoints/state.json": state_of(latest="step-9.keras", kept=["step-9.keras"])})],
+         "step-9.keras, named in state.json, is missing"),
+        ("state.json names a missing checkpoint, evaluate",
+         ["evaluate", "--checkpoint=latest", run("m2", {"checkpoints/step-4.keras": None})],
+         "step-4.keras is damaged (missing, though state.json names it): use --checkpoint=final or "
+         "--checkpoint=best"),
+        ("only checkpoint truncated", [*resume, run("k1", {"checkpoints/step-4.keras": model[:500],
+                                                     "checkpoints/state.json": state_of(kept=["step-4.keras"])})],
+         "step-4.keras is unreadable (not a readable .keras archive"),
+        ("both checkpoints empty", [*resume, run("k2", {"checkpoints/step-4.keras": b"",
+                                                         "checkpoints/step-2.keras": b""})],
+         "no readable checkpoint in"),
+        ("truncated model.keras, evaluate", ["evaluate", run("f1", {"model.keras": model[:-100]})],
+         "model.keras is damaged (not a readable .keras archive"),
+        ("truncated model.keras names the fix", ["evaluate", run("f2", {"model.keras": model[:1000]})],
+         "use --checkpoint=best"),
+        ("truncated model.keras, export",
+         ["export", run("f3", {"model.keras": model[:1000]}), f"--export_dir={root / 'e3'}"],
+         "model.keras is damaged"),
+        ("truncated model.keras, generate", ["generate", run("f4", {"model.keras": model[:1000]}), "--prompt=a"],
+         "model.keras is damaged"),
+        ("empty best.keras", ["evaluate", "--checkpoint=best", run("b1", {"checkpoints/best.keras": b""})],
+         "best.keras is damaged"),
+        ("metrics.jsonl truncated", [*resume, run("j1", {"metrics.jsonl": b'{"epoch": 1, "lo'})],
+         "metrics.jsonl is damaged"),
+        ("metrics.jsonl without epochs", [*resume, run("j2", {"metrics.jsonl": b'{"loss": 1}\n'})],
+         "line 1 has no epoch number"),
+        ("another optimizer on resume", ["train", *XOR, "--config.train.epochs=3", "--config.optimizer.name=adam",
+                                         run("o1")], "holds no state of this optimizer (adam)"),
+    ]
+
+
+@pytest.mark.slow
+def test_a_damaged_run_directory_is_one_line_and_left_as_it_was(trained, tmp_path, capfd):
+    failures = cli_failures(_damage_cases(trained, tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_last_good_one(trained, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    newest = run / "checkpoints" / "step-4.keras"
+    newest.write_bytes(newest.read_bytes()[:300])
+    with caplog.at_level(logging.INFO, logger="nntrain"):
+        _train(run, "--config.train.epochs=3")
+    assert ("checkpoint step-4.keras is unreadable (not a readable .keras archive: File is not a zip file); "
+            "resuming from step-2.keras (step 2), the last good one") in caplog.text
+    assert "resuming from the checkpoint in" in caplog.text and "step 2 of 6" in caplog.text
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["step"] == 6 and state["kept"] == ["step-4.keras", "step-6.keras"]  # step 4 trained again
+    assert [line["epoch"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
