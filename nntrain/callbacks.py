@@ -239,14 +239,15 @@ class MetricsFile(keras.callbacks.Callback):
 class StopOnNaN(keras.callbacks.Callback):
     """Stops at the first non-finite loss and remembers where it happened and the last finite loss.
 
-    With steps_per_execution > 1 Keras reports once per block of steps: the step is then known to a block.
+    With steps_per_execution > 1 Keras reports once per block of steps: the step is then known to a block. A
+    resumed run passes the loss it had (its last metrics line) as the last finite loss so far.
     """
 
-    def __init__(self, steps_per_epoch: int):
+    def __init__(self, steps_per_epoch: int, last_finite_loss: float | None = None):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.epoch = 0
-        self.last_finite_loss: float | None = None
+        self.last_finite_loss = last_finite_loss
         self.last_step = 0  # the step of the last report
         self.first_nan_step: int | None = None
         self.nan_step: int | None = None
@@ -269,6 +270,12 @@ class StopOnNaN(keras.callbacks.Callback):
         self.first_nan_step, self.nan_step = previous + 1, step
         self.model.stop_training = True
         log(f"non-finite loss {self.where()} (epoch {self.epoch + 1}): stopping")
+
+    def describe(self) -> str:
+        """Where the loss became non-finite, and the last finite loss (Keras's running mean over the epoch)."""
+        loss = (f"{self.last_finite_loss:.6g}" if self.last_finite_loss is not None
+                else "none (the first step was not finite)")
+        return f"loss became NaN/inf {self.where()}; last finite loss {loss}"
 
     def where(self) -> str:
         """'at step N', or 'within steps A-B' where Keras reported a block of steps."""

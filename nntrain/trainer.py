@@ -120,7 +120,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     if step:
         log(f"resuming from the checkpoint in {checkpoint_dir}: step {step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
-    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
+    done = [r for r in rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS)) if r["epoch"] <= initial_epoch]
+    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
     with preemption.watch() as signals, cluster.peer_failures(strategy):
         callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
                                steps_per_epoch, nan_guard, signals,
@@ -142,9 +143,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
             _write_run_files(model_dir, previous)
         latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
         kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
-        raise TrainingDiverged(
-            f"loss became NaN/inf {nan_guard.where()}; last finite loss {nan_guard.last_finite_loss}; "
-            f"checkpoint kept: {kept}; lower optimizer.learning_rate or set optimizer.global_clip_norm")
+        raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
+                               "or set optimizer.global_clip_norm")
     if not chief:
         metrics = cluster.last_logs(history) if history else {}
         log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")

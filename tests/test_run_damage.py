@@ -10,8 +10,9 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import cli_failures, snapshot  # noqa: F401  (snapshot: below)
+from conftest import cli_failures
 
 from nntrain import cli
 
@@ -135,3 +136,38 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_last_good_one(trained
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["step"] == 6 and state["kept"] == ["step-4.keras", "step-6.keras"]  # step 4 trained again
     assert [line["epoch"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+
+
+def _npz(path: Path, shape: tuple[int, ...], classes: int = 3) -> str:
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.uniform(size=(16, *shape)).astype(np.float32), y_train=np.arange(16) % classes,
+             x_test=rng.uniform(size=(4, *shape)).astype(np.float32), y_test=np.arange(4) % classes)
+    return f"--config.data.source=npz:{path}"
+
+
+@pytest.mark.slow
+def test_resuming_on_other_data_or_diverging_changes_nothing(tmp_path, capfd):
+    quadratic = ["train", "--experiment=quadratic", f"--model_dir={tmp_path / 'quadratic'}",
+                 "--config.train.steps_per_epoch=2", "--config.train.tensorboard=false"]  # (a diverged run's
+    # TensorBoard events are new files: kept, they show the steps before the divergence)
+    with pytest.raises(SystemExit):
+        cli.run(["nntrain", *quadratic, "--config.train.epochs=1"])
+    images = tmp_path / "images"
+    mnist = ["train", "--experiment=mnist_mlp", f"--model_dir={images}", "--config.train.batch_size=4"]
+    with pytest.raises(SystemExit):
+        cli.run(["nntrain", *mnist, "--config.train.epochs=1", _npz(tmp_path / "a.npz", (4, 4, 1))])
+    assert (images / "model.keras").is_file()
+    capfd.readouterr()
+    diverge = [*quadratic, "--config.train.epochs=2", "--config.optimizer.learning_rate=1e30"]
+    cases = [
+        ("another input shape", [*mnist, "--config.train.epochs=2", _npz(tmp_path / "b.npz", (5, 5, 1))],
+         f"model_dir '{images}' holds a run on data of input_shape [4, 4, 1], this data has input_shape [5, 5, 1]"),
+        ("another number of classes", [*mnist, "--config.train.epochs=2", _npz(tmp_path / "c.npz", (4, 4, 1), 5)],
+         "holds a run on data of num_classes 3, this data has num_classes 5"),
+        ("diverging resume", [*diverge, "--config.train.steps_per_execution=1"],
+         "loss became NaN/inf at step 4; last finite loss 0."),
+        ("diverging resume in blocks of 2 steps", [*diverge, "--config.train.steps_per_execution=2"],
+         "loss became NaN/inf within steps 3-4; last finite loss 0."),
+    ]
+    failures = cli_failures(cases, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
