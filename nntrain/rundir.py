@@ -179,6 +179,14 @@ def read_json(path: str, fix: str = MOVE_ASIDE) -> Any:
         raise damaged(path, "empty" if text == "" else f"not JSON: {e}", fix) from None
 
 
+def read_json_object(path: str, fix: str = MOVE_ASIDE) -> dict | None:
+    """Like read_json, for a file that holds one JSON object; Damaged if it holds anything else."""
+    value = read_json(path, fix)
+    if value is not None and not isinstance(value, dict):
+        raise damaged(path, f"a JSON {type(value).__name__}, not an object", fix)
+    return value
+
+
 def write_json(path: str, value: Any) -> None:
     write_text(path, dumps(value, indent=2, sort_keys=True) + "\n")
 
@@ -239,7 +247,7 @@ def read_state(directory: str) -> dict | None:
     """The checkpoint directory's state.json (None before the first checkpoint), its fields checked."""
     path = join(directory, STATE)
     fix = f"restore it, or delete {directory} to train from scratch (or use a new --model_dir)"
-    state = read_json(path, fix)
+    state = read_json_object(path, fix)
     if state is None:
         return None
     problem = _state_problem(state)
@@ -248,10 +256,8 @@ def read_state(directory: str) -> dict | None:
     return state
 
 
-def _state_problem(state: Any) -> str | None:
+def _state_problem(state: dict) -> str | None:
     """What is wrong with the types of a parsed state.json, or None."""
-    if not isinstance(state, dict):
-        return f"a JSON {type(state).__name__}, not an object"
     if not isinstance(state.get("latest"), str) or not state["latest"]:
         return f"'latest' is {state.get('latest')!r}, not a checkpoint file name"
     step = state.get("step", 0)

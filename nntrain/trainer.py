@@ -202,11 +202,9 @@ def _format_metrics(metrics: dict) -> str:
 def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
     """A model_dir holds one model: resuming with another architecture would corrupt it."""
     path = rundir.join(model_dir, rundir.CONFIG)
-    saved = rundir.read_json(path)
+    saved = rundir.read_json_object(path)
     if saved is None:
         return
-    if not isinstance(saved, dict):
-        raise rundir.damaged(path, f"a JSON {type(saved).__name__}, not an object")
     try:
         nn_config.from_dict(saved, path)
     except NntrainError as e:
@@ -233,11 +231,9 @@ def _check_metrics_file(model_dir: str) -> None:
 def _check_same_data(spec: nn_data.DatasetSpec, model_dir: str) -> None:
     """A model_dir's weights fit one input shape and number of classes: resuming on other data is refused."""
     path = rundir.join(model_dir, rundir.DATASET)
-    saved = rundir.read_json(path)
+    saved = rundir.read_json_object(path)
     if saved is None:
         return
-    if not isinstance(saved, dict):
-        raise rundir.damaged(path, f"a JSON {type(saved).__name__}, not an object")
     for key, new in (("input_shape", list(spec.input_shape)), ("num_classes", spec.num_classes)):
         if key in saved and saved[key] != new:
             raise NntrainError(f"model_dir '{model_dir}' holds a run on data of {key} {saved[key]}, this data has "

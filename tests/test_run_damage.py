@@ -107,6 +107,8 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
          "model.keras is damaged"),
         ("empty best.keras", ["evaluate", "--checkpoint=best", run("b1", {"checkpoints/best.keras": b""})],
          "best.keras is damaged"),
+        ("dataset.json a string, train", [*resume, run("d1", {"dataset.json": b'"xor"'})],
+         "dataset.json is damaged (a JSON str, not an object)"),
         ("metrics.jsonl truncated", [*resume, run("j1", {"metrics.jsonl": b'{"epoch": 1, "lo'})],
          "metrics.jsonl is damaged"),
         ("metrics.jsonl without epochs", [*resume, run("j2", {"metrics.jsonl": b'{"loss": 1}\n'})],
