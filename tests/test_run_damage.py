@@ -12,9 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_failures
+from conftest import cli_failures, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from nntrain import callbacks as nn_callbacks
 from nntrain import cli
+from nntrain import config as nn_config
+from nntrain.errors import NntrainError
 
 XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
        "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]
@@ -173,3 +178,31 @@ def test_resuming_on_other_data_or_diverging_changes_nothing(tmp_path, capfd):
     ]
     failures = cli_failures(cases, tmp_path, capfd)
     assert not failures, "\n".join(failures)
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False),
+                                     st.text(max_size=12), st.sampled_from(["step-2.keras", "best.keras", ""])),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=8)
+states = st.dictionaries(st.sampled_from(["latest", "step", "kept", "rng", "best", "epoch"]), json_values, max_size=6)
+contents = st.one_of(states.map(json.dumps), json_values.map(json.dumps), st.text(max_size=40))
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=1000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=contents, config=contents)
+def test_fuzzed_run_files_are_read_or_refused_in_one_line(tmp_path, state, config):
+    """Whatever state.json and config.json hold: a resume point or one NntrainError line, and no file changes."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "state.json").write_text(state)
+    (run / "checkpoints" / "step-2.keras").write_bytes(b"PK\x03\x04 not a whole archive")
+    (run / "config.json").write_text(config)
+    before = snapshot(run)
+    for read in (lambda: nn_callbacks.resume_point(str(run / "checkpoints")),
+                 lambda: nn_config.load_saved(str(run))):
+        try:
+            read()
+        except NntrainError as e:
+            assert str(e) and "\n" not in str(e), repr(str(e))
+    assert snapshot(run) == before
