@@ -21,21 +21,39 @@ KERAS_FILE, SAVED_MODEL, TFLITE_FILE = "model.keras", "saved_model", "model.tfli
 
 
 def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
-    """Loads a trained model from model_dir: `final`, `best` or `latest` (final falls back to latest)."""
+    """Loads a trained model from model_dir: `final`, `best` or `latest` (final falls back to latest).
+
+    A damaged file is one line naming it and the other checkpoints that are readable.
+    """
     if checkpoint not in CHECKPOINTS:
         raise NntrainError(f"unknown checkpoint '{checkpoint}': use one of {', '.join(CHECKPOINTS)}")
     nn_config.load_saved(model_dir)  # a clear error when model_dir holds no run
-    checkpoint_dir = rundir.checkpoint_dir(model_dir)
-    latest = latest_checkpoint(checkpoint_dir)
-    candidates = {"final": [rundir.join(model_dir, rundir.FINAL_MODEL)],
-                  "best": [rundir.join(checkpoint_dir, rundir.BEST)], "latest": []}[checkpoint]
-    if checkpoint != "best" and latest:
-        candidates.append(latest[0])
-    for path in candidates:
-        if rundir.exists(path):
-            return keras.models.load_model(path)
+    paths = _model_paths(model_dir)
+    tried = ["final", "latest"] if checkpoint == "final" else [checkpoint]
+    for name in tried:
+        path = paths[name]
+        if path is None or (name != "latest" and not rundir.exists(path)):
+            continue
+        problem = rundir.keras_file_problem(path)
+        if problem is None:
+            try:
+                return keras.models.load_model(path)
+            except (ValueError, OSError, KeyError, TypeError) as e:
+                problem = f"Keras cannot load it: {str(e).splitlines()[0][:200]}"
+        readable = [f"--checkpoint={other}" for other, other_path in paths.items()
+                    if other != checkpoint and other_path and rundir.keras_file_problem(other_path) is None]
+        raise rundir.damaged(path, f"missing, though {rundir.STATE} names it" if problem == "missing" else problem,
+                             f"use {' or '.join(readable)}" if readable else rundir.MOVE_ASIDE)
     raise NntrainError(f"'{model_dir}' has no {checkpoint} model yet: train it first "
                        "(`nntrain train --model_dir=...` resumes an interrupted run)")
+
+
+def _model_paths(model_dir: str) -> dict[str, str | None]:
+    """Where a run keeps its final, best and latest model (None: no checkpoint committed yet)."""
+    checkpoint_dir = rundir.checkpoint_dir(model_dir)
+    latest = latest_checkpoint(checkpoint_dir)
+    return {"final": rundir.join(model_dir, rundir.FINAL_MODEL), "best": rundir.join(checkpoint_dir, rundir.BEST),
+            "latest": latest[0] if latest else None}
 
 
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -64,17 +67,66 @@ def latest_checkpoint(directory: str) -> tuple[str, int] | None:
     return rundir.join(directory, state["latest"]), int(state.get("step", 0))
 
 
-def restore(model: keras.Model, directory: str) -> int:
-    """Loads the latest checkpoint (weights, optimizer state, RNG states) into a compiled model; returns its step."""
+@dataclasses.dataclass
+class ResumePoint:
+    """The checkpoint a run continues from, and state.json as the run continues with it."""
+
+    path: str
+    step: int
+    state: dict
+
+
+def resume_point(directory: str) -> ResumePoint | None:
+    """State.json's latest checkpoint, checked to be readable; when it is not, the newest readable one state.json
+    keeps (train.keep_checkpoints > 1), logged. None before the first checkpoint; Damaged if none is readable."""
     state = rundir.read_state(directory)
     if state is None:
+        return None
+    kept = [*[name for name in state.get("kept", []) if name != state["latest"]], state["latest"]]
+    problems = []
+    for index in reversed(range(len(kept))):
+        name, path = kept[index], rundir.join(directory, kept[index])
+        latest = name == state["latest"]
+        step = state.get("step", 0) if latest else _step_of(name)
+        problem = rundir.keras_file_problem(path) if step is not None else "no step in its name"
+        if problem is None:
+            if latest:
+                return ResumePoint(path, step, state)
+            log(f"checkpoint {problems[0]}; resuming from {name} (step {step}), the last good one")
+            fallback = {**state, "latest": name, "step": step, "kept": kept[:index + 1], "rng": []}
+            fallback.pop("epoch", None)
+            return ResumePoint(path, step, fallback)
+        problems.append(f"{name} is unreadable ({problem})" if problem != "missing"
+                        else f"{name}, named in {rundir.STATE}, is missing")
+    raise rundir.Damaged(f"no readable checkpoint in {directory}: {'; '.join(problems)}: restore it, or delete "
+                         f"{directory} to train from scratch (or use a new --model_dir)")
+
+
+def _step_of(name: str) -> int | None:
+    match = re.fullmatch(r"step-(\d+)\.keras", name)
+    return int(match.group(1)) if match else None
+
+
+def restore(model: keras.Model, point: ResumePoint | None) -> int:
+    """Loads a checkpoint (weights, optimizer state, RNG states) into a compiled model; returns its step."""
+    if point is None:
         return 0
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(rundir.join(directory, state["latest"]))
-    for variable, value in zip(_rng_variables(model), state.get("rng", [])):  # in model order (names vary)
+    try:
+        with warnings.catch_warnings():  # a mismatch is refused below, in one line
+            warnings.simplefilter("ignore")
+            model.load_weights(point.path)
+    except (ValueError, OSError, KeyError) as e:
+        raise NntrainError(f"checkpoint {point.path} does not fit this model ({str(e).splitlines()[0][:200]}): "
+                           "resume with the run's own config and data, or use a new --model_dir") from None
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if point.step and step != point.step:  # Keras skips optimizer state it cannot match, and warns only
+        raise NntrainError(f"checkpoint {point.path} holds no state of this optimizer ({model.optimizer.name}): "
+                           "resume with the run's optimizer.name, or use a new --model_dir")
+    for variable, value in zip(_rng_variables(model), point.state.get("rng", [])):  # in model order (names vary)
         variable.assign(np.asarray(value, dtype=variable.dtype))
-    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return step
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -87,7 +139,7 @@ class Checkpoints(keras.callbacks.Callback):
     """
 
     def __init__(self, directory: str, monitor: str, mode: str = "auto", keep_best: bool = True,
-                 every_steps: int = 0, keep: int = 1, signals: Watch | None = None):
+                 every_steps: int = 0, keep: int = 1, signals: Watch | None = None, state: dict | None = None):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
@@ -96,7 +148,8 @@ class Checkpoints(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.keep = max(1, keep)
         self.signals = signals
-        self.state = {"kept": [], "best": None, "step": 0, **(rundir.read_state(directory) or {})}
+        self.state = {"kept": [], "best": None, "step": 0,
+                      **((rundir.read_state(directory) if state is None else state) or {})}
         self.saved_seconds: list[float] = []  # how long each save took (benchmarks read it)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -174,6 +227,8 @@ class MetricsFile(keras.callbacks.Callback):
         self.epoch_start = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not _finite(logs):  # a diverged epoch leaves no line
+            return
         now = time.time()
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
@@ -182,22 +237,48 @@ class MetricsFile(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops at the first non-finite loss and remembers where it happened and the last finite loss."""
+    """Stops at the first non-finite loss and remembers where it happened and the last finite loss.
 
-    def __init__(self, steps_per_epoch: int):
+    With steps_per_execution > 1 Keras reports once per block of steps: the step is then known to a block. A
+    resumed run passes the loss it had (its last metrics line) as the last finite loss so far.
+    """
+
+    def __init__(self, steps_per_epoch: int, last_finite_loss: float | None = None):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.epoch = 0
-        self.last_finite_loss: float | None = None
+        self.last_finite_loss = last_finite_loss
+        self.last_step = 0  # the step of the last report
+        self.first_nan_step: int | None = None
         self.nan_step: int | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.last_step = self._step()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch
 
+    def _step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step, previous = self._step(), self.last_step
+        self.last_step = step
         if _finite(logs):
             self.last_finite_loss = float(logs["loss"])
             return
-        self.nan_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.first_nan_step, self.nan_step = previous + 1, step
         self.model.stop_training = True
-        log(f"non-finite loss at step {self.nan_step} (epoch {self.epoch + 1}): stopping")
+        log(f"non-finite loss {self.where()} (epoch {self.epoch + 1}): stopping")
+
+    def describe(self) -> str:
+        """Where the loss became non-finite, and the last finite loss (Keras's running mean over the epoch)."""
+        loss = (f"{self.last_finite_loss:.6g}" if self.last_finite_loss is not None
+                else "none (the first step was not finite)")
+        return f"loss became NaN/inf {self.where()}; last finite loss {loss}"
+
+    def where(self) -> str:
+        """'at step N', or 'within steps A-B' where Keras reported a block of steps."""
+        if self.first_nan_step == self.nan_step:
+            return f"at step {self.nan_step}"
+        return f"within steps {self.first_nan_step}-{self.nan_step}"

@@ -501,7 +501,7 @@ def from_dict(data: dict, path: str) -> ml_collections.ConfigDict:
     config = base_config()
     try:
         config.update(_with_tuples(data, config))
-    except (AttributeError, KeyError, TypeError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ValueError: a key with a dot
         raise NntrainError(f"config file '{path}' does not fit this nntrain's config: {str(e).splitlines()[0]}") from e
     return config
 

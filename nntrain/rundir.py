@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from typing import Any
 
 import keras
@@ -40,6 +41,17 @@ WORKERS = "workers"
 STATE = "state.json"
 BEST = "best.keras"
 TMP_PREFIX = "tmp-"
+MOVE_ASIDE = "restore it, or move the run aside and train into a new --model_dir"
+
+
+class Damaged(NntrainError):
+    """A file of the run directory is not what nntrain wrote: unreadable, of the wrong type, or naming a missing
+    file."""
+
+
+def damaged(path: str, problem: str, fix: str = MOVE_ASIDE) -> Damaged:
+    """The one line for a damaged file: which file, what is wrong, the fix."""
+    return Damaged(f"{path} is damaged ({problem}): {fix}")
 
 
 def join(path: str, *names: str) -> str:
@@ -157,10 +169,22 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(strict(value), allow_nan=False, **kwargs)
 
 
-def read_json(path: str) -> Any:
-    """The parsed JSON file, or None if there is no such file."""
-    text = read_text(path)
-    return None if text is None else json.loads(text)
+def read_json(path: str, fix: str = MOVE_ASIDE) -> Any:
+    """The parsed JSON file, or None if there is no such file; Damaged (with `fix`) if it is no JSON."""
+    text = None
+    try:
+        text = read_text(path)
+        return None if text is None else json.loads(text)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError
+        raise damaged(path, "empty" if text == "" else f"not JSON: {e}", fix) from None
+
+
+def read_json_object(path: str, fix: str = MOVE_ASIDE) -> dict | None:
+    """Like read_json, for a file that holds one JSON object; Damaged if it holds anything else."""
+    value = read_json(path, fix)
+    if value is not None and not isinstance(value, dict):
+        raise damaged(path, f"a JSON {type(value).__name__}, not an object", fix)
+    return value
 
 
 def write_json(path: str, value: Any) -> None:
@@ -169,8 +193,14 @@ def write_json(path: str, value: Any) -> None:
 
 def read_jsonl(path: str) -> list[dict]:
     """One dict per non-empty line ([] if there is no such file)."""
-    text = read_text(path) or ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    try:
+        text = read_text(path) or ""
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as e:
+        raise damaged(path, f"not JSON lines: {e}") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise damaged(path, "a line is no JSON object")
+    return records
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:
@@ -214,5 +244,50 @@ def worker_dir(model_dir: str, task_id: int) -> str:
 
 
 def read_state(directory: str) -> dict | None:
-    """The checkpoint directory's state.json (None before the first checkpoint)."""
-    return read_json(join(directory, STATE))
+    """The checkpoint directory's state.json (None before the first checkpoint), its fields checked."""
+    path = join(directory, STATE)
+    fix = f"restore it, or delete {directory} to train from scratch (or use a new --model_dir)"
+    state = read_json_object(path, fix)
+    if state is None:
+        return None
+    problem = _state_problem(state)
+    if problem:
+        raise damaged(path, problem, fix)
+    return state
+
+
+def _state_problem(state: dict) -> str | None:
+    """What is wrong with the types of a parsed state.json, or None."""
+    if not isinstance(state.get("latest"), str) or not state["latest"]:
+        return f"'latest' is {state.get('latest')!r}, not a checkpoint file name"
+    step = state.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' is {step!r}, not a step number"
+    kept = state.get("kept", [])
+    if not isinstance(kept, list) or not all(isinstance(name, str) for name in kept):
+        return f"'kept' is {kept!r}, not a list of file names"
+    if not isinstance(state.get("rng", []), list):
+        return f"'rng' is {state['rng']!r}, not a list"
+    return None
+
+
+def keras_file_problem(path: str) -> str | None:
+    """Why the .keras file at `path` cannot be loaded (missing, truncated, not a Keras archive), or None.
+
+    Reads the zip archive's directory and each member's CRC, before anything is built from it (~20 ms for an
+    80 MB file on a local disk, where loading it takes ~0.3 s).
+    """
+    if not exists(path):
+        return "missing"
+    if tf.io.gfile.stat(path).length == 0:
+        return "empty"
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f, zipfile.ZipFile(f) as archive:
+            corrupt, names = archive.testzip(), set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, tf.errors.OpError) as e:
+        return f"not a readable .keras archive: {e}"
+    if corrupt:
+        return f"{corrupt} in it is corrupt"
+    if not {"config.json", "model.weights.h5"} <= names:
+        return "not a Keras model archive (no config.json and model.weights.h5)"
+    return None

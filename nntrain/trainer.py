@@ -96,30 +96,36 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
     _check_same_model(config, model_dir)
+    _check_metrics_file(model_dir)
     strategy = strategy or distribute.create_strategy("auto")
     checkpoint_dir = rundir.checkpoint_dir(model_dir)  # every worker resumes from the chief's
-    state = rundir.read_state(checkpoint_dir)
-    prepared = prepare(config, strategy, skip_batches=(state or {}).get("step", 0))  # no step: an older nntrain
+    point = nn_callbacks.resume_point(checkpoint_dir)
+    prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
     model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
     guards.check_run(config, model_dir, prepared)
+    _check_same_data(prepared.data.spec, model_dir)
+    with strategy.scope():
+        step = nn_callbacks.restore(model, point)
     _log_plan(config, prepared)
 
-    # Multi-worker: the chief writes model_dir; worker N only its backups, in model_dir/workers/N (cluster.py).
+    # Nothing was written so far. Multi-worker: the chief writes model_dir; worker N only its backups, in
+    # model_dir/workers/N (cluster.py).
     chief, out_dir = cluster.is_chief(strategy), cluster.output_dir(model_dir, strategy)
     rundir.makedirs(out_dir)
+    previous = _read_run_files(model_dir)
     if chief:
         nn_config.save(config, model_dir)
         nn_data.save_spec(prepared.data.spec, model_dir)
-    with strategy.scope():
-        step = nn_callbacks.restore(model, checkpoint_dir)
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
     if step:
         log(f"resuming from the checkpoint in {checkpoint_dir}: step {step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
-    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch)
+    done = [r for r in rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS)) if r["epoch"] <= initial_epoch]
+    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
     with preemption.watch() as signals, cluster.peer_failures(strategy):
         callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
-                               steps_per_epoch, nan_guard, signals)
+                               steps_per_epoch, nan_guard, signals,
+                               point.state if point and out_dir == model_dir else None)
         fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         history = None
@@ -133,12 +139,12 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
             history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                                 steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
     if nan_guard.nan_step is not None:
+        if chief:  # the settings that diverged are not the run's
+            _write_run_files(model_dir, previous)
         latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
         kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
-        raise TrainingDiverged(
-            f"loss became NaN/inf at step {nan_guard.nan_step}; last finite loss "
-            f"{nan_guard.last_finite_loss}; checkpoint kept: {kept}; lower optimizer.learning_rate "
-            "or set optimizer.global_clip_norm")
+        raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
+                               "or set optimizer.global_clip_norm")
     if not chief:
         metrics = cluster.last_logs(history) if history else {}
         log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
@@ -152,7 +158,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
 
 def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, model_dir: str, out_dir: str, chief: bool,
                initial_epoch: int, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
-               signals: preemption.Watch) -> list[keras.callbacks.Callback]:
+               signals: preemption.Watch, state: dict | None) -> list[keras.callbacks.Callback]:
     """The callbacks of a run, in order: EMA weights are swapped in first (so evaluation and saves see them);
     pruning and bits/byte add to the logs before the metrics line; the checkpoint is an epoch's commit point, so
     it comes after the metrics line that describes the epoch."""
@@ -165,7 +171,7 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, model_dir:
         callbacks.append(nn_callbacks.MetricsFile(rundir.join(model_dir, rundir.METRICS), initial_epoch))
     callbacks.append(nn_callbacks.Checkpoints(
         rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
-        every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals))
+        every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals, state=state))
     if train.tensorboard and chief:
         callbacks.append(keras.callbacks.TensorBoard(rundir.join(model_dir, rundir.LOGS)))
         log(f"TensorBoard logs: {rundir.join(model_dir, rundir.LOGS)} (tensorboard --logdir={model_dir})")
@@ -195,9 +201,14 @@ def _format_metrics(metrics: dict) -> str:
 
 def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
     """A model_dir holds one model: resuming with another architecture would corrupt it."""
-    saved = rundir.read_json(rundir.join(model_dir, rundir.CONFIG))
+    path = rundir.join(model_dir, rundir.CONFIG)
+    saved = rundir.read_json_object(path)
     if saved is None:
         return
+    try:
+        nn_config.from_dict(saved, path)
+    except NntrainError as e:
+        raise rundir.damaged(path, str(e).split(": ", 1)[-1]) from None
     current = nn_config.to_dict(config)
     if saved.get("model") != current["model"]:
         raise NntrainError(f"model_dir '{model_dir}' holds a run of another model ({saved.get('model')}); "
@@ -207,6 +218,39 @@ def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None
                      if saved.get(section, {}).get(key) != current[section][key])
     if changed:
         log(f"resuming with a changed config: {', '.join(changed)}")
+
+
+def _check_metrics_file(model_dir: str) -> None:
+    """metrics.jsonl is read (and rewritten) by a resume: one line now if it is damaged, not after a write."""
+    path = rundir.join(model_dir, rundir.METRICS)
+    for number, record in enumerate(rundir.read_jsonl(path), 1):
+        if not isinstance(record.get("epoch"), int):
+            raise rundir.damaged(path, f"line {number} has no epoch number")
+
+
+def _check_same_data(spec: nn_data.DatasetSpec, model_dir: str) -> None:
+    """A model_dir's weights fit one input shape and number of classes: resuming on other data is refused."""
+    path = rundir.join(model_dir, rundir.DATASET)
+    saved = rundir.read_json_object(path)
+    if saved is None:
+        return
+    for key, new in (("input_shape", list(spec.input_shape)), ("num_classes", spec.num_classes)):
+        if key in saved and saved[key] != new:
+            raise NntrainError(f"model_dir '{model_dir}' holds a run on data of {key} {saved[key]}, this data has "
+                               f"{key} {new}: use a new --model_dir, or the run's data to resume")
+
+
+def _read_run_files(model_dir: str) -> dict[str, str | None]:
+    """config.json and dataset.json as they are before a run writes them (restored if the run diverges)."""
+    return {name: rundir.read_text(rundir.join(model_dir, name)) for name in (rundir.CONFIG, rundir.DATASET)}
+
+
+def _write_run_files(model_dir: str, files: dict[str, str | None]) -> None:
+    """Puts back the files `_read_run_files` read (those that were there)."""
+    for name, text in files.items():
+        path = rundir.join(model_dir, name)
+        if text is not None and rundir.read_text(path) != text:
+            rundir.write_text(path, text)
 
 
 def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:

@@ -41,7 +41,7 @@ def earlier_run(tmp_path: Path) -> Path:
     (run / "checkpoints").mkdir(parents=True)
     nn_config.save(nn_config.resolve("xor"), str(run))  # the xor cases below resume it, as far as checks let them
     (run / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n')
-    (run / "checkpoints" / "epoch-1.keras").write_bytes(b"weights of an earlier run")
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(run / "checkpoints" / "epoch-1.keras")
     (run / "checkpoints" / "state.json").write_text('{"epoch": 1, "latest": "epoch-1.keras"}\n')
     return run
 

@@ -96,8 +96,9 @@ def test_launcher_prefixes_output_and_stops_all_when_one_fails(capsys):
 
 def test_a_killed_save_leaves_no_temporary_files(tmp_path):
     """A worker killed while saving leaves tmp-step-N.keras; the next run removes it (and keeps the rest)."""
-    for name in ("tmp-step-8.keras", "tmp-state.json", "step-4.keras", "state.json"):
+    for name in ("tmp-step-8.keras", "tmp-state.json", "step-4.keras"):
         (tmp_path / name).write_text("{}")
+    (tmp_path / "state.json").write_text('{"latest": "step-4.keras", "step": 4}')
     nn_callbacks.Checkpoints(str(tmp_path), "val_loss").on_train_begin()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "step-4.keras"]
 

@@ -82,13 +82,14 @@ def test_deterministic_turns_on_op_determinism(monkeypatch):
     assert calls == [True]
 
 
-def test_metrics_file_is_strict_json_after_nan(tmp_path):
+def test_metrics_file_is_strict_json_and_keeps_no_diverged_epoch(tmp_path):
     config = nntrain.load_config("quadratic", {"train.epochs": 2, "optimizer.learning_rate": 1e30,
                                                "train.tensorboard": False})
     with pytest.raises(TrainingDiverged):
         nntrain.train(config, str(tmp_path / "nan"), strategy="cpu", verbose=0)
-    lines = _strict_lines((tmp_path / "nan" / "metrics.jsonl").read_text())
-    assert lines and lines[-1]["loss"] is None
+    metrics = tmp_path / "nan" / "metrics.jsonl"
+    assert all(line["loss"] is not None for line in _strict_lines(metrics.read_text() if metrics.exists() else ""))
+    assert _strict_lines(rundir.dumps({"loss": float("nan"), "val": [float("inf")]})) == [{"loss": None, "val": [None]}]
 
 
 def test_keras_metric_directions():

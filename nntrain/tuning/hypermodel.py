@@ -75,8 +75,7 @@ class HyperModel(keras_tuner.HyperModel):
         history = model.fit(data.train, steps_per_epoch=steps, validation_data=data.eval,
                             validation_steps=config.train.eval_steps, callbacks=callbacks, shuffle=False, **kwargs)
         if nan_guard.nan_step is not None:
-            raise keras_tuner.errors.FailedTrialError(
-                f"loss became NaN/inf at step {nan_guard.nan_step} (last finite loss {nan_guard.last_finite_loss})")
+            raise keras_tuner.errors.FailedTrialError(nan_guard.describe())
         metrics = {name: float(values[-1]) for name, values in history.history.items()}
         epochs = history.epoch[-1] + 1 if history.epoch else 0
         return {**metrics, "epochs": epochs, "seconds": round(time.time() - start, 3), "steps_per_epoch": steps}

@@ -1,0 +1,208 @@
+"""Damaged run directories, mismatched resumes and divergence (issue 14): one line, and the run is left as it was.
+
+One xor run is trained once (two checkpoints kept); each case damages its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli_failures, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nntrain import callbacks as nn_callbacks
+from nntrain import cli
+from nntrain import config as nn_config
+from nntrain.errors import NntrainError
+
+XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
+       "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]
+
+
+def _train(model_dir: Path, *args: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", *XOR, f"--model_dir={model_dir}", *args])
+    assert exit_info.value.code in (0, None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """An xor run of 2 epochs of 2 steps: checkpoints step-2.keras and step-4.keras, best.keras, model.keras."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    _train(run, "--config.train.epochs=2")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.keras", "state.json", "step-2.keras", "step-4.keras"]
+    return run
+
+
+def _copy(trained: Path, root: Path, name: str, damage: dict[str, bytes | None]) -> str:
+    """A copy of the trained run with each file of `damage` replaced by its bytes (None: deleted)."""
+    run = root / name
+    shutil.copytree(trained, run)
+    for path, content in damage.items():
+        if content is None:
+            (run / path).unlink()
+        else:
+            (run / path).write_bytes(content)
+    return f"--model_dir={run}"
+
+
+def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]:
+    """(name, arguments, a phrase the error line must contain)."""
+    config = (trained / "config.json").read_bytes()
+    state = json.loads((trained / "checkpoints" / "state.json").read_text())
+    model = (trained / "model.keras").read_bytes()
+    resume = ["train", *XOR, "--config.train.epochs=3"]
+
+    def run(name: str, damage: dict[str, bytes | None] | None = None) -> str:
+        return _copy(trained, root, name, damage or {})
+
+    def state_of(**fields) -> bytes:
+        return json.dumps({**state, **fields}).encode()
+
+    return [
+        ("truncated config.json, train", [*resume, run("c1", {"config.json": config[:40]})],
+         "config.json is damaged (not JSON"),
+        ("empty config.json, evaluate", ["evaluate", run("c2", {"config.json": b""})],
+         "config.json is damaged (empty)"),
+        ("config.json a list, train", [*resume, run("c3", {"config.json": b"[1, 2]"})],
+         "config.json is damaged (a JSON list, not an object)"),
+        ("config.json of wrong types, export",
+         ["export", run("c4", {"config.json": b'{"train": {"epochs": "two"}}'}), f"--export_dir={root / 'e'}"],
+         "config.json"),
+        ("truncated state.json, train", [*resume, run("s1", {"checkpoints/state.json": b'{"latest": "step-'})],
+         "state.json is damaged (not JSON"),
+        ("empty state.json, evaluate latest", ["evaluate", run("s2", {"checkpoints/state.json": b""}),
+                                               "--checkpoint=latest"], "state.json is damaged (empty)"),
+        ("state.json a list, train", [*resume, run("s3", {"checkpoints/state.json": b"[]"})],
+         "a JSON list, not an object"),
+        ("state.json latest a number", [*resume, run("s4", {"checkpoints/state.json": state_of(latest=4)})],
+         "'latest' is 4"),
+        ("state.json step a string", [*resume, run("s5", {"checkpoints/state.json": state_of(step="4")})],
+         "'step' is '4'"),
+        ("state.json kept of numbers", [*resume, run("s6", {"checkpoints/state.json": state_of(kept=[2, 4])})],
+         "'kept' is [2, 4]"),
+        ("state.json names a missing checkpoint, train",
+         [*resume, run("m1", {"checkpoints/state.json": state_of(latest="step-9.keras", kept=["step-9.keras"])})],
+         "step-9.keras, named in state.json, is missing"),
+        ("state.json names a missing checkpoint, evaluate",
+         ["evaluate", "--checkpoint=latest", run("m2", {"checkpoints/step-4.keras": None})],
+         "step-4.keras is damaged (missing, though state.json names it): use --checkpoint=final or "
+         "--checkpoint=best"),
+        ("only checkpoint truncated", [*resume, run("k1", {"checkpoints/step-4.keras": model[:500],
+                                                     "checkpoints/state.json": state_of(kept=["step-4.keras"])})],
+         "step-4.keras is unreadable (not a readable .keras archive"),
+        ("both checkpoints empty", [*resume, run("k2", {"checkpoints/step-4.keras": b"",
+                                                         "checkpoints/step-2.keras": b""})],
+         "no readable checkpoint in"),
+        ("truncated model.keras, evaluate", ["evaluate", run("f1", {"model.keras": model[:-100]})],
+         "model.keras is damaged (not a readable .keras archive"),
+        ("truncated model.keras names the fix", ["evaluate", run("f2", {"model.keras": model[:1000]})],
+         "use --checkpoint=best"),
+        ("truncated model.keras, export",
+         ["export", run("f3", {"model.keras": model[:1000]}), f"--export_dir={root / 'e3'}"],
+         "model.keras is damaged"),
+        ("truncated model.keras, generate", ["generate", run("f4", {"model.keras": model[:1000]}), "--prompt=a"],
+         "model.keras is damaged"),
+        ("empty best.keras", ["evaluate", "--checkpoint=best", run("b1", {"checkpoints/best.keras": b""})],
+         "best.keras is damaged"),
+        ("dataset.json a string, train", [*resume, run("d1", {"dataset.json": b'"xor"'})],
+         "dataset.json is damaged (a JSON str, not an object)"),
+        ("metrics.jsonl truncated", [*resume, run("j1", {"metrics.jsonl": b'{"epoch": 1, "lo'})],
+         "metrics.jsonl is damaged"),
+        ("metrics.jsonl without epochs", [*resume, run("j2", {"metrics.jsonl": b'{"loss": 1}\n'})],
+         "line 1 has no epoch number"),
+        ("another optimizer on resume", ["train", *XOR, "--config.train.epochs=3", "--config.optimizer.name=adam",
+                                         run("o1")], "holds no state of this optimizer (adam)"),
+    ]
+
+
+@pytest.mark.slow
+def test_a_damaged_run_directory_is_one_line_and_left_as_it_was(trained, tmp_path, capfd):
+    failures = cli_failures(_damage_cases(trained, tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_last_good_one(trained, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    newest = run / "checkpoints" / "step-4.keras"
+    newest.write_bytes(newest.read_bytes()[:300])
+    with caplog.at_level(logging.INFO, logger="nntrain"):
+        _train(run, "--config.train.epochs=3")
+    assert ("checkpoint step-4.keras is unreadable (not a readable .keras archive: File is not a zip file); "
+            "resuming from step-2.keras (step 2), the last good one") in caplog.text
+    assert "resuming from the checkpoint in" in caplog.text and "step 2 of 6" in caplog.text
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["step"] == 6 and state["kept"] == ["step-4.keras", "step-6.keras"]  # step 4 trained again
+    assert [line["epoch"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+
+
+def _npz(path: Path, shape: tuple[int, ...], classes: int = 3) -> str:
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.uniform(size=(16, *shape)).astype(np.float32), y_train=np.arange(16) % classes,
+             x_test=rng.uniform(size=(4, *shape)).astype(np.float32), y_test=np.arange(4) % classes)
+    return f"--config.data.source=npz:{path}"
+
+
+@pytest.mark.slow
+def test_resuming_on_other_data_or_diverging_changes_nothing(tmp_path, capfd):
+    quadratic = ["train", "--experiment=quadratic", f"--model_dir={tmp_path / 'quadratic'}",
+                 "--config.train.steps_per_epoch=2", "--config.train.tensorboard=false"]  # (a diverged run's
+    # TensorBoard events are new files: kept, they show the steps before the divergence)
+    with pytest.raises(SystemExit):
+        cli.run(["nntrain", *quadratic, "--config.train.epochs=1"])
+    images = tmp_path / "images"
+    mnist = ["train", "--experiment=mnist_mlp", f"--model_dir={images}", "--config.train.batch_size=4"]
+    with pytest.raises(SystemExit):
+        cli.run(["nntrain", *mnist, "--config.train.epochs=1", _npz(tmp_path / "a.npz", (4, 4, 1))])
+    assert (images / "model.keras").is_file()
+    capfd.readouterr()
+    diverge = [*quadratic, "--config.train.epochs=2", "--config.optimizer.learning_rate=1e30"]
+    cases = [
+        ("another input shape", [*mnist, "--config.train.epochs=2", _npz(tmp_path / "b.npz", (5, 5, 1))],
+         f"model_dir '{images}' holds a run on data of input_shape [4, 4, 1], this data has input_shape [5, 5, 1]"),
+        ("another number of classes", [*mnist, "--config.train.epochs=2", _npz(tmp_path / "c.npz", (4, 4, 1), 5)],
+         "holds a run on data of num_classes 3, this data has num_classes 5"),
+        ("diverging resume", [*diverge, "--config.train.steps_per_execution=1"],
+         "loss became NaN/inf at step 4; last finite loss 0."),
+        ("diverging resume in blocks of 2 steps", [*diverge, "--config.train.steps_per_execution=2"],
+         "loss became NaN/inf within steps 3-4; last finite loss 0."),
+    ]
+    failures = cli_failures(cases, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False),
+                                     st.text(max_size=12), st.sampled_from(["step-2.keras", "best.keras", ""])),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=8)
+states = st.dictionaries(st.sampled_from(["latest", "step", "kept", "rng", "best", "epoch"]), json_values, max_size=6)
+contents = st.one_of(states.map(json.dumps), json_values.map(json.dumps), st.text(max_size=40))
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=1000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=contents, config=contents)
+def test_fuzzed_run_files_are_read_or_refused_in_one_line(tmp_path, state, config):
+    """Whatever state.json and config.json hold: a resume point or one NntrainError line, and no file changes."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "state.json").write_text(state)
+    (run / "checkpoints" / "step-2.keras").write_bytes(b"PK\x03\x04 not a whole archive")
+    (run / "config.json").write_text(config)
+    before = snapshot(run)
+    for read in (lambda: nn_callbacks.resume_point(str(run / "checkpoints")),
+                 lambda: nn_config.load_saved(str(run))):
+        try:
+            read()
+        except NntrainError as e:
+            assert str(e) and "\n" not in str(e), repr(str(e))
+    assert snapshot(run) == before
