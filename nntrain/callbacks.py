@@ -122,7 +122,8 @@ def restore(model: keras.Model, point: ResumePoint | None) -> int:
                            "resume with the run's own config and data, or use a new --model_dir") from None
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     if point.step and step != point.step:  # Keras skips optimizer state it cannot match, and warns only
-        raise NntrainError(f"checkpoint {point.path} holds no state of this optimizer ({model.optimizer.name}): "
+        name = type(model.optimizer).__name__.lower()  # as optimizer.name says it (the object's name gets _N)
+        raise NntrainError(f"checkpoint {point.path} holds no state of this optimizer ({name}): "
                            "resume with the run's optimizer.name, or use a new --model_dir")
     for variable, value in zip(_rng_variables(model), point.state.get("rng", [])):  # in model order (names vary)
         variable.assign(np.asarray(value, dtype=variable.dtype))

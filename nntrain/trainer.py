@@ -122,35 +122,42 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
     done = [r for r in rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS)) if r["epoch"] <= initial_epoch]
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
-    with preemption.watch() as signals, cluster.peer_failures(strategy):
-        callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
-                               steps_per_epoch, nan_guard, signals,
-                               point.state if point and out_dir == model_dir else None)
-        fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
-                   verbose=_progress(verbose), shuffle=False)
-        history = None
-        if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
-            history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch - steps_into_epoch,
-                                validation_data=prepared.data.eval, **fit)
-            initial_epoch += 1
-        if initial_epoch < config.train.epochs and not (history and model.stop_training):
-            data = datasets(config, strategy, initial_epoch * steps_per_epoch) if steps_into_epoch else prepared.data
-            history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
-    if nan_guard.nan_step is not None:
-        if chief:  # the settings that diverged are not the run's
-            _write_run_files(model_dir, previous)
-        latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
-        kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
-        raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
-                               "or set optimizer.global_clip_norm")
-    if not chief:
-        metrics = cluster.last_logs(history) if history else {}
-        log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
-        return metrics
-    final_path = rundir.join(model_dir, rundir.FINAL_MODEL)
-    rundir.save_model(model, final_path)
+    try:
+        with preemption.watch() as signals, cluster.peer_failures(strategy):
+            callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
+                                   steps_per_epoch, nan_guard, signals,
+                                   point.state if point and out_dir == model_dir else None)
+            fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
+                       verbose=_progress(verbose), shuffle=False)
+            history = None
+            if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+                history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                                    steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                                    validation_data=prepared.data.eval, **fit)
+                initial_epoch += 1
+            if initial_epoch < config.train.epochs and not (history and model.stop_training):
+                data = prepared.data
+                if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
+                    data = datasets(config, strategy, initial_epoch * steps_per_epoch)
+                history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                                    steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
+        if nan_guard.nan_step is not None:
+            if chief:  # the settings that diverged are not the run's
+                _undo_uncommitted(model_dir, previous, steps_per_epoch)
+            latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
+            kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
+            raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
+                                   "or set optimizer.global_clip_norm")
+        if not chief:
+            metrics = cluster.last_logs(history) if history else {}
+            log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
+            return metrics
+        final_path = rundir.join(model_dir, rundir.FINAL_MODEL)
+        rundir.save_model(model, final_path)
+    except guards.NonFiniteWeights:  # a finite loss with NaN weights (ReLU hides NaN inputs): stopped at a save
+        if chief:
+            _undo_uncommitted(model_dir, previous, steps_per_epoch)
+        raise
     metrics = last_metrics(model_dir)
     log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
     return metrics
@@ -251,6 +258,19 @@ def _write_run_files(model_dir: str, files: dict[str, str | None]) -> None:
         path = rundir.join(model_dir, name)
         if text is not None and rundir.read_text(path) != text:
             rundir.write_text(path, text)
+
+
+def _undo_uncommitted(model_dir: str, previous: dict[str, str | None], steps_per_epoch: int) -> None:
+    """After a run that diverged: config.json and dataset.json as they were, and no metrics line for an epoch
+    that no checkpoint committed (the line is written before the epoch's checkpoint)."""
+    _write_run_files(model_dir, previous)
+    latest = nn_callbacks.latest_checkpoint(rundir.checkpoint_dir(model_dir))
+    committed = latest[1] // steps_per_epoch if latest else 0
+    path = rundir.join(model_dir, rundir.METRICS)
+    lines = rundir.read_jsonl(path)
+    kept = [line for line in lines if line["epoch"] <= committed]
+    if kept != lines:
+        rundir.write_jsonl(path, kept)
 
 
 def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:

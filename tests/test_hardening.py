@@ -6,6 +6,7 @@ and every file of a pre-existing run hash-identical.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import subprocess
@@ -321,3 +322,22 @@ def test_data_checks_read_examples_of_varying_shape(data_config):
         output_signature=(tf.TensorSpec((None, 2, 1), tf.float32), tf.TensorSpec((), tf.int64)))
     with pytest.raises(NntrainError, match="1 example\\(s\\) have NaN or infinite features, the first at index 2"):
         checks.check_splits(data_config, "tfds:shapes", 2, Split(images, 3), None, 1)
+
+
+def test_a_resume_that_meets_nan_weights_leaves_the_run_as_it_was(tmp_path, capfd):
+    """NaN pixels with data checks off: the loss stays finite, the first save refuses the weights, and config.json
+    and metrics.jsonl of the earlier run are hash-identical afterwards (checkpoints of finite steps may be added)."""
+    x, y = _images()
+    run = tmp_path / "run"
+    train = ["nntrain", "train", "--experiment=mnist_mlp", f"--model_dir={run}", "--config.train.batch_size=4",
+             "--config.data.check=false"]
+    with pytest.raises(SystemExit) as first:
+        cli.run([*train, "--config.train.epochs=1", _npz(tmp_path / "good.npz", x, y)])
+    assert first.value.code in (0, None)
+    before = {name: hashlib.sha256((run / name).read_bytes()).hexdigest() for name in ("config.json", "metrics.jsonl")}
+    x[5, 0, 0, 0] = np.nan
+    with pytest.raises(SystemExit) as second:
+        cli.run([*train, "--config.train.epochs=2", _npz(tmp_path / "good.npz", x, y)])  # same path, now NaN
+    err = capfd.readouterr().err
+    assert second.value.code == 1 and "Traceback" not in err and "NaN/inf value(s)" in err
+    assert {name: hashlib.sha256((run / name).read_bytes()).hexdigest() for name in before} == before
