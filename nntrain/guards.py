@@ -6,8 +6,6 @@ Also the last line of defence of every save: a model with a non-finite weight is
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import keras
 import ml_collections
@@ -24,13 +22,12 @@ class NonFiniteWeights(NntrainError):
     exit_code = 1
 
 
-def check_run(config: ml_collections.ConfigDict, model_dir: str, prepared) -> None:
+def check_run(config: ml_collections.ConfigDict, prepared) -> None:
     """Everything `train` can check once data and model are built, before its first write.
 
     `prepared` is trainer.Prepared (not imported: trainer imports the callbacks that import this module).
     """
     check_metrics(config.train.metrics)
-    check_writable(model_dir, "model_dir")
     eval_steps, available = config.train.eval_steps, prepared.data.eval_steps
     if eval_steps is not None and available is not None and eval_steps > available:
         raise NntrainError(f"train.eval_steps={eval_steps} is more than the eval split '{config.data.eval_split}' "
@@ -49,23 +46,6 @@ def check_metrics(metrics: tuple) -> None:
         except ValueError:
             raise NntrainError(f"train.metrics: Keras has no metric '{name}': use names such as accuracy, auc, "
                                "mae, sparse_top_k_categorical_accuracy (keras.metrics)") from None
-
-
-def check_writable(path: str, what: str) -> None:
-    """Creates and removes a directory where `path` would be created: the one test that root cannot pass
-    by permission bits alone (e.g. under /proc). Remote paths (gs://, ram://) are left to their filesystem."""
-    if "://" in path:
-        return
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise NntrainError(f"{what} '{path}' cannot be created: '{existing}' is a file; choose another path")
-    try:
-        shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=existing))
-    except OSError as e:
-        raise NntrainError(f"{what} '{path}' is not writable (creating a directory in '{existing}' failed: "
-                           f"{e.strerror or e}): choose a directory you can write to") from e
 
 
 def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
@@ -114,7 +94,6 @@ def check_export_dir(model_dir: str, export_dir: str) -> None:
     if target == run or target.startswith(run + "/"):
         raise NntrainError(f"export_dir '{export_dir}' lies inside the run in '{model_dir}': choose a directory "
                            "outside model_dir")
-    check_writable(export_dir, "export_dir")
 
 
 def check_search_dir(model_dir: str) -> None:
@@ -125,7 +104,6 @@ def check_search_dir(model_dir: str) -> None:
     if rundir.exists(rundir.join(model_dir, rundir.CONFIG)):
         raise NntrainError(f"model_dir '{model_dir}' holds a training run ({rundir.CONFIG}), "
                            "not a search: give `tune` its own --model_dir")
-    check_writable(model_dir, "model_dir")
 
 
 def require_finite_weights(model: keras.Model, path: str) -> None:

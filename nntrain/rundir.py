@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import zipfile
 from typing import Any
 
@@ -81,9 +83,11 @@ def check(model_dir: str, what: str = "model_dir") -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise NntrainError(f"{what} '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise NntrainError(f"{what} '{model_dir}' is not writable ('{existing}' denies writing); "
-                           "choose a directory you can write to")
+    try:  # a real write: root passes every permission check, yet cannot write under /proc
+        shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=existing))
+    except OSError as e:
+        raise NntrainError(f"{what} '{model_dir}' is not writable (creating a directory in '{existing}' failed: "
+                           f"{e.strerror or e}): choose a directory you can write to") from e
 
 
 def exists(path: str) -> bool:

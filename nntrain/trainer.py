@@ -102,7 +102,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     point = nn_callbacks.resume_point(checkpoint_dir)
     prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
     model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
-    guards.check_run(config, model_dir, prepared)
+    guards.check_run(config, prepared)  # model_dir: rundir.check above
     _check_same_data(prepared.data.spec, model_dir)
     with strategy.scope():
         step = nn_callbacks.restore(model, point)

@@ -23,12 +23,11 @@ import pytest
 import tensorflow as tf
 from conftest import cli_failures, closed_port
 
-from nntrain import cli, guards, launch
+from nntrain import cli, guards, launch, rundir
 from nntrain import config as nn_config
 from nntrain.data import checks, service
 from nntrain.data.splits import Split
 from nntrain.errors import NntrainError
-from nntrain.rundir import save_model
 from nntrain.tuning import distributed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,10 +148,10 @@ def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(6).reshape(2, 3) == 4, np.nan, 0.0).astype(np.float32))
     with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 1 NaN/inf value\(s\)"):
-        save_model(model, str(tmp_path / "model.keras"))
+        rundir.save_model(model, str(tmp_path / "model.keras"))
     assert list(tmp_path.iterdir()) == []
     kernel.assign(np.zeros((2, 3), np.float32))
-    save_model(model, str(tmp_path / "model.keras"))
+    rundir.save_model(model, str(tmp_path / "model.keras"))
     assert (tmp_path / "model.keras").is_file()
 
 
@@ -187,10 +186,10 @@ def test_host_memory_is_positive_and_bounded_by_physical_memory():
 
 
 def test_writable_check_passes_where_it_can_write_and_leaves_nothing(tmp_path):
-    guards.check_writable(str(tmp_path / "a" / "b"), "model_dir")
+    rundir.check(str(tmp_path / "a" / "b"))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(NntrainError, match="'/proc/x/y' is not writable"):
-        guards.check_writable("/proc/x/y", "model_dir")
+        rundir.check("/proc/x/y")
 
 
 def _stderr_lines_until_exit(process: subprocess.Popen, timeout: float,
