@@ -21,7 +21,7 @@ MNIST_8K_2K = {"data.source": f"idx:{MNIST_DIR}", "data.train_split": "test[:800
                "data.eval_split": "test[8000:]", "train.epochs": 3, "train.tensorboard": False}
 
 # A client: TensorFlow and numpy only. Reads the raw uint8 MNIST test images 8000.. from the IDX file and
-# prints the serving SavedModel's accuracy on them.
+# prints the serving SavedModel's accuracy on them; the same images encoded as PNG get the same classes.
 CLIENT = """
 import gzip, json, sys
 import numpy as np
@@ -34,6 +34,9 @@ with gzip.open(mnist + "/t10k-labels-idx1-ubyte.gz") as f:
 serve = tf.saved_model.load(saved_model).signatures["serving_default"]
 answers = serve(features=tf.constant(images))
 assert answers["probabilities"].shape == (2000, 10) and answers["class_index"].dtype == tf.int64
+encoded = tf.saved_model.load(saved_model).signatures["serve_encoded"]  # the same images as PNG files
+from_png = encoded(image_bytes=tf.map_fn(tf.io.encode_png, tf.constant(images), fn_output_signature=tf.string))
+assert (from_png["class_index"].numpy() == answers["class_index"].numpy()).all()
 assert not any(name.startswith("nntrain") for name in sys.modules)
 print(json.dumps({"accuracy": float(np.mean(answers["class_index"].numpy() == labels))}))
 """
