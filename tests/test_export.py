@@ -223,7 +223,7 @@ def test_serve_encoded_takes_image_files_of_any_size_and_answers_as_evaluate(tmp
     assert served.returncode == 0, served.stderr[-3000:]
     answers = json.loads(served.stdout.splitlines()[-1])
     assert answers["class_index"] == expected.predicted.tolist()
-    np.testing.assert_allclose(answers["probabilities"], expected.outputs, atol=1e-6)
+    np.testing.assert_allclose(answers["probabilities"], expected.outputs, atol=1e-5)  # batch sizes differ
     accuracy = float(np.mean(np.array(answers["class_index"]) == labels))
     assert evaluated["accuracy"] > 0.8 and abs(accuracy - evaluated["accuracy"]) <= 1e-6
 
