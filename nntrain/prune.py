@@ -9,7 +9,9 @@ sparsity of Zhu & Gupta's (2017) schedule,
     s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_end - t_0)) ** power    for t_0 <= t <= t_end,
 
 and writes each kernel's sparsity into the epoch's logs (`sparsity/LAYER`, hence metrics.jsonl). At the end of
-training the masks are detached: `model.keras` is a plain Keras model whose kernels hold the zeros.
+training the masks are detached: `model.keras` is a plain Keras model whose kernels hold the zeros. Under
+MultiWorkerMirroredStrategy every worker computes the masks from its own, identical copy of the kernels (a
+stable sort), so all workers hold the same masks without communicating.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 strings for text) and applies the training preprocessing inside the graph (scaling, the text vocabulary), so a
 client needs neither nntrain nor its preprocessing. It returns `probabilities` and `class_index` (plus
 `class_name` where the source names its classes) for classification and binary heads, `outputs` for regression.
+
+Image models also get `serve_encoded`, taking `image_bytes`: a batch of encoded image files (JPEG, PNG, BMP, GIF)
+of any size, decoded and resized exactly as an `images:DIR` source does in tf.data, then answered as above.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from nntrain.data import images
 from nntrain.data.raw import RawData
 
 SIGNATURE = "serving_default"
+ENCODED_SIGNATURE = "serve_encoded"  # image models: encoded image files of any size
 EVAL_BATCH = 256
 
 Answers = dict[str, tf.Tensor]
@@ -36,11 +41,27 @@ def write_saved_model(model: keras.Model, config: ml_collections.ConfigDict, raw
 
     archive.add_endpoint(SIGNATURE, serve, input_signature=[tf.TensorSpec((None, *stored.shape), stored.dtype,
                                                                            name="features")])
+    if _is_image(stored):
+        decode = images.decoder(tuple(stored.shape))
+        decoded_spec = tf.TensorSpec(stored.shape, stored.dtype)
+
+        def serve_encoded(image_bytes: tf.Tensor) -> Answers:
+            return serve(tf.map_fn(decode, image_bytes, fn_output_signature=decoded_spec))
+
+        # `image_bytes`: TF Serving's REST API base64-decodes inputs named *_bytes ({"b64": ...}).
+        archive.add_endpoint(ENCODED_SIGNATURE, serve_encoded,
+                             input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     vectorizer = raw.preprocess.vectorizer
     if vectorizer is not None:  # its vocabulary table goes into the SavedModel
         vectorizer.build()  # it has no weights; adapt() leaves it unbuilt, which ExportArchive.track refuses
         archive.track(vectorizer)
     archive.write_out(path, verbose=False)
+
+
+def _is_image(stored: tf.TensorSpec) -> bool:
+    """Whether stored features are uint8 images (height, width, 1|3|4 channels), which files can encode."""
+    shape = stored.shape
+    return stored.dtype == tf.uint8 and shape.rank == 3 and shape.is_fully_defined() and shape[2] in (1, 3, 4)
 
 
 def answers(outputs: tf.Tensor, head: str, class_names: tuple[str, ...] | None = None) -> Answers:

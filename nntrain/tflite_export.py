@@ -6,6 +6,12 @@
   int8     int8 weights and activations, calibrated on CALIBRATION_EXAMPLES raw training examples
 
 Text models are refused: their string ops need TFLite's Flex delegate, which TensorFlow's interpreter lacks.
+Checked with TensorFlow 2.21 on Linux: converting TextVectorization with SELECT_TF_OPS works (Flex ops
+RaggedTensorToTensor, StaticRegexReplace, StringLower, StringSplitV2), but tf.lite.Interpreter then fails with
+"RuntimeError: Select TensorFlow op(s), included in the given model, is(are) not supported by this interpreter.
+Make sure you apply/link the Flex delegate before inference. ... Node number 4 (FlexStringLower) failed to
+prepare." The pip package stopped linking the Flex delegate in 2.20 (google-ai-edge/LiteRT#6458), so nothing
+here could measure such a file's accuracy.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ MNIST_8K_2K = {"data.source": f"idx:{MNIST_DIR}", "data.train_split": "test[:800
                "data.eval_split": "test[8000:]", "train.epochs": 3, "train.tensorboard": False}
 
 # A client: TensorFlow and numpy only. Reads the raw uint8 MNIST test images 8000.. from the IDX file and
-# prints the serving SavedModel's accuracy on them.
+# prints the serving SavedModel's accuracy on them; the same images encoded as PNG get the same classes.
 CLIENT = """
 import gzip, json, sys
 import numpy as np
@@ -34,6 +34,9 @@ with gzip.open(mnist + "/t10k-labels-idx1-ubyte.gz") as f:
 serve = tf.saved_model.load(saved_model).signatures["serving_default"]
 answers = serve(features=tf.constant(images))
 assert answers["probabilities"].shape == (2000, 10) and answers["class_index"].dtype == tf.int64
+encoded = tf.saved_model.load(saved_model).signatures["serve_encoded"]  # the same images as PNG files
+from_png = encoded(image_bytes=tf.map_fn(tf.io.encode_png, tf.constant(images), fn_output_signature=tf.string))
+assert (from_png["class_index"].numpy() == answers["class_index"].numpy()).all()
 assert not any(name.startswith("nntrain") for name in sys.modules)
 print(json.dumps({"accuracy": float(np.mean(answers["class_index"].numpy() == labels))}))
 """
@@ -159,3 +162,74 @@ def test_int8_of_an_op_tflite_cannot_quantize_is_one_clear_error(tmp_path):
     message = str(error.value)
     assert message.startswith("TFLite could not convert the model with --quantize=int8: ")
     assert "\n" not in message and message.endswith("try another --quantize, or serve saved_model/")
+
+
+# A client holding image files: TensorFlow only. Sends the files' bytes to serve_encoded; prints the answers.
+ENCODED_CLIENT = """
+import json, sys
+import tensorflow as tf
+saved_model, paths = sys.argv[1], json.loads(sys.argv[2])
+serve = tf.saved_model.load(saved_model).signatures["serve_encoded"]
+answers = serve(image_bytes=tf.constant([open(path, "rb").read() for path in paths]))
+assert not any(name.startswith("nntrain") for name in sys.modules)
+print(json.dumps({key: answers[key].numpy().tolist() for key in ("class_index", "probabilities")}))
+"""
+
+
+def _mnist_test_images(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    import gzip
+
+    with gzip.open(MNIST_DIR / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+    with gzip.open(MNIST_DIR / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images[start:stop], labels[start:stop]
+
+
+def _write_pngs(root: Path, images: np.ndarray, labels: np.ndarray, sizes: list[tuple[int, int]]) -> None:
+    """One PNG per image in root/LABEL/, the i-th resized (bilinear) to sizes[i % len(sizes)]."""
+    import tensorflow as tf
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        size = sizes[i % len(sizes)]
+        if size != image.shape[:2]:
+            image = tf.cast(tf.round(tf.image.resize(image, size)), tf.uint8)
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        (root / str(label) / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+@pytest.mark.slow
+def test_serve_encoded_takes_image_files_of_any_size_and_answers_as_evaluate(tmp_path):
+    """images:DIR of real MNIST PNGs (eval files at 28x28, 40x36 and 20x20); the SavedModel's serve_encoded,
+    given the files' bytes in a process without nntrain, answers exactly as nntrain's tf.data eval path."""
+    from nntrain.data import images as image_folders
+
+    folder = tmp_path / "pngs"
+    _write_pngs(folder / "train", *_mnist_test_images(0, 1000), [(28, 28)])
+    _write_pngs(folder / "test", *_mnist_test_images(8000, 8150), [(28, 28), (40, 36), (20, 20)])
+    model_dir = str(tmp_path / "run")
+    config = nntrain.load_config("mnist_mlp", {"data.source": f"images:{folder}", "data.train_split": "train",
+                                               "data.eval_split": "test", "train.epochs": 3,
+                                               "train.tensorboard": False})
+    config.data.image_size, config.data.channels = (28, 28), 1
+    nntrain.train(config, model_dir, strategy="cpu", verbose=0)
+    exported = nntrain.export(model_dir, str(tmp_path / "export"))
+    evaluated, expected = nntrain.evaluate(model_dir), nntrain.predict(model_dir, limit=150)
+
+    paths, labels = image_folders.list_folder(str(folder)).files["test"]  # the eval split's order
+    served = subprocess.run([sys.executable, "-c", ENCODED_CLIENT, exported["saved_model"], json.dumps(paths)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert served.returncode == 0, served.stderr[-3000:]
+    answers = json.loads(served.stdout.splitlines()[-1])
+    assert answers["class_index"] == expected.predicted.tolist()
+    np.testing.assert_allclose(answers["probabilities"], expected.outputs, atol=1e-5)  # batch sizes differ
+    accuracy = float(np.mean(np.array(answers["class_index"]) == labels))
+    assert evaluated["accuracy"] > 0.8 and abs(accuracy - evaluated["accuracy"]) <= 1e-6
+
+    shown = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir",
+                            exported["saved_model"], "--tag_set", "serve", "--signature_def", "serve_encoded"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "inputs['image_bytes'] tensor_info:" in shown.stdout and "dtype: DT_STRING" in shown.stdout
+    assert "outputs['class_index']" in shown.stdout

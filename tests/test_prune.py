@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,38 @@ def test_pruning_under_mirrored_strategy(tmp_path):
                             verbose=0)
     kernels = _dense_kernels(tmp_path / "run" / "model.keras")
     assert all(np.mean(kernel == 0) >= 0.49 for kernel in kernels.values()), metrics
+
+
+@pytest.mark.slow
+def test_pruning_under_multi_worker_strategy(tmp_path):
+    """Two workers on 127.0.0.1 (nntrain launch): both end with the same masks and kernels, and the chief's
+    model.keras holds the target sparsity in every Dense kernel."""
+    model_dir, steps = tmp_path / "mw", 12
+    train = ["train", "--experiment=mnist_mlp", f"--model_dir={model_dir}", f"--config.data.source=idx:{MNIST_DIR}",
+             "--config.data.train_split=test[:512]", "--config.data.eval_split=test[8000:8128]",
+             "--config.train.batch_size=64", "--config.train.steps_per_epoch=4", "--config.train.epochs=3",
+             "--config.train.tensorboard=False", "--config.prune.target_sparsity=0.8", "--config.prune.frequency=2",
+             f"--config.prune.end_step={steps - 4}"]
+    result = subprocess.run([sys.executable, "-m", "nntrain.cli", "launch", "--workers=2", "--", *train], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    for index in range(2):
+        assert f"[worker {index}] " in output and f"[task:{index}/device:CPU:0]" in output
+    assert "CollectiveAllReduceStrategy with 2 replica(s)" in output
+    metrics = json.loads((model_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["epoch"] == 3 and all(metrics[f"sparsity/{name}"] >= 0.79
+                                         for name in ("dense", "dense_1", "predictions")), metrics
+    last = f"step-{steps}.keras"
+    chief, worker = model_dir / "checkpoints" / last, model_dir / "workers" / "1" / "checkpoints" / last
+    chief_masks, worker_masks = _checkpoint_masks(chief), _checkpoint_masks(worker)
+    assert len(chief_masks) == 3
+    for mine, theirs in zip(chief_masks, worker_masks):
+        assert np.mean(mine == 0) >= 0.79
+        np.testing.assert_array_equal(mine, theirs)
+    kernels = _dense_kernels(model_dir / "model.keras")
+    assert len(kernels) == 3
+    for (name, kernel), mask, theirs in zip(kernels.items(), chief_masks, _dense_kernels(worker).values()):
+        assert np.sum(kernel == 0) >= int(0.8 * kernel.size), name
+        assert np.all(kernel[mask == 0] == 0), name
+        np.testing.assert_array_equal(kernel, theirs)
