@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-import nntrain.optim  # noqa: F401  registers optim.PerUpdate (gradient accumulation runs) for load_model
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import rundir, serving, tflite_export

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain import rundir
-from nntrain.compat import keras_metrics
+from nntrain.compat import keras_accumulation, keras_metrics
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 from nntrain.preemption import Preempted, Watch
@@ -120,7 +120,7 @@ def restore(model: keras.Model, point: ResumePoint | None) -> int:
     except (ValueError, OSError, KeyError) as e:
         raise NntrainError(f"checkpoint {point.path} does not fit this model ({str(e).splitlines()[0][:200]}): "
                            "resume with the run's own config and data, or use a new --model_dir") from None
-    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    step = keras_accumulation.training_steps(model.optimizer)
     if point.step and step != point.step:  # Keras skips optimizer state it cannot match, and warns only
         name = type(model.optimizer).__name__.lower()  # as optimizer.name says it (the object's name gets _N)
         raise NntrainError(f"checkpoint {point.path} holds no state of this optimizer ({name}): "
@@ -157,7 +157,7 @@ class Checkpoints(keras.callbacks.Callback):
         rundir.remove_partial_writes(self.directory)
 
     def _step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return keras_accumulation.training_steps(self.model.optimizer)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step, last = self._step(), int(self.state["step"])
@@ -260,7 +260,7 @@ class StopOnNaN(keras.callbacks.Callback):
         self.epoch = epoch
 
     def _step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return keras_accumulation.training_steps(self.model.optimizer)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step, previous = self._step(), self.last_step

@@ -9,28 +9,8 @@ from __future__ import annotations
 import keras
 import ml_collections
 
-from nntrain.compat import ema_resume
+from nntrain.compat import ema_resume, keras_accumulation
 from nntrain.errors import NntrainError
-
-
-@keras.saving.register_keras_serializable(package="nntrain")
-class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
-    """`schedule` evaluated at optimizer updates: with gradient accumulation Keras calls a schedule with the
-    step count (`optimizer._iterations`), `every` of which make one update."""
-
-    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, every: int):
-        self.schedule = schedule
-        self.every = every
-
-    def __call__(self, step):
-        return self.schedule(step // self.every)
-
-    def get_config(self) -> dict:
-        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "every": self.every}
-
-    @classmethod
-    def from_config(cls, config: dict) -> PerUpdate:
-        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["every"])
 
 
 def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
@@ -58,23 +38,24 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
 
 def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.optimizers.Optimizer:
     """The optimizer named by config.optimizer, with its schedule, gradient clipping, gradient accumulation and
-    weight averaging (EMA); `total_steps` counts training steps (batches)."""
+    weight averaging (EMA); `total_steps` counts training steps (batches). With accumulation, the schedule runs
+    over the updates and is evaluated at the update count (compat.keras_accumulation)."""
     opt = config.optimizer
     every = opt.gradient_accumulation_steps or 1
-    rate = learning_rate(config, max(total_steps // every, 1))
-    if every > 1 and callable(rate):
-        rate = PerUpdate(rate, every)
-    common = {"learning_rate": rate, "clipvalue": opt.clip_value, "clipnorm": opt.clip_norm,
-              "global_clipnorm": opt.global_clip_norm, "gradient_accumulation_steps": opt.gradient_accumulation_steps,
-              "use_ema": opt.use_ema, "ema_momentum": opt.ema_momentum}
+    common = {"learning_rate": learning_rate(config, max(total_steps // every, 1)), "clipvalue": opt.clip_value,
+              "clipnorm": opt.clip_norm, "global_clipnorm": opt.global_clip_norm,
+              "gradient_accumulation_steps": opt.gradient_accumulation_steps, "use_ema": opt.use_ema,
+              "ema_momentum": opt.ema_momentum}
     if opt.weight_decay is not None:
         common["weight_decay"] = opt.weight_decay
     optimizers = keras.optimizers
     if opt.name == "sgd":
-        return optimizers.SGD(momentum=opt.momentum, nesterov=opt.nesterov, **common)
-    if opt.name == "rmsprop":
-        return optimizers.RMSprop(momentum=opt.momentum, **common)
-    return {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "adagrad": optimizers.Adagrad}[opt.name](**common)
+        built = optimizers.SGD(momentum=opt.momentum, nesterov=opt.nesterov, **common)
+    elif opt.name == "rmsprop":
+        built = optimizers.RMSprop(momentum=opt.momentum, **common)
+    else:
+        built = {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "adagrad": optimizers.Adagrad}[opt.name](**common)
+    return keras_accumulation.count_updates(built) if every > 1 else built
 
 
 def callbacks(config: ml_collections.ConfigDict, resumed: bool = False) -> list[keras.callbacks.Callback]:

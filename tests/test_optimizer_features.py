@@ -4,7 +4,10 @@ updates) and EMA weights (evaluation, the best checkpoint and the saved model us
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 
 import nntrain
+from nntrain.compat import keras_accumulation
 from nntrain.errors import NntrainError
 
 XOR = {"train.steps_per_execution": 1, "train.epochs": 2, "optimizer.name": "sgd", "optimizer.momentum": 0.0}
@@ -32,14 +36,43 @@ def _metrics(model_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+# Loads model.keras in a process that never imports nntrain; prints what the saved optimizer holds.
+LOAD_WITHOUT_NNTRAIN = """
+import json, sys
+import keras
+optimizer = keras.saving.load_model(sys.argv[1]).optimizer
+assert not any(name.split(".")[0] == "nntrain" for name in sys.modules)
+print(json.dumps({"schedule": type(optimizer._learning_rate).__module__.split(".")[0],
+                  "iterations": int(optimizer.iterations), "every": optimizer.gradient_accumulation_steps}))
+"""
+
+
+@pytest.mark.slow
 def test_accumulated_steps_make_one_update_each_and_the_schedule_counts_updates(tmp_path):
     config = nntrain.load_config("xor", {**XOR, "train.steps_per_epoch": 8, "optimizer.learning_rate": 0.1,
                                          "optimizer.gradient_accumulation_steps": 4, "schedule.name": "linear"})
     nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
-    optimizer = keras.saving.load_model(tmp_path / "run" / "model.keras").optimizer
-    assert int(optimizer.iterations) == 2 * 8 // 4  # 16 batches, 4 updates
     # linear decay from 0.1 to 0 over the 4 updates: 2 done after epoch 1, 4 after epoch 2
     assert [line["learning_rate"] for line in _metrics(tmp_path / "run")] == pytest.approx([0.05, 0.0])
+    # Keras built-ins only: the model loads where nntrain is not installed, 16 batches made 4 updates
+    loaded = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_NNTRAIN, str(tmp_path / "run" / "model.keras")],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert json.loads(loaded.stdout.splitlines()[-1]) == {"schedule": "keras", "iterations": 4, "every": 4}
+
+
+def test_keras_still_evaluates_schedules_at_training_steps():
+    """What compat.keras_accumulation works around: Keras calls the schedule with the step count, 2 per update,
+    and counts updates in `iterations`."""
+    schedule = keras.optimizers.schedules.PolynomialDecay(1.0, decay_steps=10, end_learning_rate=0.0)
+    plain, counting = (keras.optimizers.SGD(schedule, gradient_accumulation_steps=2) for _ in range(2))
+    keras_accumulation.count_updates(counting)
+    for optimizer in (plain, counting):
+        optimizer._iterations.assign(6)  # 6 steps, 3 updates
+    assert float(plain.learning_rate) == pytest.approx(0.4) and int(plain.iterations) == 3
+    assert keras_accumulation.training_steps(plain) == 6
+    assert float(counting.learning_rate) == pytest.approx(0.7)
 
 
 def test_accumulating_two_batches_of_4_trains_like_batches_of_8(tmp_path):
@@ -85,6 +118,22 @@ class KillInSecondEpoch(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:
             raise KeyboardInterrupt  # what Ctrl-C or a preemption does mid-run
+
+
+def test_a_run_resumed_mid_accumulation_ends_like_an_uninterrupted_one(tmp_path):
+    """6 steps per epoch, 4 per update: the epoch checkpoint falls mid-update (2 gradients accumulated)."""
+    config = nntrain.load_config("xor", {**XOR, "train.steps_per_epoch": 6, "optimizer.learning_rate": 0.5,
+                                         "optimizer.gradient_accumulation_steps": 4, "schedule.name": "linear"})
+    nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        nntrain.train(config, str(tmp_path / "resumed"), strategy="cpu", verbose=0, callbacks=[KillInSecondEpoch()])
+    nntrain.train(config, str(tmp_path / "resumed"), strategy="cpu", verbose=0)
+    rates = [[line["learning_rate"] for line in _metrics(tmp_path / name)] for name in ("straight", "resumed")]
+    assert rates[0] == rates[1] == pytest.approx([0.5 * (1 - 1 / 3), 0.5 * (1 - 3 / 3)])  # 1 and 3 updates done
+    straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
+                         for name in ("straight", "resumed"))
+    for a, b in zip(straight, resumed):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(tmp_path):

@@ -15,7 +15,9 @@ from pathlib import Path
 import keras_tuner
 import pytest
 import tensorflow as tf
+from google.protobuf import json_format
 from keras_tuner.src import protos
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import nntrain
 from nntrain import launch
@@ -228,15 +230,40 @@ def test_find_batch_size_and_find_lr_on_mnist_mlp(tmp_path):
     assert 1e-5 <= lr["low"] < lr["high"] <= 1.0
 
 
-def test_stepped_floats_are_written_as_declared(tmp_path):
-    """keras-tuner makes 0.1 + 2 * 0.1 = 0.30000000000000004; results and best_config.py say 0.3."""
-    space = {"optimizer.momentum": float_range(0.0, 0.4, step=0.1)}  # keras-tuner's grid: 0.0 + k * 0.1, k < 4
+def _trial_hparams(log_dir: Path) -> dict[str, dict]:
+    """The HParams each trial's TensorBoard events hold (keras-tuner writes them into logs/<trial>/execution0)."""
+    found = {}
+    for path in log_dir.glob("*/execution0/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == hparams_metadata.SESSION_START_INFO_TAG:
+                    info = hparams_metadata.parse_session_start_info_plugin_data(value.metadata.plugin_data.content)
+                    found[path.parent.parent.name] = json_format.MessageToDict(info)["hparams"]
+    return found
+
+
+@pytest.mark.slow
+def test_stepped_floats_are_declared_values_everywhere(tmp_path, progress):
+    """keras-tuner's stepped Float(0.2, 0.4, step=0.1) makes 0.2 + 0.1 = 0.30000000000000004; every place a trial's
+    values appear (trial state, HParams, results, best_config.py, progress lines) holds the grid as declared."""
+    grid = [0.2, 0.3, 0.4]
+    space = {"optimizer.momentum": float_range(0.2, 0.4, step=0.1)}
     result = nntrain.tune("xor", str(tmp_path), {**XOR, "optimizer.name": "sgd"}, search_space=space, strategy="cpu",
                           tuner="grid", max_trials=4, objective="val_loss", verbose=False)
-    assert sorted(t["settings"]["optimizer.momentum"] for t in result["trials"]) == [0.0, 0.1, 0.2, 0.3]
-    csv_text = (tmp_path / "results.csv").read_text()
-    assert "0.30000000000000004" not in csv_text and "0.30000000000000004" not in json.dumps(
-        [t["settings"] for t in json.loads((tmp_path / "results.json").read_text())["trials"]])
+    trials = json.loads((tmp_path / "results.json").read_text())["trials"]
+    assert sorted(t["hyperparameters"]["optimizer.momentum"] for t in trials) == grid  # == compares exactly
+    assert sorted(t["settings"]["optimizer.momentum"] for t in trials) == grid
+    hparams = _trial_hparams(tmp_path / "logs")
+    assert sorted(hparams) == sorted(t["trial"] for t in trials)
+    assert sorted(h["optimizer.momentum"] for h in hparams.values()) == grid
+    trial_files = (tmp_path / "search").glob("trial_*/trial.json")
+    assert sorted(json.loads(f.read_text())["hyperparameters"]["values"]["optimizer.momentum"]
+                  for f in trial_files) == grid
+    raw = "0.30000000000000004"
+    assert raw not in (tmp_path / "results.csv").read_text() and not any(raw in line for line in progress)
+    assert any("momentum=0.3 " in line for line in progress)
     best = next(t for t in result["trials"] if t["trial"] == result["best_trial"])
     value = best["settings"]["optimizer.momentum"]  # never the base config's 0.9, so best_config.py sets it
     assert f"config.optimizer.momentum = {value!r}\n" in (tmp_path / "best_config.py").read_text()
+    with pytest.raises(nntrain.NntrainError, match=r"float_range\(0.2, 0.4, step=0\): step must be > 0"):
+        float_range(0.2, 0.4, step=0)

@@ -80,23 +80,25 @@ class Range:
         if self.integer:
             hp.Int(key, int(self.low), int(self.high), step=int(self.step or 1), sampling=sampling,
                    default=None if default is None else int(default))
+        elif self.step:  # an ordered Choice of the grid, so trials, results and HParams hold 0.3 as declared
+            grid = self.grid()
+            hp.Choice(key, grid, default=float(default) if default in grid else None)
         else:
-            hp.Float(key, float(self.low), float(self.high), step=self.step, sampling=sampling,
+            hp.Float(key, float(self.low), float(self.high), sampling=sampling,
                      default=None if default is None else float(default))
 
+    def grid(self) -> list[float]:
+        """low, low + step, ... up to high in decimal arithmetic: (0.0, 0.3, step=0.1) -> [0.0, 0.1, 0.2, 0.3]
+        (keras-tuner's stepped Float makes 0.30000000000000004, and drops high when (high - low) / step is a whole
+        number that floats round below)."""
+        low, high, step = (decimal.Decimal(repr(float(v))) for v in (self.low, self.high, self.step))
+        return [float(low + k * step) for k in range(int((high - low) // step) + 1)]
+
     def setting(self, values: dict, key: str) -> Any:
-        value = values[key]
-        if self.step and not self.integer:  # keras-tuner's low + k * step: 0.30000000000000004 -> 0.3, as declared
-            value = round(value, max(_decimals(self.step), _decimals(self.low)))
-        return value
+        return values[key]
 
     def candidates(self) -> list:
         return [self.low, self.high]
-
-
-def _decimals(number: float) -> int:
-    """Digits after the decimal point of `number` as written: 0.25 -> 2, 1e-3 -> 3, 2.0 -> 0."""
-    return max(0, -decimal.Decimal(repr(float(number))).normalize().as_tuple().exponent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +145,8 @@ def log_range(low: float, high: float) -> Range:
 def float_range(low: float, high: float, step: float | None = None) -> Range:
     """A number between low and high, uniform, optionally on a grid of `step`: float_range(0.0, 0.5, step=0.1)."""
     _check_range(low, high, "float_range")
+    if step is not None and not 0 < step <= high - low:
+        raise NntrainError(f"float_range({low}, {high}, step={step}): step must be > 0 and at most high - low")
     return Range(low, high, step=step)
 
 
