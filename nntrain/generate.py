@@ -69,7 +69,7 @@ def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[bytes], np.ndarray
                       if tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))]:
         signatures = tf.saved_model.load(exported[0]).signatures
         if serving.TOKENS_SIGNATURE not in signatures:
-            raise _not_bytes(model_dir, "its SavedModel takes no text prompts")
+            raise _not_bytes(model_dir, f"its SavedModel has no {serving.TOKENS_SIGNATURE} signature")
         serve = signatures[serving.SIGNATURE]  # raw text in, tokenized in the graph
         (token_ids,) = signatures[serving.TOKENS_SIGNATURE].structured_input_signature[1].values()
         context = int(token_ids.shape[1])
@@ -81,4 +81,4 @@ def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[bytes], np.ndarray
 
 def _not_bytes(model_dir: str, why: str) -> NntrainError:
     return NntrainError(f"'{model_dir}' is not a byte-level language model ({why}): train one with "
-                        "--experiment=text_gpt")
+                        "--experiment=text_gpt and export it with `nntrain export`")

@@ -6,7 +6,8 @@
   int8     int8 weights and activations, calibrated on CALIBRATION_EXAMPLES raw training examples
 
 A byte-level language model's TFLite file is its `serve_tokens` signature (token ids in): tokenizing raw text
-needs string ops. Text models on raw strings are refused: their string ops need TFLite's Flex delegate, which TensorFlow's interpreter lacks.
+needs string ops. Text models on raw strings are refused: their string ops need TFLite's Flex delegate, which
+TensorFlow's interpreter lacks.
 Checked with TensorFlow 2.21 on Linux: converting TextVectorization with SELECT_TF_OPS works (Flex ops
 RaggedTensorToTensor, StaticRegexReplace, StringLower, StringSplitV2), but tf.lite.Interpreter then fails with
 "RuntimeError: Select TensorFlow op(s), included in the given model, is(are) not supported by this interpreter.

@@ -144,6 +144,10 @@ def _snapshot(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_bad_input_is_one_line(run_dir, tmp_path, capfd):
     (tmp_path / "blob.txt").write_bytes(b"GIF89a\0\0")
+    module = tf.Module()  # an export that is not a byte-level language model
+    module.serve = tf.function(lambda features: {"probabilities": tf.nn.softmax(features)},
+                               input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "classifier"), signatures={"serving_default": module.serve})
     md = f"--model_dir={run_dir}"
     cases = [
         (["generate", md, "--max_new_tokens=0"], "--max_new_tokens=0"),
@@ -151,6 +155,8 @@ def test_bad_input_is_one_line(run_dir, tmp_path, capfd):
         (["generate", md, "--temperature=-1"], "--temperature=-1"),
         (["generate", md, "--top_k=-2"], "--top_k=-2"),
         (["generate", f"--model_dir={tmp_path}"], "neither an nntrain run"),
+        (["generate", f"--model_dir={tmp_path}/classifier"], "not a byte-level language model (its SavedModel has "
+                                                              "no serve_tokens signature)"),
         (["train", "--experiment=text_gpt", f"--model_dir={tmp_path}/run",
           f"--config.data.source=text:{tmp_path}/*.md"], "matches no files"),
         (["train", "--experiment=text_gpt", f"--model_dir={tmp_path}/run",
