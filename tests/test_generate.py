@@ -32,10 +32,15 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def export_dir(run_dir, tmp_path_factory) -> Path:
-    exported = tmp_path_factory.mktemp("text_gpt_export") / "export"
-    nntrain.export(str(run_dir), str(exported))
-    return exported
+def exported(run_dir, tmp_path_factory) -> dict:
+    """The run's export with a TFLite file: `nntrain.export`'s result."""
+    return nntrain.export(str(run_dir), str(tmp_path_factory.mktemp("text_gpt_export") / "export"),
+                          export_format="tflite")
+
+
+@pytest.fixture(scope="module")
+def export_dir(exported) -> Path:
+    return Path(exported["export_dir"])
 
 
 @pytest.mark.slow
@@ -49,6 +54,16 @@ def test_same_seed_same_text_also_from_the_export(run_dir, export_dir):
     for settings in ({"max_new_tokens": 40, "seed": 7}, {"max_new_tokens": 45, "temperature": 0.7, "top_k": 5,
                                                           "seed": 3}, {"max_new_tokens": 20, "top_k": 1}):
         assert api.generate(str(export_dir), "def ", **settings) == api.generate(str(run_dir), "def ", **settings)
+
+
+@pytest.mark.slow
+def test_export_scores_token_ids_and_tflite_takes_them(exported):
+    """Export scores the eval split through serve_tokens, and TFLite converts that signature (no string ops)."""
+    rows = {row["artifact"]: row for row in exported["artifacts"]}
+    assert abs(rows["saved_model"]["accuracy"] - rows["model.keras"]["accuracy"]) <= 1e-6
+    assert abs(rows["model.tflite"]["accuracy"] - rows["saved_model"]["accuracy"]) <= 1e-6
+    interpreter = tf.lite.Interpreter(model_path=exported["tflite"])
+    assert interpreter.get_signature_list()["serve_tokens"]["inputs"] == ["token_ids"]
 
 
 def _next_byte_model(context: int) -> keras.Model:
