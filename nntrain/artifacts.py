@@ -103,13 +103,13 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         nn_data.copy_saved_spec(model_dir, staging)  # class names travel with the model
         rows = [_row(KERAS_FILE, keras_path, _keras_score(model, config)),
                 _row(SAVED_MODEL, saved_model_path,
-                     serving.score(serving.saved_model_predictor(saved_model_path), raw, head))]
+                     serving.score(serving.saved_model_predictor(saved_model_path, raw), raw, head))]
         if export_format == "tflite":
             tflite_path = rundir.join(staging, TFLITE_FILE)
             flatbuffer = tflite_export.convert(saved_model_path, quantize, raw)
             rundir.write_bytes(tflite_path, flatbuffer)
-            rows.append(_row(TFLITE_FILE, tflite_path, serving.score(tflite_export.predictor(flatbuffer), raw, head),
-                             quantize))
+            tflite_score = serving.score(tflite_export.predictor(flatbuffer, raw), raw, head)
+            rows.append(_row(TFLITE_FILE, tflite_path, tflite_score, quantize))
         if staging != export_dir:
             rundir.remove(export_dir)
             rundir.move(staging, export_dir)

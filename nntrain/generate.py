@@ -1,9 +1,11 @@
 """`generate`: sample text from a trained byte-level language model (a text_gpt run, or its exported SavedModel).
 
-The prompt's UTF-8 bytes follow END_OF_FILE, as a file's first bytes do in training. Each new token is drawn
-from the model's next-token distribution at temperature T, from its K most likely tokens (K=0: all), with a
-numpy generator seeded by `seed`: the same seed gives the same text. Generation stops after `max_new_tokens`
-or at END_OF_FILE; once the text outgrows the model's context, the model sees its last `context` tokens.
+The model is asked as a client asks the export: the text so far (the prompt's UTF-8 bytes, then the bytes drawn)
+goes to `serving.next_token_answers`, the export's `serving_default`, which tokenizes it in the graph as training
+tokenizes a file's start (END_OF_FILE, then the bytes; once the text outgrows the context, its last `context`
+tokens). Each new token is drawn from the model's next-token distribution at temperature T, from its K most
+likely tokens (K=0: all), with a numpy generator seeded by `seed`: the same seed gives the same text, from a run
+or from its export. Generation stops after `max_new_tokens` or at END_OF_FILE.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from nntrain import artifacts
+from nntrain import artifacts, serving
 from nntrain import config as nn_config
-from nntrain.data.text import END_OF_FILE
+from nntrain.data.text import END_OF_FILE, VOCAB_SIZE
 from nntrain.errors import NntrainError
 
 
@@ -30,26 +32,19 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
                            "lower values are greedier)")
     if top_k < 0:
         raise NntrainError(f"--top_k={top_k}: it must be >= 0 (0 samples from every token)")
-    predict, context, vocab_size = _load(model_dir, checkpoint)
-    if vocab_size <= END_OF_FILE:
-        raise NntrainError(f"'{model_dir}' is not a byte-level language model (it predicts {vocab_size} classes, "
-                           "not bytes): train one with --experiment=text_gpt")
-    tokens = [END_OF_FILE, *prompt.encode("utf-8")]
-    if len(tokens) > context:
-        raise NntrainError(f"--prompt is {len(tokens) - 1} bytes, longer than the model's context of {context - 1} "
+    predict, context = _load(model_dir, checkpoint)
+    text = prompt.encode("utf-8")
+    if len(text) >= context:  # END_OF_FILE comes first
+        raise NntrainError(f"--prompt is {len(text)} bytes, longer than the model's context of {context - 1} "
                            f"bytes: shorten it to its last {context - 1} bytes or fewer")
     rng = np.random.default_rng(seed)
-    new: list[int] = []
+    new = bytearray()
     for _ in range(max_new_tokens):
-        window = tokens[-context:]
-        batch = np.zeros((1, context), np.int32)  # the positions after the text do not affect it (causal)
-        batch[0, :len(window)] = window
-        token = _sample(predict(batch)[0, len(window) - 1], temperature, top_k, rng)
+        token = _sample(predict(text + new), temperature, top_k, rng)
         if token == END_OF_FILE:
             break
-        tokens.append(token)
         new.append(token)
-    return {"prompt": prompt, "completion": bytes(new).decode("utf-8", errors="replace"), "new_tokens": len(new)}
+    return {"prompt": prompt, "completion": new.decode("utf-8", errors="replace"), "new_tokens": len(new)}
 
 
 def _sample(probabilities: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
@@ -61,19 +56,29 @@ def _sample(probabilities: np.ndarray, temperature: float, top_k: int, rng: np.r
     return int(rng.choice(logits.size, p=weights / weights.sum()))
 
 
-def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[np.ndarray], np.ndarray], int, int]:
-    """(batch of token ids -> next-token probabilities, context length, vocabulary size) of a run or an export."""
+def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[bytes], np.ndarray], int]:
+    """(text -> next-token probabilities, context length) of the byte-level language model of a run or an export."""
     if tf.io.gfile.exists(os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)):
         model = artifacts.load_model(model_dir, checkpoint)
-        forward = tf.function(lambda x: model(x, training=False))
-        return lambda batch: forward(tf.constant(batch)).numpy(), model.input_shape[1], model.output_shape[-1]
-    exported = [path for path in (os.path.join(model_dir, "saved_model"), model_dir)
-                if tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))]
-    if exported:
-        serve = tf.saved_model.load(exported[0]).signatures["serving_default"]
-        (name, spec), = serve.structured_input_signature[1].items()
-        output = serve.structured_outputs["probabilities"]
-        return (lambda batch: serve(**{name: tf.constant(batch)})["probabilities"].numpy(),
-                int(spec.shape[1]), int(output.shape[-1]))
-    raise NntrainError(f"'{model_dir}' holds neither an nntrain run (config.json) nor an exported SavedModel "
-                       "(saved_model.pb): pass a --model_dir that `nntrain train` or `nntrain export` wrote")
+        if model.output_shape[-1] != VOCAB_SIZE:
+            raise _not_bytes(model_dir, f"it predicts {model.output_shape[-1]} classes, not bytes")
+        serve = tf.function(serving.next_token_answers(model),
+                            input_signature=[tf.TensorSpec((None,), tf.string, name=serving.PROMPTS)])
+        context = model.input_shape[1]
+    elif exported := [path for path in (os.path.join(model_dir, "saved_model"), model_dir)
+                      if tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))]:
+        signatures = tf.saved_model.load(exported[0]).signatures
+        if serving.TOKENS_SIGNATURE not in signatures:
+            raise _not_bytes(model_dir, f"its SavedModel has no {serving.TOKENS_SIGNATURE} signature")
+        serve = signatures[serving.SIGNATURE]  # raw text in, tokenized in the graph
+        (token_ids,) = signatures[serving.TOKENS_SIGNATURE].structured_input_signature[1].values()
+        context = int(token_ids.shape[1])
+    else:
+        raise NntrainError(f"'{model_dir}' holds neither an nntrain run (config.json) nor an exported SavedModel "
+                           "(saved_model.pb): pass a --model_dir that `nntrain train` or `nntrain export` wrote")
+    return lambda text: serve(prompts=tf.constant([text]))["probabilities"].numpy()[0], context
+
+
+def _not_bytes(model_dir: str, why: str) -> NntrainError:
+    return NntrainError(f"'{model_dir}' is not a byte-level language model ({why}): train one with "
+                        "--experiment=text_gpt and export it with `nntrain export`")

@@ -5,6 +5,11 @@ strings for text) and applies the training preprocessing inside the graph (scali
 client needs neither nntrain nor its preprocessing. It returns `probabilities` and `class_index` (plus
 `class_name` where the source names its classes) for classification and binary heads, `outputs` for regression.
 
+Byte-level language models (`text:` sources) are served on raw text instead: `serving_default` takes `prompts`, a
+batch of strings (UTF-8 or any bytes), tokenized in the graph as training tokenizes a file's start
+(`text.prompt_window`), and returns the next token's `probabilities`, `next_token` and `next_byte`; their
+`serve_tokens` takes `token_ids` (batch, context) and returns every position's `probabilities` and `class_index`.
+
 Image models also get `serve_encoded`, taking `image_bytes`: a batch of encoded image files (JPEG, PNG, BMP, GIF)
 of any size, decoded and resized exactly as an `images:DIR` source does in tf.data, then answered as above.
 """
@@ -18,11 +23,13 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from nntrain.data import images
+from nntrain.data import images, text
 from nntrain.data.raw import RawData
 
 SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serve_encoded"  # image models: encoded image files of any size
+TOKENS_SIGNATURE = "serve_tokens"  # byte-level language models: token ids, every position's probabilities
+FEATURES, PROMPTS, TOKEN_IDS = "features", "prompts", "token_ids"  # the signatures' input names
 EVAL_BATCH = 256
 
 Answers = dict[str, tf.Tensor]
@@ -39,8 +46,12 @@ def write_saved_model(model: keras.Model, config: ml_collections.ConfigDict, raw
     def serve(features: tf.Tensor) -> Answers:
         return answers(model(raw.preprocess.to_inputs(features), training=False), head, names)
 
-    archive.add_endpoint(SIGNATURE, serve, input_signature=[tf.TensorSpec((None, *stored.shape), stored.dtype,
-                                                                           name="features")])
+    signature, name = stored_signature(raw)
+    archive.add_endpoint(signature, serve, input_signature=[tf.TensorSpec((None, *stored.shape), stored.dtype,
+                                                                           name=name)])
+    if raw.byte_level:
+        archive.add_endpoint(SIGNATURE, next_token_answers(model),
+                             input_signature=[tf.TensorSpec((None,), tf.string, name=PROMPTS)])
     if _is_image(stored):
         decode = images.decoder(tuple(stored.shape))
         decoded_spec = tf.TensorSpec(stored.shape, stored.dtype)
@@ -56,6 +67,28 @@ def write_saved_model(model: keras.Model, config: ml_collections.ConfigDict, raw
         vectorizer.build()  # it has no weights; adapt() leaves it unbuilt, which ExportArchive.track refuses
         archive.track(vectorizer)
     archive.write_out(path, verbose=False)
+
+
+def stored_signature(raw: RawData) -> tuple[str, str]:
+    """The signature, and its input's name, that take features as `raw` stores them (what `score` feeds)."""
+    return (TOKENS_SIGNATURE, TOKEN_IDS) if raw.byte_level else (SIGNATURE, FEATURES)
+
+
+def next_token_answers(model: keras.Model) -> Callable[[tf.Tensor], Answers]:
+    """A byte-level language model's answers to a batch of raw texts (tf.string): the next token's
+    `probabilities` (text.VOCAB_SIZE), the most likely `next_token` (text.END_OF_FILE: the text ends) and
+    `next_byte`, that token as a one-byte string ("" for END_OF_FILE). Texts longer than the model's context
+    are seen by their last tokens, as `nntrain generate` does."""
+    context = model.input_shape[1]
+    byte_strings = tf.constant([bytes([value]) for value in range(text.END_OF_FILE)] + [b""])
+
+    def serve(prompts: tf.Tensor) -> Answers:
+        window, lengths = text.prompt_window(prompts, context)
+        probabilities = tf.gather(model(window, training=False), lengths - 1, batch_dims=1)
+        token = tf.argmax(probabilities, axis=-1)
+        return {"probabilities": probabilities, "next_token": token, "next_byte": tf.gather(byte_strings, token)}
+
+    return serve
 
 
 def _is_image(stored: tf.TensorSpec) -> bool:
@@ -78,10 +111,11 @@ def answers(outputs: tf.Tensor, head: str, class_names: tuple[str, ...] | None =
     return result
 
 
-def saved_model_predictor(path: str) -> Predictor:
-    """Runs a serving SavedModel's serving_default on a batch of raw features."""
-    serve = tf.saved_model.load(path).signatures[SIGNATURE]
-    return lambda features: {k: v.numpy() for k, v in serve(features=tf.constant(features)).items()}
+def saved_model_predictor(path: str, raw: RawData) -> Predictor:
+    """Runs a serving SavedModel on a batch of features as `raw` stores them."""
+    signature, name = stored_signature(raw)
+    serve = tf.saved_model.load(path).signatures[signature]
+    return lambda features: {k: v.numpy() for k, v in serve(**{name: tf.constant(features)}).items()}
 
 
 def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:

@@ -5,7 +5,9 @@
   float16  float16 weights
   int8     int8 weights and activations, calibrated on CALIBRATION_EXAMPLES raw training examples
 
-Text models are refused: their string ops need TFLite's Flex delegate, which TensorFlow's interpreter lacks.
+A byte-level language model's TFLite file is its `serve_tokens` signature (token ids in): tokenizing raw text
+needs string ops. Text models on raw strings are refused: their string ops need TFLite's Flex delegate, which
+TensorFlow's interpreter lacks.
 Checked with TensorFlow 2.21 on Linux: converting TextVectorization with SELECT_TF_OPS works (Flex ops
 RaggedTensorToTensor, StaticRegexReplace, StringLower, StringSplitV2), but tf.lite.Interpreter then fails with
 "RuntimeError: Select TensorFlow op(s), included in the given model, is(are) not supported by this interpreter.
@@ -24,7 +26,7 @@ import tensorflow as tf
 
 from nntrain.data.raw import RawData
 from nntrain.errors import NntrainError
-from nntrain.serving import SIGNATURE, Predictor
+from nntrain.serving import Predictor, stored_signature
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 CALIBRATION_EXAMPLES = 300
@@ -40,7 +42,7 @@ def check_inputs(raw: RawData) -> None:
 
 def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
     """The TFLite flatbuffer of a serving SavedModel; NntrainError when TFLite cannot convert or quantize it."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[stored_signature(raw)[0]])
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -56,16 +58,17 @@ def convert(saved_model_dir: str, quantize: str, raw: RawData) -> bytes:
                            "try another --quantize, or serve saved_model/") from e
 
 
-def predictor(model: bytes) -> Predictor:
-    """Runs a TFLite model's serving signature with TFLite's interpreter on a batch of raw features."""
+def predictor(model: bytes, raw: RawData) -> Predictor:
+    """Runs a TFLite model's signature with TFLite's interpreter on a batch of features as `raw` stores them."""
     with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to LiteRT; it still works in TF 2.21
         warnings.simplefilter("ignore")
         interpreter = tf.lite.Interpreter(model_content=model)
-    runner = interpreter.get_signature_runner(SIGNATURE)
+    signature, name = stored_signature(raw)
+    runner = interpreter.get_signature_runner(signature)
 
     def predict(features: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            return runner(features=features)
+            return runner(**{name: features})
         except (RuntimeError, ValueError) as e:  # an op TFLite converted but cannot run
             raise NntrainError(f"the TFLite model does not run in TFLite's interpreter ({str(e).strip()[:300]}); "
                                "try another --quantize") from e
@@ -74,5 +77,6 @@ def predictor(model: bytes) -> Predictor:
 
 
 def _calibration(raw: RawData) -> Iterator[dict[str, np.ndarray]]:
+    name = stored_signature(raw)[1]
     for features, _ in raw.train.take(CALIBRATION_EXAMPLES).batch(1).as_numpy_iterator():
-        yield {"features": features}
+        yield {name: features}

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import nntrain
 from nntrain import api, cli
 from nntrain import generate as generation
+from nntrain.data import text
 from nntrain.experiments import text_gpt
+
+CONTEXT = text_gpt.RUNLOCAL["data.sequence_length"]
 
 
 @pytest.fixture(scope="module")
@@ -22,32 +31,115 @@ def run_dir(tmp_path_factory) -> Path:
     return model_dir
 
 
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> dict:
+    """The run's export with a TFLite file: `nntrain.export`'s result."""
+    return nntrain.export(str(run_dir), str(tmp_path_factory.mktemp("text_gpt_export") / "export"),
+                          export_format="tflite")
+
+
+@pytest.fixture(scope="module")
+def export_dir(exported) -> Path:
+    return Path(exported["export_dir"])
+
+
 @pytest.mark.slow
-def test_same_seed_same_text_also_from_the_export(run_dir, tmp_path):
+def test_same_seed_same_text_also_from_the_export(run_dir, export_dir):
     first = api.generate(str(run_dir), "import ", max_new_tokens=40, seed=7)
     assert first == api.generate(str(run_dir), "import ", max_new_tokens=40, seed=7)
     assert 0 < first["new_tokens"] <= 40 and first["prompt"] == "import "
     others = {api.generate(str(run_dir), "import ", max_new_tokens=40, seed=seed)["completion"] for seed in (1, 2)}
     assert others != {first["completion"]}  # the seed matters
-    nntrain.export(str(run_dir), str(tmp_path / "export"))
-    greedy = {"max_new_tokens": 20, "top_k": 1, "seed": 0}
-    assert (api.generate(str(tmp_path / "export"), "def ", **greedy)
-            == api.generate(str(run_dir), "def ", **greedy))
+    # The export's raw-text serving_default gives the same text: sampled, tempered, top-k, past the context.
+    for settings in ({"max_new_tokens": 40, "seed": 7}, {"max_new_tokens": 45, "temperature": 0.7, "top_k": 5,
+                                                          "seed": 3}, {"max_new_tokens": 20, "top_k": 1}):
+        assert api.generate(str(export_dir), "def ", **settings) == api.generate(str(run_dir), "def ", **settings)
 
 
-def test_text_longer_than_the_context_slides_the_window(monkeypatch):
-    context = 4
+@pytest.mark.slow
+def test_export_scores_token_ids_and_tflite_takes_them(exported):
+    """Export scores the eval split through serve_tokens, and TFLite converts that signature (no string ops)."""
+    rows = {row["artifact"]: row for row in exported["artifacts"]}
+    assert abs(rows["saved_model"]["accuracy"] - rows["model.keras"]["accuracy"]) <= 1e-6
+    assert abs(rows["model.tflite"]["accuracy"] - rows["saved_model"]["accuracy"]) <= 1e-6
+    interpreter = tf.lite.Interpreter(model_path=exported["tflite"])
+    assert interpreter.get_signature_list()["serve_tokens"]["inputs"] == ["token_ids"]
 
-    def next_byte(batch):  # a model that predicts "the byte after the last real one", and sees at most 4 tokens
-        assert batch.shape == (1, context)
-        probabilities = np.zeros((1, context, 257), np.float32)
-        for position, token in enumerate(batch[0]):
-            probabilities[0, position, (token + 1) % 256] = 1.0
-        return probabilities
 
-    monkeypatch.setattr(generation, "_load", lambda model_dir, checkpoint: (next_byte, context, 257))
-    result = generation.generate("run", "ab", max_new_tokens=10, top_k=1)
+def _next_byte_model(context: int) -> keras.Model:
+    """Predicts, at every position, the byte after that position's token."""
+    ids = keras.Input((context,), dtype="int32")
+    return keras.Model(ids, keras.layers.Lambda(lambda x: keras.ops.one_hot((x + 1) % 256, text.VOCAB_SIZE))(ids))
+
+
+def test_text_longer_than_the_context_slides_the_window(monkeypatch, tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # a run directory, whose model sees 4 tokens
+    monkeypatch.setattr(generation.artifacts, "load_model", lambda model_dir, checkpoint: _next_byte_model(4))
+    result = generation.generate(str(tmp_path), "ab", max_new_tokens=10, top_k=1)
     assert result["completion"] == "cdefghijkl" and result["new_tokens"] == 10
+
+
+def _spec_window(prompt: bytes, context: int) -> list[int]:
+    """The tokens of a prompt, written out: END_OF_FILE, its bytes; the last `context`, zero-padded."""
+    tokens = [text.END_OF_FILE, *prompt][-context:]
+    return tokens + [0] * (context - len(tokens))
+
+
+PROMPTS = [b"def ", b"", "h\u00e9llo \u2603 w\u00f6rld".encode(), b"\xff\xfe not UTF-8", b"import os\n" * 5]
+
+
+def test_prompts_are_tokenized_as_training_tokenizes_a_file(tmp_path):
+    """A prompt's tokens are those of a file that starts with it, in the packed training stream."""
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_bytes(b"first file\n")
+    second.write_bytes(PROMPTS[2] + b" and more")
+    inputs = [int(x[0]) for x, _ in text.pack([str(first), str(second)], 1).as_numpy_iterator()]
+    window, lengths = text.prompt_window(tf.constant([PROMPTS[2]]), 64)
+    start = len(first.read_bytes())  # the END_OF_FILE after the first file
+    assert window.numpy()[0, :lengths[0]].tolist() == inputs[start:start + 1 + len(PROMPTS[2])]
+    window, lengths = text.prompt_window(tf.constant(PROMPTS), 8)
+    assert window.numpy().tolist() == [_spec_window(prompt, 8) for prompt in PROMPTS]
+    assert lengths.numpy().tolist() == [min(len(prompt) + 1, 8) for prompt in PROMPTS]
+
+
+# A client: TensorFlow, Keras and numpy only. The SavedModel on raw prompts against model.keras on token ids.
+CLIENT = """
+import json, sys
+import keras
+import numpy as np
+import tensorflow as tf
+export, request = sys.argv[1], json.load(open(sys.argv[2]))
+prompts = [prompt.encode("latin-1") for prompt in request["prompts"]]
+answers = tf.saved_model.load(export + "/saved_model").signatures["serving_default"](prompts=tf.constant(prompts))
+model = keras.saving.load_model(export + "/model.keras")
+expected = model.predict(np.array(request["ids"], np.int32), verbose=0)[np.arange(len(prompts)), request["last"]]
+assert not any(name.startswith("nntrain") for name in sys.modules)
+print(json.dumps({"max_diff": float(np.abs(answers["probabilities"].numpy() - expected).max()),
+                  "shape": list(answers["probabilities"].shape), "argmax": expected.argmax(-1).tolist(),
+                  "next_token": answers["next_token"].numpy().tolist(),
+                  "next_byte": [b.decode("latin-1") for b in answers["next_byte"].numpy()]}))
+"""
+
+
+@pytest.mark.slow
+def test_export_serves_raw_text_in_a_process_without_nntrain(export_dir, tmp_path):
+    window, lengths = text.prompt_window(tf.constant(PROMPTS), CONTEXT)  # the ids nntrain trains on
+    assert window.numpy().tolist() == [_spec_window(prompt, CONTEXT) for prompt in PROMPTS]
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"prompts": [prompt.decode("latin-1") for prompt in PROMPTS],
+                                   "ids": window.numpy().tolist(), "last": (lengths.numpy() - 1).tolist()}))
+    served = subprocess.run([sys.executable, "-c", CLIENT, str(export_dir), str(request)], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+    assert served.returncode == 0, served.stderr[-3000:]
+    result = json.loads(served.stdout.splitlines()[-1])
+    assert result["shape"] == [len(PROMPTS), text.VOCAB_SIZE] and result["max_diff"] <= 1e-6, result
+    assert result["next_token"] == result["argmax"]
+    assert result["next_byte"] == [chr(t) if t < text.END_OF_FILE else "" for t in result["argmax"]]
+    shown = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir",
+                            str(export_dir / "saved_model"), "--all"], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    for signature, inputs in (("serving_default", "inputs['prompts']"), ("serve_tokens", "inputs['token_ids']")):
+        assert inputs in shown.stdout.split(f"signature_def['{signature}']")[1].split("Method name")[0]
 
 
 def test_top_k_and_temperature_shape_the_distribution():
@@ -67,6 +159,10 @@ def _snapshot(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_bad_input_is_one_line(run_dir, tmp_path, capfd):
     (tmp_path / "blob.txt").write_bytes(b"GIF89a\0\0")
+    module = tf.Module()  # an export that is not a byte-level language model
+    module.serve = tf.function(lambda features: {"probabilities": tf.nn.softmax(features)},
+                               input_signature=[tf.TensorSpec((None, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "classifier"), signatures={"serving_default": module.serve})
     md = f"--model_dir={run_dir}"
     cases = [
         (["generate", md, "--max_new_tokens=0"], "--max_new_tokens=0"),
@@ -74,6 +170,8 @@ def test_bad_input_is_one_line(run_dir, tmp_path, capfd):
         (["generate", md, "--temperature=-1"], "--temperature=-1"),
         (["generate", md, "--top_k=-2"], "--top_k=-2"),
         (["generate", f"--model_dir={tmp_path}"], "neither an nntrain run"),
+        (["generate", f"--model_dir={tmp_path}/classifier"], "not a byte-level language model (its SavedModel has "
+                                                              "no serve_tokens signature)"),
         (["train", "--experiment=text_gpt", f"--model_dir={tmp_path}/run",
           f"--config.data.source=text:{tmp_path}/*.md"], "matches no files"),
         (["train", "--experiment=text_gpt", f"--model_dir={tmp_path}/run",

@@ -7,7 +7,7 @@ import dataclasses
 import ml_collections
 import tensorflow as tf
 
-from nntrain.data import preprocess
+from nntrain.data import preprocess, text
 from nntrain.data.sources import open_source
 
 
@@ -20,6 +20,11 @@ class RawData:
     eval_examples: int
     preprocess: preprocess.Preprocess  # fitted on the train split, as for training
     class_names: tuple[str, ...] | None  # the source's class names; None where it has none
+
+    @property
+    def byte_level(self) -> bool:
+        """Whether this is a `text:` source: packed byte tokens stored, raw text served."""
+        return self.preprocess is text.PREPROCESS
 
 
 def load(data_config: ml_collections.ConfigDict) -> RawData:

@@ -93,6 +93,20 @@ def pack(files: list[str], sequence_length: int) -> tf.data.Dataset:
     return chunks.scan(tf.zeros([length], tf.int32), pair).skip(1)
 
 
+def prompt_window(texts: tf.Tensor, context: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Model inputs for a batch of texts (tf.string, any bytes), tokenized as `pack` tokenizes a file's start.
+
+    END_OF_FILE (what precedes a file in the stream), then the text's bytes (0-255); its last `context` tokens,
+    zero-padded on the right to (batch, context) int32 (a causal model's outputs before the padding ignore it);
+    and the number of real tokens of each row, so the next token's probabilities are at `lengths - 1`.
+    """
+    chars = tf.strings.bytes_split(texts)
+    ids = tf.reshape(tf.cast(tf.io.decode_raw(chars.flat_values, tf.uint8), tf.int32), [-1])
+    starts = tf.RaggedTensor.from_tensor(tf.fill([tf.shape(texts)[0], 1], END_OF_FILE))
+    tokens = tf.concat([starts, chars.with_flat_values(ids)], axis=1)[:, -context:]
+    return tokens.to_tensor(0, shape=[None, context]), tf.cast(tokens.row_lengths(), tf.int32)
+
+
 def _identity(inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return inputs, targets
 
