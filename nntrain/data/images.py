@@ -112,6 +112,19 @@ def decoder(shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
     return decode
 
 
+def batch_decoder(shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A vector of encoded images -> uint8 batch of `shape`, each decoded and resized by `decoder` inside one
+    tf.map_fn: one tf.data function call per batch, not per image, which is most of what a small image costs
+    (docs/benchmarks.md)."""
+    decode = decoder(shape)
+
+    @tf.autograph.experimental.do_not_convert
+    def decode_batch(encoded: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(shape, tf.uint8))
+
+    return decode_batch
+
+
 class ImageFolderSource:
     """`images:DIR` as a source of `(uint8 image, int64 class)` examples, with TFDS split slicing."""
 
