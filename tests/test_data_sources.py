@@ -17,7 +17,8 @@ from PIL import Image
 import nntrain
 from nntrain import cli, data
 from nntrain.config import base_config
-from nntrain.data import convert, idx, pipeline, sources, tfrecord
+from nntrain.data import convert, csv_source, idx, pipeline, sources, tfrecord
+from nntrain.errors import NntrainError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -148,6 +149,17 @@ def test_csv_digits_trains_mlp(tmp_path):
                                                "train.epochs": 20})
     metrics = nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
     assert metrics["val_accuracy"] >= 0.95  # on the held-out 20%
+
+
+def test_csv_parsed_in_blocks_names_a_bad_cell_past_the_first_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(csv_source, "PARSE_ROWS", 2)
+    rows = ["1,2,0", "3,4,1", "5,6,0", "7,8,1", "9,x9,0"]
+    (tmp_path / "blocks.csv").write_text("a,b,label\n" + "\n".join(rows[:4]) + "\n")
+    (x, y), = csv_source.load(str(tmp_path / "blocks.csv"), "label")[0].values()
+    assert x.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]] and y.tolist() == [0, 1, 0, 1]
+    (tmp_path / "blocks.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(NntrainError, match=r"blocks.csv, row 6, column 'b': 'x9' is not a number"):
+        csv_source.load(str(tmp_path / "blocks.csv"), "label")
 
 
 def test_csv_splits_regression_and_text_labels(tmp_path, data_config):
