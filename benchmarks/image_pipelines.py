@@ -83,7 +83,7 @@ def main() -> None:
         data_config.source = f"images:{root}"
         convert.convert(data_config, ["train"], str(records), shards=4)
         print(f"tf {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} cores; {TRAIN} PNGs of 28x28, "
-              f"batch {BATCH}, median of {ROUNDS} passes")
+              f"batch {BATCH}, median of {ROUNDS} passes; load average {os.getloadavg()[0]:.1f} at the start")
         for size in (int(s) for s in args.image_size.split(",")):
             datasets = pipelines(root, records, size)
             passes: dict[str, list[tuple[float, float]]] = {name: [] for name in datasets}
@@ -101,7 +101,8 @@ def main() -> None:
                 print(f"  {name:<36} {wall[name]:>9,.0f} {wall[name] / wall[KERAS]:>8.2f} "
                       f"{wall[name] / wall[FOLDER]:>9.2f} {cpu[name]:>15,.0f} {cpu[name] / cpu[KERAS]:>8.2f} "
                       f"{cpu[name] / cpu[FOLDER]:>9.2f}")
-        print(f"\nload average {', '.join(f'{v:.1f}' for v in os.getloadavg())} (other processes share the cores)")
+        print(f"\nload average {', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end (other processes share "
+              "the cores)")
 
 if __name__ == "__main__":
     main()

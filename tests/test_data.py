@@ -341,14 +341,18 @@ def test_flip_crop_keeps_shape(strategy, data_config):
 def test_random_resized_crop_trains_on_crops_and_evaluates_the_center(data_config):
     image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16, 1)  # every pixel different
     data_config.augment = "random_resized_crop"
-    train = preprocess.augment(tf.data.Dataset.from_tensors((image, 0)).repeat(8), data_config, seed=1)
-    crops = [x for x, _ in train.as_numpy_iterator()]
-    assert train.element_spec[0].shape == (16, 16, 1) and all(c.dtype == np.uint8 for c in crops)  # static
+    examples = tf.data.Dataset.from_tensors((image, 0)).repeat(8)
+    train = preprocess.augment(examples.batch(4, drop_remainder=True), data_config, seed=1)
+    crops = [x for xs, _ in train.as_numpy_iterator() for x in xs]
+    assert train.element_spec[0].shape == (4, 16, 16, 1) and all(c.dtype == np.uint8 for c in crops)  # static
     whole = {image.tobytes(), image[:, ::-1].tobytes()}  # the uncropped image, flipped or not
     assert len({c.tobytes() for c in crops} - whole) >= 6  # crops, different ones
-    (center, _), = preprocess.eval_crop(tf.data.Dataset.from_tensors((image, 0)), data_config).as_numpy_iterator()
+    in_pairs = preprocess.augment(examples.batch(2, drop_remainder=True), data_config, seed=1)
+    assert [x.tobytes() for xs, _ in in_pairs.as_numpy_iterator() for x in xs] == [c.tobytes() for c in crops]
+    (centers, _), = preprocess.eval_crop(examples.batch(3), data_config).take(1).as_numpy_iterator()
     expected = tf.image.resize(image[1:15, 1:15], (16, 16)).numpy()  # the central 14 of 16 pixels, scaled back
-    np.testing.assert_array_equal(center, np.round(expected).astype(np.uint8))
+    assert centers.shape == (3, 16, 16, 1)
+    np.testing.assert_array_equal(centers[2], np.round(expected).astype(np.uint8))
     data_config.augment = "flip_crop"  # other augmentations leave evaluation alone
     assert preprocess.eval_crop(train, data_config) is train
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,7 +17,8 @@ from PIL import Image
 import nntrain
 from nntrain import cli, data
 from nntrain.config import base_config
-from nntrain.data import convert, idx, pipeline, sources, tfrecord
+from nntrain.data import convert, csv_source, idx, pipeline, sources, tfrecord
+from nntrain.errors import NntrainError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,6 +94,28 @@ def test_image_pipeline_with_random_resized_crop_has_static_shapes(colour_folder
     assert datasets.spec.class_names == ("class_0", "class_1", "class_2")
 
 
+def test_records_decode_as_the_folder_and_augment_reproducibly(colour_folder, tmp_path, data_config):
+    """Shards of PNG and JPEG bytes, decoded and resized a batch at a time, give the folder's pixels; training's
+    augmented stream is the same for the same seed, and skipping batches continues it exactly (resume)."""
+    data_config.source, data_config.image_size = f"images:{colour_folder}", (8, 8)
+    convert.convert(data_config, ["train"], str(tmp_path / "records"), shards=2)
+    folder = sorted((x.tobytes(), int(y)) for x, y in sources.open_source(data_config).select("train").dataset
+                    .as_numpy_iterator())
+    data_config.source = f"tfrecord:{tmp_path / 'records'}"
+    records = sources.open_source(data_config).select("train").dataset
+    assert records.element_spec[0].shape == (8, 8, 3)
+    assert sorted((x.tobytes(), int(y)) for x, y in records.as_numpy_iterator()) == folder
+    data_config.train_split, data_config.eval_split, data_config.augment = "train", "", "random_resized_crop"
+    strategy = tf.distribute.get_strategy()
+
+    def batches(seed: int, skip: int = 0) -> list[bytes]:
+        stream = data.build(data_config, 4, strategy, seed=seed, skip_batches=skip).train
+        return [x.numpy().tobytes() for x, _ in itertools.islice(stream, 10 - skip)]
+
+    first = batches(seed=1)
+    assert batches(seed=1) == first and batches(seed=1, skip=6) == first[6:] and batches(seed=2) != first
+
+
 @needs_mnist
 @pytest.mark.slow
 def test_mnist_pngs_train_mlp(mnist_pngs, tmp_path):
@@ -125,6 +149,17 @@ def test_csv_digits_trains_mlp(tmp_path):
                                                "train.epochs": 20})
     metrics = nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
     assert metrics["val_accuracy"] >= 0.95  # on the held-out 20%
+
+
+def test_csv_parsed_in_blocks_names_a_bad_cell_past_the_first_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(csv_source, "PARSE_ROWS", 2)
+    rows = ["1,2,0", "3,4,1", "5,6,0", "7,8,1", "9,x9,0"]
+    (tmp_path / "blocks.csv").write_text("a,b,label\n" + "\n".join(rows[:4]) + "\n")
+    (x, y), = csv_source.load(str(tmp_path / "blocks.csv"), "label")[0].values()
+    assert x.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]] and y.tolist() == [0, 1, 0, 1]
+    (tmp_path / "blocks.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(NntrainError, match=r"blocks.csv, row 6, column 'b': 'x9' is not a number"):
+        csv_source.load(str(tmp_path / "blocks.csv"), "label")
 
 
 def test_csv_splits_regression_and_text_labels(tmp_path, data_config):

@@ -8,7 +8,6 @@ labels are class names (sorted, as class folders are).
 from __future__ import annotations
 
 import csv
-import io
 import re
 
 import numpy as np
@@ -17,6 +16,7 @@ import tensorflow as tf
 from nntrain.errors import NntrainError
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+PARSE_ROWS = 10_000  # rows converted to numbers by one numpy call
 
 
 def files(pattern: str) -> dict[str, str]:
@@ -56,30 +56,46 @@ def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | Non
 
 
 def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
-    """(float32 features, raw label strings) of one file; NntrainError naming a bad cell."""
+    """(float32 features, raw label strings) of one file, parsed PARSE_ROWS rows at a time as the file streams
+    in (memory: about the float32 array); NntrainError naming a bad cell."""
     with tf.io.gfile.GFile(path, "r") as f:
-        rows = list(csv.reader(io.StringIO(f.read())))
-    if not rows:
-        raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
-    header = [name.strip() for name in rows[0]]
-    if label_column not in header:
-        raise NntrainError(f"csv file {path} has no column '{label_column}' (data.label_column); its columns are "
-                           f"{', '.join(header)}: set --config.data.label_column=NAME")
-    label_at = header.index(label_column)
-    feature_at = [i for i in range(len(header)) if i != label_at]
-    features = np.empty((len(rows) - 1, len(feature_at)), dtype=np.float32)
-    labels = []
-    for row_number, row in enumerate(rows[1:], start=2):  # row 1 is the header
-        if len(row) != len(header):
-            raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has {len(header)}")
-        for j, i in enumerate(feature_at):
-            try:
-                features[row_number - 2, j] = float(row[i])
-            except ValueError:
-                raise NntrainError(f"csv file {path}, row {row_number}, column '{header[i]}': {row[i]!r} is not a "
-                                   "number; features must be numeric: fix the cell or remove the column") from None
-        labels.append(row[label_at].strip())
-    return features, labels
+        rows = csv.reader(f)
+        header = [name.strip() for name in next(rows, [])]
+        if not header:
+            raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
+        if label_column not in header:
+            raise NntrainError(f"csv file {path} has no column '{label_column}' (data.label_column); its columns "
+                               f"are {', '.join(header)}: set --config.data.label_column=NAME")
+        label_at = header.index(label_column)
+        feature_at = [i for i in range(len(header)) if i != label_at]
+        blocks, cells, labels = [], [], []
+        for row_number, row in enumerate(rows, start=2):  # row 1 is the header
+            if len(row) != len(header):
+                raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has "
+                                   f"{len(header)}")
+            cells.append([row[i] for i in feature_at])
+            labels.append(row[label_at].strip())
+            if len(cells) == PARSE_ROWS:
+                blocks.append(_numbers(cells, path, row_number - len(cells) + 1, [header[i] for i in feature_at]))
+                cells = []
+        if cells or not blocks:
+            blocks.append(_numbers(cells, path, len(labels) + 2 - len(cells), [header[i] for i in feature_at]))
+    return np.concatenate(blocks), labels
+
+
+def _numbers(cells: list[list[str]], path: str, first_row: int, columns: list[str]) -> np.ndarray:
+    """The float32 (rows, columns) array of a block of cells; NntrainError naming the first non-numeric cell."""
+    try:
+        return np.array(cells, dtype=np.float32).reshape(len(cells), len(columns))
+    except ValueError:
+        for row_number, row in enumerate(cells, start=first_row):
+            for column, cell in zip(columns, row):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise NntrainError(f"csv file {path}, row {row_number}, column '{column}': {cell!r} is not a "
+                                       "number; features must be numeric: fix the cell or remove the column") from None
+        raise
 
 
 def _all(values: list[str], kind: type) -> bool:

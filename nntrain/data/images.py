@@ -22,6 +22,7 @@ from nntrain.errors import NntrainError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what keras.utils.image_dataset_from_directory reads
 LIST_SEED = 0  # the fixed shuffle of every split's file list
+DECODE_BATCH = 256  # files read and decoded per tf.data element (batch_decoder)
 # The leading bytes of each format tf.io.decode_image reads.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a")
 
@@ -112,6 +113,20 @@ def decoder(shape: tuple[int, int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
     return decode
 
 
+def batch_decoder(shape: tuple[int, int, int], from_files: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A vector of encoded images (or of their file paths) -> uint8 batch of `shape`, each read, decoded and
+    resized by `decoder` inside one tf.map_fn: one tf.data function call per batch, not per image, which is most
+    of what a small image costs (docs/benchmarks.md)."""
+    decode = decoder(shape)
+    one = (lambda path: decode(tf.io.read_file(path))) if from_files else decode
+
+    @tf.autograph.experimental.do_not_convert
+    def decode_batch(encoded: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(shape, tf.uint8))
+
+    return decode_batch
+
+
 class ImageFolderSource:
     """`images:DIR` as a source of `(uint8 image, int64 class)` examples, with TFDS split slicing."""
 
@@ -122,7 +137,7 @@ class ImageFolderSource:
         self.num_classes = len(self.class_names)
         first_split = "train" if "train" in self.folder.files else next(iter(self.folder.files))
         self.shape = image_shape(self.folder.files[first_split][0][0], data_config)
-        self._decode = decoder(self.shape)
+        self._decode = batch_decoder(self.shape, from_files=True)
 
     def select(self, spec: str) -> splits.Split:
         paths, labels = self._entries(spec)
@@ -148,6 +163,7 @@ class ImageFolderSource:
         entries = tf.data.Dataset.from_tensor_slices((paths, labels)).shard(num_shards, index)
         if seed is not None:
             entries = entries.shuffle(len(paths) // num_shards + 1, seed=seed, reshuffle_each_iteration=True)
-        decode = self._decode
-        return entries.map(lambda path, label: (decode(tf.io.read_file(path)), label),
-                           num_parallel_calls=tf.data.AUTOTUNE)
+        decode, count = self._decode, entries.cardinality()
+        examples = entries.batch(DECODE_BATCH).map(lambda batch, labels: (decode(batch), labels),
+                                                   num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        return examples.apply(tf.data.experimental.assert_cardinality(count))

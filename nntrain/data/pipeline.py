@@ -38,8 +38,8 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
           steps_per_epoch: int | None = None) -> Datasets:
     """Train and eval pipelines of `data_config`, batched per replica and distributed by `strategy`.
 
-    Train: shard (by file where it can), cache, shuffle, repeat, augment, batch (drop remainder), preprocess,
-    prefetch. Eval: shard, cache, [center crop,] batch (drop remainder only on TPUs, which need static shapes),
+    Train: shard (by file where it can), cache, shuffle, repeat, batch (drop remainder), augment, preprocess,
+    prefetch. Eval: shard, cache, batch (drop remainder only on TPUs, which need static shapes), [center crop,]
     preprocess, prefetch. Preprocessing maps whole batches: one map per example made mnist_mlp input-bound
     (docs/benchmarks.md). The train stream is exactly resumable (data/stream.py): `skip_batches` starts it after
     that many batches; `epochs` of `steps_per_epoch` steps (default one pass) size it, past that its passes
@@ -69,8 +69,8 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
         dataset = stream.shuffled_passes(dataset, pass_examples // ctx.num_input_pipelines,
                                          data_config.shuffle_buffer, seed,
                                          (epochs or 1) * (steps_per_epoch or steps_per_pass) * batch_size)
-        dataset = preprocess.augment(dataset, data_config, seed)
-        dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        dataset = preprocess.augment(dataset, data_config, seed).skip(skip_batches)
         dataset = dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
         if data_config.service:  # the tf.data service's workers run all of the above
             dataset = service.distribute(dataset, data_config.service)
@@ -78,8 +78,8 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
 
     def eval_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         dataset = _input(evaluation, ctx, data_config.eval_split, cached["eval"], None)
-        dataset = preprocess.eval_crop(dataset, data_config)
         dataset = dataset.batch(ctx.get_per_replica_batch_size(global_batch_size), drop_remainder=static_shapes)
+        dataset = preprocess.eval_crop(dataset, data_config)
         return dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(_options())
 
     eval_steps = None
@@ -112,8 +112,8 @@ def load_split(data_config: ml_collections.ConfigDict, split: str,
     train = _select(source, data_config.train_split)
     selected = _select(source, split)
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
-    dataset = preprocess.eval_crop(selected.dataset, data_config)
-    dataset = dataset.batch(batch_size).map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
+    dataset = preprocess.eval_crop(selected.dataset.batch(batch_size), data_config)
+    dataset = dataset.map(prep.batch_fn, num_parallel_calls=AUTOTUNE)
     dataset = dataset.prefetch(AUTOTUNE).with_options(_options())
     return dataset, _spec(source, train, selected, prep)
 

@@ -96,15 +96,17 @@ CROP_ASPECT = (3 / 4, 4 / 3)
 CENTER_FRACTION = 0.875
 
 
-def augment(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict, seed: int) -> tf.data.Dataset:
-    """Training augmentation of images, one stateless seed per example, output shapes unchanged (static).
+def augment(batches: tf.data.Dataset, data_config: ml_collections.ConfigDict, seed: int) -> tf.data.Dataset:
+    """Training augmentation of batches of images, one stateless seed per example (the k-th example of the stream
+    gets the k-th seed pair, whatever the batch size), output shapes unchanged (static). A batch is augmented by
+    one tf.map_fn: no tf.data function call per image. `batches` need a static batch size (drop_remainder).
 
     flip_crop: a random left-right flip, then pad by data.crop_padding and crop back at random.
     random_resized_crop: a random crop of CROP_AREA and CROP_ASPECT resized back, then a random flip.
     """
     if data_config.augment == "none":
-        return dataset
-    shape = _image_shape(dataset, data_config)
+        return batches
+    shape = _image_shape(batches, data_config)
     padding = data_config.crop_padding
 
     @_traced_as_is
@@ -125,31 +127,40 @@ def augment(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict, se
     transform = {"flip_crop": flip_crop, "random_resized_crop": random_resized_crop}[data_config.augment]
 
     @_traced_as_is
-    def apply(example: Example, example_seed: tf.Tensor) -> Example:
-        image, label = example
+    def one(image_and_seed: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        image, example_seed = image_and_seed
         flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
-        return transform(image, flip_seed, crop_seed), label
-
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)  # one stateless seed pair per example
-    return tf.data.Dataset.zip((dataset, seeds)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def eval_crop(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> tf.data.Dataset:
-    """Evaluation's view of images: with data.augment=random_resized_crop the central CENTER_FRACTION, resized
-    back to the stored size; otherwise the images as they are."""
-    if data_config.augment != "random_resized_crop":
-        return dataset
-    shape = _image_shape(dataset, data_config)
+        return transform(image, flip_seed, crop_seed)
 
     @_traced_as_is
-    def center(image: tf.Tensor, label: tf.Tensor) -> Example:
-        return resize(tf.image.central_crop(image, CENTER_FRACTION), shape), label
+    def apply(batch: Example, seeds: tf.Tensor) -> Example:
+        images, labels = batch
+        return tf.map_fn(one, (images, seeds), fn_output_signature=tf.TensorSpec(shape, images.dtype)), labels
 
-    return dataset.map(center, num_parallel_calls=tf.data.AUTOTUNE)
+    batch_size = batches.element_spec[0].shape[0]
+    if batch_size is None:
+        raise ValueError("augment needs batches of a static size: batch with drop_remainder=True")
+    seeds = tf.data.Dataset.random(seed=seed).batch(2).batch(batch_size)  # one stateless seed pair per example
+    return tf.data.Dataset.zip((batches, seeds)).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _image_shape(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> tf.TensorShape:
-    shape = dataset.element_spec[0].shape
+def eval_crop(batches: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> tf.data.Dataset:
+    """Evaluation's view of batches of images: with data.augment=random_resized_crop the central CENTER_FRACTION,
+    resized back to the stored size (whole batches at once); otherwise the images as they are."""
+    if data_config.augment != "random_resized_crop":
+        return batches
+    shape = _image_shape(batches, data_config)
+
+    @_traced_as_is
+    def center(images: tf.Tensor, labels: tf.Tensor) -> Example:
+        return resize(tf.image.central_crop(images, CENTER_FRACTION), shape), labels
+
+    return batches.map(center, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _image_shape(batches: tf.data.Dataset, data_config: ml_collections.ConfigDict) -> tf.TensorShape:
+    """The shape of one image in `batches`."""
+    shape = batches.element_spec[0].shape[1:]
     if shape.rank != 3 or not shape.is_fully_defined():
         raise NntrainError(f"data.augment={data_config.augment} needs images of shape (height, width, channels), "
                            f"not {tuple(shape)}: set --config.data.augment=none")
@@ -157,9 +168,9 @@ def _image_shape(dataset: tf.data.Dataset, data_config: ml_collections.ConfigDic
 
 
 def resize(image: tf.Tensor, shape: tf.TensorShape | tuple[int, ...]) -> tf.Tensor:
-    """An image resized (bilinear) to `shape`, in the image's own dtype, with its static shape set."""
+    """An image (or a batch of them) resized (bilinear) to `shape`, in the image's own dtype, static shape set."""
     resized = tf.image.resize(image, tuple(shape)[:2])
     resized = tf.saturate_cast(tf.round(resized), image.dtype) if image.dtype.is_integer else \
         tf.cast(resized, image.dtype)
-    resized.set_shape(shape)
+    resized.set_shape(image.shape[:-3].concatenate(shape))
     return resized

@@ -50,20 +50,18 @@ class FeatureSpec:
                 self.label_key: tf.io.FixedLenFeature(list(self.label_shape), tf.as_dtype(self.label_dtype))}
 
     def read(self, records: tf.data.Dataset) -> tf.data.Dataset:
-        """Serialized records -> `(features, label)`: parsed PARSE_BATCH at a time (one parse op per batch, not per
-        record), then images decoded to uint8 of `shape` one by one, vectors reshaped."""
-        features, decode = self.features(), images.decoder(self.shape) if self.record_format == "image" else None
+        """Serialized records -> `(features, label)`, PARSE_BATCH records per tf.data element: parsed by one op,
+        then images decoded to uint8 of `shape` (images.batch_decoder), vectors reshaped; then unbatched."""
+        features = self.features()
+        decode = images.batch_decoder(self.shape) if self.record_format == "image" else None
 
         @tf.autograph.experimental.do_not_convert
         def parse(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             example = tf.io.parse_example(batch, features)
             stored = example[self.feature_key]
-            return (stored if decode else tf.reshape(stored, [-1, *self.shape])), example[self.label_key]
+            return (decode(stored) if decode else tf.reshape(stored, [-1, *self.shape])), example[self.label_key]
 
-        examples = records.batch(PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        if decode:
-            examples = examples.map(lambda stored, label: (decode(stored), label), num_parallel_calls=tf.data.AUTOTUNE)
-        return examples
+        return records.batch(PARSE_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
 
 def count_records(files: list[str]) -> int:
