@@ -21,10 +21,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from test_data_sources import write_pngs
 
-from nntrain import cli
-from nntrain.data import idx, pipeline
+from nntrain.config import base_config
+from nntrain.data import convert, idx, pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -62,22 +62,18 @@ def pngs(tmp_path_factory) -> Path:
     """MNIST test images as PNGs: TRAIN_IMAGES in train/<class>/, 64 in test/<class>/."""
     images, labels = idx.load(str(MNIST_DIR))["test"]
     root = tmp_path_factory.mktemp("pngs")
-    for split, start, stop in [("train", 0, TRAIN_IMAGES), ("test", 8000, 8064)]:
-        for i in range(start, stop):
-            folder = root / split / str(labels[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(images[i]).save(folder / f"{i:05d}.png")
+    write_pngs(root / "train", images[:TRAIN_IMAGES], labels[:TRAIN_IMAGES])
+    write_pngs(root / "test", images[8000:8064], labels[8000:8064])
     return root
 
 
 @pytest.fixture(scope="module")
 def records(pngs, tmp_path_factory) -> Path:
-    """`pngs` converted by `nntrain convert` into 4 shards per split."""
+    """`pngs` as `nntrain convert` writes them: 4 shards per split and metadata.json."""
     output = tmp_path_factory.mktemp("records") / "records"
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(["nntrain", "convert", f"--source=images:{pngs}", "--split=train", "--split=test",
-                 f"--output={output}", "--shards=4"])
-    assert exit_info.value.code in (0, None)
+    config = base_config().data
+    config.source = f"images:{pngs}"
+    convert.convert(config, ["train", "test"], str(output), 4)
     return output
 
 
