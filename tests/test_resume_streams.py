@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -106,7 +107,7 @@ def _wait_for_step(model_dir: Path, step: int, process: subprocess.Popen, timeou
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], Path]:
     """The model directory of an uninterrupted run of (source kind, data.cache), run once on first use."""
     runs: dict[tuple[str, str], Path] = {}
 
