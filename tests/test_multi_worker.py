@@ -174,8 +174,9 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_worker_makes_both_save_the_same_step_and_resume(tmp_path):
-    """SIGTERM to worker 1 only: both workers agree, save the same step, exit 143; relaunched, both resume there."""
+def test_sigterm_to_one_worker_makes_both_save_the_same_step_and_resume_exactly(tmp_path):
+    """SIGTERM to worker 1 only: both workers agree, save the same step, exit 143; relaunched, both resume there
+    and end with the weights of an uninterrupted 2-worker run, bit for bit."""
     model_dir = tmp_path / "mw"
     train = [*TRAIN[:-2], "--config.train.steps_per_epoch=40", "--config.train.epochs=3"]
     hosts = ",".join(f"127.0.0.1:{port}" for port in launch.free_ports(2))
@@ -211,3 +212,12 @@ def test_sigterm_to_one_worker_makes_both_save_the_same_step_and_resume(tmp_path
     last = model_dir / "checkpoints" / "step-120.keras"
     for mine, theirs in zip(_weights(last), _weights(model_dir / "workers" / "1" / "checkpoints" / "step-120.keras")):
         np.testing.assert_array_equal(mine, theirs)
+
+    # The stop changed nothing: an uninterrupted 2-worker run ends bit-identical. Each step all-reduces the two
+    # workers' gradients, a sum of two floats per element, and a + b == b + a exactly, so no order can differ.
+    reference = tmp_path / "reference"
+    uninterrupted = subprocess.run([sys.executable, "-m", "nntrain.cli", "launch", "--workers=2", "--", *train,
+                                    f"--model_dir={reference}"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-2000:]
+    for resumed, expected in zip(_weights(model_dir / "model.keras"), _weights(reference / "model.keras"), strict=True):
+        np.testing.assert_array_equal(resumed, expected)

@@ -1,0 +1,188 @@
+"""File-streaming sources resume bit-identical after a real stop: an `images:DIR` folder of PNGs (file order
+reshuffled every pass, random-resized-crop and flip) and `tfrecord:DIR` shards written by `nntrain convert` (files
+shuffled and interleaved every pass), stopped by SIGTERM mid-epoch or SIGKILLed after a step checkpoint.
+
+Streamed from the files (data.cache=false) they do not, yet: see FILE_ORDER_BUG. From the memory cache (data.cache=auto
+for a split this small) they do while data.shuffle_buffer holds a whole pass, not with a smaller buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_data_sources import write_pngs
+
+from nntrain.config import base_config
+from nntrain.data import convert, idx, pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+TRAIN_IMAGES, BATCH, EPOCHS, CHECKPOINT_EVERY = 640, 8, 2, 10
+STEPS = TRAIN_IMAGES // BATCH  # per epoch, one pass
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST IDX files in {MNIST_DIR}")]
+
+
+class StreamDiffers(AssertionError):
+    """The resumed run's batches or final weights differ from the uninterrupted run's."""
+
+
+FILE_ORDER_BUG = pytest.mark.xfail(raises=StreamDiffers, strict=True, reason=(
+    "nntrain/data/images.py:150 and nntrain/data/tfrecord.py:155 shuffle the file list with "
+    "reshuffle_each_iteration=True: every new iterator of the train stream draws the next file orders from one seed "
+    "generator of the dataset. Keras fit first takes one batch from a throw-away iterator (_maybe_symbolic_build); "
+    "on a resumed stream that iterator skips through whole passes first, drawing their orders, so the real "
+    "iterator's passes get other file orders than the uninterrupted run's (data/stream.py fixed the same for the "
+    "example shuffle). Cached (data.cache), the order kept is that of the iterator that first completes a pass: "
+    "the same in both runs only when the shuffle buffer holds a whole pass, so the throw-away iterator completes it"))
+
+
+def _train_args(source: str, cache: str) -> list[str]:
+    return ["train", "--experiment=mnist_mlp", "--strategy=cpu", f"--config.data.source={source}",
+            "--config.data.train_split=train", "--config.data.eval_split=test", "--config.model.hidden_sizes=(16,)",
+            "--config.model.dropout=0.2", "--config.data.augment=random_resized_crop", f"--config.data.cache={cache}",
+            f"--config.train.batch_size={BATCH}", f"--config.train.epochs={EPOCHS}",
+            "--config.train.steps_per_execution=1", "--config.train.tensorboard=false",
+            f"--config.train.checkpoint_every_steps={CHECKPOINT_EVERY}"]
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory) -> Path:
+    """MNIST test images as PNGs: TRAIN_IMAGES in train/<class>/, 64 in test/<class>/."""
+    images, labels = idx.load(str(MNIST_DIR))["test"]
+    root = tmp_path_factory.mktemp("pngs")
+    write_pngs(root / "train", images[:TRAIN_IMAGES], labels[:TRAIN_IMAGES])
+    write_pngs(root / "test", images[8000:8064], labels[8000:8064])
+    return root
+
+
+@pytest.fixture(scope="module")
+def records(pngs, tmp_path_factory) -> Path:
+    """`pngs` as `nntrain convert` writes them: 4 shards per split and metadata.json."""
+    output = tmp_path_factory.mktemp("records") / "records"
+    config = base_config().data
+    config.source = f"images:{pngs}"
+    convert.convert(config, ["train", "test"], str(output), 4)
+    return output
+
+
+def _source(kind: str, request: pytest.FixtureRequest) -> str:
+    return f"{kind}:{request.getfixturevalue('pngs' if kind == 'images' else 'records')}"
+
+
+def _start(args: list[str], model_dir: Path, log: Path) -> subprocess.Popen:
+    with open(log, "a") as stderr:  # a file, not a pipe: nobody reads while training runs
+        return subprocess.Popen([sys.executable, "-m", "nntrain.cli", *args, f"--model_dir={model_dir}"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def _run(args: list[str], model_dir: Path, log: Path) -> None:
+    process = _start(args, model_dir, log)
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+
+
+def _step(model_dir: Path) -> int:
+    try:
+        return json.loads((model_dir / "checkpoints" / "state.json").read_text())["step"]
+    except (OSError, ValueError):
+        return 0
+
+
+def _wait_for_step(model_dir: Path, step: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while _step(model_dir) < step and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], Path]:
+    """The model directory of an uninterrupted run of (source kind, data.cache), run once on first use."""
+    runs: dict[tuple[str, str], Path] = {}
+
+    def run(kind: str, cache: str, request: pytest.FixtureRequest) -> Path:
+        if (kind, cache) not in runs:
+            model_dir = tmp_path_factory.mktemp(f"reference-{kind}-{cache}") / "run"
+            _run(_train_args(_source(kind, request), cache), model_dir, model_dir.parent / "log")
+            runs[kind, cache] = model_dir
+        return runs[kind, cache]
+
+    return run
+
+
+def _assert_identical(model_dir: Path, reference: Path) -> None:
+    assert [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    resumed, expected = (keras.saving.load_model(d / "model.keras").get_weights() for d in (model_dir, reference))
+    difference = max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, expected, strict=True))
+    if difference:
+        raise StreamDiffers(f"resumed weights differ from the uninterrupted run's by up to {difference}")
+
+
+@pytest.mark.parametrize("kind, cache", [("images", "auto"), pytest.param("images", "false", marks=FILE_ORDER_BUG),
+                                         pytest.param("tfrecord", "false", marks=FILE_ORDER_BUG)])
+def test_sigterm_mid_epoch_resumes_exactly(kind, cache, uninterrupted, tmp_path, request):
+    """SIGTERM in epoch 2 (the stream is past a whole pass): the run saves that step, and resumed it ends with the
+    uninterrupted run's weights, bit for bit."""
+    args, model_dir, log = _train_args(_source(kind, request), cache), tmp_path / "run", tmp_path / "log"
+    reference = uninterrupted(kind, cache, request)
+    process = _start(args, model_dir, log)
+    _wait_for_step(model_dir, STEPS + CHECKPOINT_EVERY, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143, log.read_text()[-3000:]
+    stopped = re.findall(r"stopped by SIGTERM after step (\d+), saved to ", log.read_text())
+    assert stopped and STEPS < int(stopped[-1]) < EPOCHS * STEPS, log.read_text()[-3000:]
+    _run(args, model_dir, log)
+    assert f"resuming from the checkpoint in {model_dir}/checkpoints: step {stopped[-1]} of" in log.read_text()
+    _assert_identical(model_dir, reference)
+
+
+@FILE_ORDER_BUG
+def test_sigkill_resumes_tfrecords_exactly_from_a_step_checkpoint(uninterrupted, tmp_path, request):
+    """SIGKILL in epoch 2: the resume starts at the last step checkpoint and ends with the uninterrupted weights."""
+    args, model_dir, log = _train_args(_source("tfrecord", request), "false"), tmp_path / "run", tmp_path / "log"
+    reference = uninterrupted("tfrecord", "false", request)
+    process = _start(args, model_dir, log)
+    _wait_for_step(model_dir, STEPS + CHECKPOINT_EVERY, process)
+    process.kill()
+    process.wait(timeout=60)
+    killed_at = _step(model_dir)
+    assert STEPS < killed_at < EPOCHS * STEPS and killed_at % CHECKPOINT_EVERY == 0, f"killed at step {killed_at}"
+    _run(args, model_dir, log)
+    assert f"resuming from the checkpoint in {model_dir}/checkpoints: step {killed_at} of" in log.read_text()
+    _assert_identical(model_dir, reference)
+
+
+@pytest.mark.parametrize("kind", ["images", "tfrecord"])
+@pytest.mark.parametrize("cache, shuffle_buffer, resumed_at", [
+    pytest.param("auto", TRAIN_IMAGES, STEPS + CHECKPOINT_EVERY, id="cached-buffer-holds-a-pass"),
+    pytest.param("auto", 64, STEPS + CHECKPOINT_EVERY, marks=FILE_ORDER_BUG, id="cached"),
+    pytest.param("false", 64, STEPS, marks=FILE_ORDER_BUG, id="streamed-epoch-boundary"),
+    pytest.param("false", 64, STEPS + CHECKPOINT_EVERY, marks=FILE_ORDER_BUG, id="streamed-mid-epoch")])
+def test_a_peeked_iterator_leaves_the_resumed_file_stream_alone(kind, cache, shuffle_buffer, resumed_at, data_config,
+                                                                request):
+    """What the tests above meet, in seconds: Keras fit takes one batch from a first iterator (to build the model)
+    and drops it before training on a second; a stream skipped to a later pass must still continue the full one."""
+    data_config.source, data_config.cache, data_config.shuffle_buffer = _source(kind, request), cache, shuffle_buffer
+    data_config.train_split, data_config.eval_split = "train", "test"
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+
+    def batches(skip: int, count: int) -> np.ndarray:
+        train = pipeline.build(data_config, BATCH, strategy, seed=0, skip_batches=skip, epochs=EPOCHS).train
+        next(iter(train))  # the throw-away iterator of keras' _maybe_symbolic_build
+        stream = iter(train)
+        return np.stack([next(stream)[0].numpy() for _ in range(count)])
+
+    full, resumed = batches(0, EPOCHS * STEPS)[resumed_at:], batches(resumed_at, EPOCHS * STEPS - resumed_at)
+    if not np.array_equal(full, resumed):
+        raise StreamDiffers(f"batches from {resumed_at} of a stream skipped to {resumed_at} are not the full stream's")
