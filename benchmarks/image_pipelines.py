@@ -10,7 +10,11 @@ each round starting with the next one. The median pass is reported as examples p
 per second of this process's CPU time (all threads): on a machine shared with other work the wall-clock figure
 swings with the load, while the CPU-time figure is what a pipeline costs.
 
-  python benchmarks/image_pipelines.py [--mnist_dir=../shared/data/mnist] [--image_size=28,32]
+With --cold, the kernel's page cache is dropped before every timed pass (Linux, as root: writes 1 to
+/proc/sys/vm/drop_caches), so each pass reads its files from the disk: the case of a first epoch, or of a dataset
+larger than memory. The files are written under --workdir, which must be on a disk, not a tmpfs.
+
+  python benchmarks/image_pipelines.py [--mnist_dir=../shared/data/mnist] [--image_size=28,32] [--cold]
 """
 
 from __future__ import annotations
@@ -62,8 +66,20 @@ def pipelines(root: Path, records: Path, size: int) -> dict[str, tf.data.Dataset
             "nntrain tfrecord:DIR (4 shards)": batched(shards)}
 
 
-def one_pass(dataset: tf.data.Dataset) -> tuple[float, float]:
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def drop_page_cache() -> None:
+    """Writes dirty pages out and empties the kernel's page cache (Linux, root)."""
+    os.sync()
+    with open(DROP_CACHES, "w") as control:
+        control.write("1")
+
+
+def one_pass(dataset: tf.data.Dataset, cold: bool) -> tuple[float, float]:
     """(examples per wall-clock second, examples per CPU second) of one pass."""
+    if cold:
+        drop_page_cache()
     wall, cpu = time.perf_counter(), time.process_time()
     examples = sum(int(y.shape[0]) for _, y in dataset)
     assert examples == TRAIN, examples
@@ -75,24 +91,29 @@ def main() -> None:
     parser.add_argument("--mnist_dir", default=os.environ.get(
         "NNTRAIN_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")))
     parser.add_argument("--image_size", default="28,32", help="sizes to resize to, comma-separated (28: as stored)")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before every timed pass (root)")
+    parser.add_argument("--workdir", default=None, help="where the files are written (default: the temp dir)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.cold and not os.access(DROP_CACHES, os.W_OK):
+        parser.exit(2, f"--cold needs to write {DROP_CACHES} (Linux, as root); run without --cold\n")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root, records = Path(tmp) / "png", Path(tmp) / "records"
         write_pngs(args.mnist_dir, root)
         data_config = base_config().data
         data_config.source = f"images:{root}"
         convert.convert(data_config, ["train"], str(records), shards=4)
         print(f"tf {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} cores; {TRAIN} PNGs of 28x28, "
-              f"batch {BATCH}, median of {ROUNDS} passes; load average {os.getloadavg()[0]:.1f} at the start")
+              f"batch {BATCH}, median of {ROUNDS} passes, {'cold' if args.cold else 'warm'} page cache; "
+              f"load average {os.getloadavg()[0]:.1f} at the start")
         for size in (int(s) for s in args.image_size.split(",")):
             datasets = pipelines(root, records, size)
             passes: dict[str, list[tuple[float, float]]] = {name: [] for name in datasets}
             for dataset in datasets.values():
-                one_pass(dataset)  # warm-up: traces the functions and fills the page cache
+                one_pass(dataset, cold=False)  # warm-up: traces the functions and fills the page cache
             names = list(datasets)
             for round_index in range(ROUNDS):
                 for name in names[round_index % len(names):] + names[:round_index % len(names)]:
-                    passes[name].append(one_pass(datasets[name]))
+                    passes[name].append(one_pass(datasets[name], args.cold))
             wall = {name: statistics.median(w for w, _ in values) for name, values in passes.items()}
             cpu = {name: statistics.median(c for _, c in values) for name, values in passes.items()}
             print(f"\nresized to {size}x{size}:{'examples/s':>34} {'x keras':>8} {'x images':>9}"
