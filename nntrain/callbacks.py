@@ -10,7 +10,6 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from nntrain import rundir
 from nntrain.compat import keras_metrics
@@ -53,10 +52,6 @@ def _rng_variables(model: keras.Model) -> list[keras.Variable]:
     """The model's state that model.save leaves out: its SeedGenerator states (dropout, noise layers)."""
     weights = {id(w) for w in model.weights}
     return [v for v in model.variables if id(v) not in weights]
-
-
-def _weights_finite(model: keras.Model) -> bool:
-    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.trainable_weights]))
 
 
 def latest_checkpoint(directory: str) -> tuple[str, int] | None:
@@ -136,7 +131,8 @@ class Checkpoints(keras.callbacks.Callback):
 
     Writing state.json is the commit point: a run killed at any moment resumes from a complete checkpoint. The
     last `keep` checkpoints stay. `best.keras` keeps the best epoch by `monitor` (unless `keep_best` is False: a
-    multi-worker backup). Weights after a non-finite loss are never saved.
+    multi-worker backup). Weights after a non-finite loss are never saved; non-finite weights after a finite loss
+    (ReLU maps a NaN input to 0) stop training at the save, which refuses them (`rundir.save_model`).
     """
 
     def __init__(self, directory: str, monitor: str, mode: str = "auto", keep_best: bool = True,
@@ -172,8 +168,8 @@ class Checkpoints(keras.callbacks.Callback):
         if not _finite(logs):
             return
         step = self._step()
-        if step != self.state["step"] and not self.save(step, commit=False):
-            return
+        if step != self.state["step"]:
+            self.save(step, commit=False)
         value = (logs or {}).get(self.monitor)
         best = self.state["best"]
         if self.keep_best and value is not None and math.isfinite(float(value)) and (
@@ -183,11 +179,11 @@ class Checkpoints(keras.callbacks.Callback):
         self.state["epoch"] = epoch + 1
         self._commit()
 
-    def save(self, step: int, commit: bool = True) -> bool:
-        """Writes step-`step`.keras and (unless commit is False) state.json naming it; False if not saved."""
-        if not _weights_finite(self.model):
-            log(f"step {step}: the weights are not finite; the checkpoint is not saved")
-            return False
+    def save(self, step: int, commit: bool = True) -> None:
+        """Writes step-`step`.keras and (unless commit is False) state.json naming it.
+
+        Raises guards.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
+        """
         start = time.perf_counter()
         rundir.makedirs(self.directory)
         name = f"step-{step}.keras"
@@ -198,7 +194,6 @@ class Checkpoints(keras.callbacks.Callback):
         if commit:
             self._commit()
         self.saved_seconds.append(time.perf_counter() - start)
-        return True
 
     def _commit(self) -> None:
         """state.json last; then the checkpoints beyond the last `keep` go."""
