@@ -7,6 +7,7 @@ import math
 import re
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -16,6 +17,9 @@ from nntrain.compat import keras_metrics
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 from nntrain.preemption import Preempted, Watch
+
+if TYPE_CHECKING:
+    from nntrain.runstate import RunState
 
 MODES = ("auto", "min", "max")
 
@@ -205,18 +209,16 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 class MetricsFile(keras.callbacks.Callback):
-    """Appends one strict-JSON line per epoch to `path`; first drops lines of epochs after `initial_epoch`
-    (they will run again).
+    """Adds one strict-JSON line per epoch to metrics.jsonl through `run` (`RunState.add_metrics`).
 
     Each line: the epoch, Keras's logs (non-finite values as null), the learning rate, the epoch's `seconds`
     (training and validation) and `wall_time`, the Unix time the line was written (as TensorBoard's events do).
     After a mid-epoch resume, that epoch's line averages the steps run since the resume.
     """
 
-    def __init__(self, path: str, initial_epoch: int):
+    def __init__(self, run: RunState):
         super().__init__()
-        self.path = path
-        rundir.write_jsonl(path, [r for r in rundir.read_jsonl(path) if r["epoch"] <= initial_epoch])
+        self.run = run
         self.epoch_start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -229,7 +231,7 @@ class MetricsFile(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                   "seconds": round(now - self.epoch_start, 3), "wall_time": round(now, 3)}
-        rundir.append_jsonl(self.path, record)
+        self.run.add_metrics(record)
 
 
 class StopOnNaN(keras.callbacks.Callback):

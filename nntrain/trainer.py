@@ -15,7 +15,7 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir
+from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir, runstate
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
@@ -95,15 +95,15 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     nn_config.validate(config)
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
-    _check_same_model(config, model_dir)
-    _check_metrics_file(model_dir)
+    files = runstate.RunState.load(model_dir)
+    files.check_same_model(config)
     strategy = strategy or distribute.create_strategy("auto")
     checkpoint_dir = rundir.checkpoint_dir(model_dir)  # every worker resumes from the chief's
     point = nn_callbacks.resume_point(checkpoint_dir)
     prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
     model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
     guards.check_run(config, prepared)  # model_dir: rundir.check above
-    _check_same_data(prepared.data.spec, model_dir)
+    files.check_same_data(prepared.data.spec)
     with strategy.scope():
         step = nn_callbacks.restore(model, point)
     _log_plan(config, prepared)
@@ -112,19 +112,19 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     # model_dir/workers/N (cluster.py).
     chief, out_dir = cluster.is_chief(strategy), cluster.output_dir(model_dir, strategy)
     rundir.makedirs(out_dir)
-    previous = _read_run_files(model_dir)
     if chief:
         nn_config.save(config, model_dir)
         nn_data.save_spec(prepared.data.spec, model_dir)
+        files.keep_metrics(step // steps_per_epoch)
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
     if step:
         log(f"resuming from the checkpoint in {checkpoint_dir}: step {step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
-    done = [r for r in rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS)) if r["epoch"] <= initial_epoch]
+    done = files.metrics_until(initial_epoch)
     nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
     try:
         with preemption.watch() as signals, cluster.peer_failures(strategy):
-            callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
+            callbacks = _callbacks(config, model, files, out_dir, chief, step,
                                    steps_per_epoch, nan_guard, signals,
                                    point.state if point and out_dir == model_dir else None)
             fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
@@ -143,7 +143,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
                                     steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
         if nan_guard.nan_step is not None:
             if chief:  # the settings that diverged are not the run's
-                _undo_uncommitted(model_dir, previous, steps_per_epoch)
+                files.undo(_committed_epoch(checkpoint_dir, steps_per_epoch))
             latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
             kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
             raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
@@ -156,26 +156,26 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
         rundir.save_model(model, final_path)
     except guards.NonFiniteWeights:  # a finite loss with NaN weights (ReLU hides NaN inputs): stopped at a save
         if chief:
-            _undo_uncommitted(model_dir, previous, steps_per_epoch)
+            files.undo(_committed_epoch(checkpoint_dir, steps_per_epoch))
         raise
-    metrics = last_metrics(model_dir)
+    metrics = files.metrics[-1] if files.metrics else {}
     log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
     return metrics
 
 
-def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, model_dir: str, out_dir: str, chief: bool,
-               initial_epoch: int, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
+def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: runstate.RunState, out_dir: str,
+               chief: bool, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
                signals: preemption.Watch, state: dict | None) -> list[keras.callbacks.Callback]:
     """The callbacks of a run, in order: EMA weights are swapped in first (so evaluation and saves see them);
     pruning and bits/byte add to the logs before the metrics line; the checkpoint is an epoch's commit point, so
     it comes after the metrics line that describes the epoch."""
-    train = config.train
+    train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
         *optim.callbacks(config, resumed=step > 0),
         *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
-        callbacks.append(nn_callbacks.MetricsFile(rundir.join(model_dir, rundir.METRICS), initial_epoch))
+        callbacks.append(nn_callbacks.MetricsFile(files))
     callbacks.append(nn_callbacks.Checkpoints(
         rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
         every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals, state=state))
@@ -195,82 +195,15 @@ def _progress(verbose: int | str) -> int | str:
     return verbose
 
 
-def last_metrics(model_dir: str) -> dict:
-    """The last line of the run's metrics file, as a dict ({} before the first epoch)."""
-    lines = rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS))
-    return lines[-1] if lines else {}
-
-
 def _format_metrics(metrics: dict) -> str:
     shown = {k: v for k, v in metrics.items() if k not in ("learning_rate", "seconds", "wall_time")}
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
-def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
-    """A model_dir holds one model: resuming with another architecture would corrupt it."""
-    path = rundir.join(model_dir, rundir.CONFIG)
-    saved = rundir.read_json_object(path)
-    if saved is None:
-        return
-    try:
-        nn_config.from_dict(saved, path)
-    except NntrainError as e:
-        raise rundir.damaged(path, str(e).split(": ", 1)[-1]) from None
-    current = nn_config.to_dict(config)
-    if saved.get("model") != current["model"]:
-        raise NntrainError(f"model_dir '{model_dir}' holds a run of another model ({saved.get('model')}); "
-                           "use a new --model_dir, or the same model config to resume")
-    changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
-                     for key in current[section]
-                     if saved.get(section, {}).get(key) != current[section][key])
-    if changed:
-        log(f"resuming with a changed config: {', '.join(changed)}")
-
-
-def _check_metrics_file(model_dir: str) -> None:
-    """metrics.jsonl is read (and rewritten) by a resume: one line now if it is damaged, not after a write."""
-    path = rundir.join(model_dir, rundir.METRICS)
-    for number, record in enumerate(rundir.read_jsonl(path), 1):
-        if not isinstance(record.get("epoch"), int):
-            raise rundir.damaged(path, f"line {number} has no epoch number")
-
-
-def _check_same_data(spec: nn_data.DatasetSpec, model_dir: str) -> None:
-    """A model_dir's weights fit one input shape and number of classes: resuming on other data is refused."""
-    path = rundir.join(model_dir, rundir.DATASET)
-    saved = rundir.read_json_object(path)
-    if saved is None:
-        return
-    for key, new in (("input_shape", list(spec.input_shape)), ("num_classes", spec.num_classes)):
-        if key in saved and saved[key] != new:
-            raise NntrainError(f"model_dir '{model_dir}' holds a run on data of {key} {saved[key]}, this data has "
-                               f"{key} {new}: use a new --model_dir, or the run's data to resume")
-
-
-def _read_run_files(model_dir: str) -> dict[str, str | None]:
-    """config.json and dataset.json as they are before a run writes them (restored if the run diverges)."""
-    return {name: rundir.read_text(rundir.join(model_dir, name)) for name in (rundir.CONFIG, rundir.DATASET)}
-
-
-def _write_run_files(model_dir: str, files: dict[str, str | None]) -> None:
-    """Puts back the files `_read_run_files` read (those that were there)."""
-    for name, text in files.items():
-        path = rundir.join(model_dir, name)
-        if text is not None and rundir.read_text(path) != text:
-            rundir.write_text(path, text)
-
-
-def _undo_uncommitted(model_dir: str, previous: dict[str, str | None], steps_per_epoch: int) -> None:
-    """After a run that diverged: config.json and dataset.json as they were, and no metrics line for an epoch
-    that no checkpoint committed (the line is written before the epoch's checkpoint)."""
-    _write_run_files(model_dir, previous)
-    latest = nn_callbacks.latest_checkpoint(rundir.checkpoint_dir(model_dir))
-    committed = latest[1] // steps_per_epoch if latest else 0
-    path = rundir.join(model_dir, rundir.METRICS)
-    lines = rundir.read_jsonl(path)
-    kept = [line for line in lines if line["epoch"] <= committed]
-    if kept != lines:
-        rundir.write_jsonl(path, kept)
+def _committed_epoch(checkpoint_dir: str, steps_per_epoch: int) -> int:
+    """The last epoch a checkpoint committed (metrics lines are written before the epoch's checkpoint)."""
+    latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
+    return latest[1] // steps_per_epoch if latest else 0
 
 
 def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
