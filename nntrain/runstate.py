@@ -3,7 +3,7 @@ checked before anything is written, compared with the new run, put back if the r
 
 During a run, `RunState` is the one writer of metrics.jsonl: it keeps the lines in memory and rewrites the file
 whole (`rundir.write_jsonl`) once per epoch. Checkpoints (checkpoints/state.json and the .keras files it names)
-are read by `callbacks.resume_point`.
+are read by `callbacks.resume_point`; `undo` reads only state.json's step.
 """
 
 from __future__ import annotations
@@ -100,10 +100,11 @@ class RunState:
         rundir.write_jsonl(rundir.join(self.model_dir, rundir.METRICS), self.metrics)
         self.metrics_found = True
 
-    def undo(self, committed_epoch: int) -> None:
+    def undo(self, steps_per_epoch: int) -> None:
         """After a run that diverged: config.json and dataset.json as they were (those that were there), and no
-        metrics line after `committed_epoch`, the last epoch a checkpoint committed."""
+        metrics line for an epoch that no checkpoint committed (an epoch's line is written before its checkpoint)."""
         for name, text in ((rundir.CONFIG, self.config_text), (rundir.DATASET, self.spec_text)):
             if text is not None:
                 rundir.write_text(rundir.join(self.model_dir, name), text)
-        self.keep_metrics(committed_epoch)
+        state = rundir.read_state(rundir.checkpoint_dir(self.model_dir))
+        self.keep_metrics(state.get("step", 0) // steps_per_epoch if state else 0)

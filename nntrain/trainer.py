@@ -92,74 +92,124 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     continues after the batches already consumed. SIGTERM/SIGINT save the current step and raise Preempted.
     """
     start = time.time()
+    files = _validate(config, model_dir)
+    run = _build_and_restore(config, strategy or distribute.create_strategy("auto"), files)
+    nan_guard = _begin(run)  # the first writes
+    try:
+        history = _fit(run, nan_guard, verbose, extra_callbacks)
+        _save_final_model(run, nan_guard)
+    except (TrainingDiverged, guards.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
+        if run.chief:  # the settings that diverged are not the run's
+            files.undo(run.prepared.steps_per_epoch)
+        raise
+    return _report(run, history, start)
+
+
+@dataclasses.dataclass
+class _Run:
+    """A run between its steps: the config, the run directory's files, data and model, and where it starts."""
+
+    config: ml_collections.ConfigDict
+    files: runstate.RunState
+    prepared: Prepared
+    point: nn_callbacks.ResumePoint | None  # the checkpoint restored (None: from scratch)
+    step: int  # the step training starts after
+    chief: bool  # multi-worker: the chief writes model_dir; worker N only its backups (cluster.py)
+    out_dir: str  # where this worker's checkpoints go
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """The chief's checkpoints, which every worker resumes from."""
+        return rundir.checkpoint_dir(self.files.model_dir)
+
+
+def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
+    """The config, and the run directory's files against it; writes nothing."""
     nn_config.validate(config)
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
     files.check_same_model(config)
-    strategy = strategy or distribute.create_strategy("auto")
-    checkpoint_dir = rundir.checkpoint_dir(model_dir)  # every worker resumes from the chief's
-    point = nn_callbacks.resume_point(checkpoint_dir)
+    return files
+
+
+def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+                       files: runstate.RunState) -> _Run:
+    """Data and model, checked against the run's data; the checkpoint restored into the model. Writes nothing."""
+    point = nn_callbacks.resume_point(rundir.checkpoint_dir(files.model_dir))
     prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
-    model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
-    guards.check_run(config, prepared)  # model_dir: rundir.check above
+    guards.check_run(config, prepared)  # model_dir: rundir.check in _validate
     files.check_same_data(prepared.data.spec)
     with strategy.scope():
-        step = nn_callbacks.restore(model, point)
+        step = nn_callbacks.restore(prepared.model, point)
     _log_plan(config, prepared)
+    return _Run(config, files, prepared, point, step, cluster.is_chief(strategy),
+                cluster.output_dir(files.model_dir, strategy))
 
-    # Nothing was written so far. Multi-worker: the chief writes model_dir; worker N only its backups, in
-    # model_dir/workers/N (cluster.py).
-    chief, out_dir = cluster.is_chief(strategy), cluster.output_dir(model_dir, strategy)
-    rundir.makedirs(out_dir)
-    if chief:
-        nn_config.save(config, model_dir)
-        nn_data.save_spec(prepared.data.spec, model_dir)
-        files.keep_metrics(step // steps_per_epoch)
-    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
-    if step:
-        log(f"resuming from the checkpoint in {checkpoint_dir}: step {step} of "
+
+def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
+    """The first writes: this worker's directory; the chief's config.json, dataset.json and metrics.jsonl (no
+    line after the checkpoint's epoch). Returns the NaN guard, which knows the last finite loss."""
+    config, files, steps_per_epoch = run.config, run.files, run.prepared.steps_per_epoch
+    rundir.makedirs(run.out_dir)
+    initial_epoch = run.step // steps_per_epoch
+    if run.chief:
+        nn_config.save(config, files.model_dir)
+        nn_data.save_spec(run.prepared.data.spec, files.model_dir)
+        files.keep_metrics(initial_epoch)
+    if run.step:
+        log(f"resuming from the checkpoint in {run.checkpoint_dir}: step {run.step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
     done = files.metrics_until(initial_epoch)
-    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
-    try:
-        with preemption.watch() as signals, cluster.peer_failures(strategy):
-            callbacks = _callbacks(config, model, files, out_dir, chief, step,
-                                   steps_per_epoch, nan_guard, signals,
-                                   point.state if point and out_dir == model_dir else None)
-            fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
-                       verbose=_progress(verbose), shuffle=False)
-            history = None
-            if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
-                history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-                                    steps_per_epoch=steps_per_epoch - steps_into_epoch,
-                                    validation_data=prepared.data.eval, **fit)
-                initial_epoch += 1
-            if initial_epoch < config.train.epochs and not (history and model.stop_training):
-                data = prepared.data
-                if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
-                    data = datasets(config, strategy, initial_epoch * steps_per_epoch)
-                history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                                    steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
-        if nan_guard.nan_step is not None:
-            if chief:  # the settings that diverged are not the run's
-                files.undo(_committed_epoch(checkpoint_dir, steps_per_epoch))
-            latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
-            kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
-            raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
-                                   "or set optimizer.global_clip_norm")
-        if not chief:
-            metrics = cluster.last_logs(history) if history else {}
-            log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
-            return metrics
-        final_path = rundir.join(model_dir, rundir.FINAL_MODEL)
-        rundir.save_model(model, final_path)
-    except guards.NonFiniteWeights:  # a finite loss with NaN weights (ReLU hides NaN inputs): stopped at a save
-        if chief:
-            files.undo(_committed_epoch(checkpoint_dir, steps_per_epoch))
-        raise
-    metrics = files.metrics[-1] if files.metrics else {}
-    log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
+    return nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
+
+
+def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
+         extra_callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.History | None:
+    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
+    config, prepared, step = run.config, run.prepared, run.step
+    model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
+    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
+    with preemption.watch() as signals, cluster.peer_failures(strategy):
+        callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
+                               signals, run.point.state if run.point and run.out_dir == run.files.model_dir else None)
+        fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
+                   verbose=_progress(verbose), shuffle=False)
+        history = None
+        if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+            history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                                validation_data=prepared.data.eval, **fit)
+            initial_epoch += 1
+        if initial_epoch < config.train.epochs and not (history and model.stop_training):
+            data = prepared.data
+            if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
+                data = datasets(config, strategy, initial_epoch * steps_per_epoch)
+            history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
+    return history
+
+
+def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
+    """TrainingDiverged if the loss became NaN/inf; else the chief saves model.keras (never NaN weights)."""
+    if nan_guard.nan_step is not None:
+        latest = nn_callbacks.latest_checkpoint(run.checkpoint_dir)
+        kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
+        raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
+                               "or set optimizer.global_clip_norm")
+    if run.chief:
+        rundir.save_model(run.prepared.model, rundir.join(run.files.model_dir, rundir.FINAL_MODEL))
+
+
+def _report(run: _Run, history: keras.callbacks.History | None, start: float) -> dict:
+    """The final metrics, logged: the chief's last metrics line, a worker's from fit's History."""
+    if not run.chief:
+        metrics = cluster.last_logs(history) if history else {}
+        log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
+        return metrics
+    metrics = run.files.metrics[-1] if run.files.metrics else {}
+    log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to "
+        f"{rundir.join(run.files.model_dir, rundir.FINAL_MODEL)}")
     return metrics
 
 
@@ -198,12 +248,6 @@ def _progress(verbose: int | str) -> int | str:
 def _format_metrics(metrics: dict) -> str:
     shown = {k: v for k, v in metrics.items() if k not in ("learning_rate", "seconds", "wall_time")}
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-
-
-def _committed_epoch(checkpoint_dir: str, steps_per_epoch: int) -> int:
-    """The last epoch a checkpoint committed (metrics lines are written before the epoch's checkpoint)."""
-    latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
-    return latest[1] // steps_per_epoch if latest else 0
 
 
 def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:

@@ -75,7 +75,9 @@ def test_run_state_puts_back_what_it_found(tmp_path):
     (run / "config.json").write_text("{}")  # what a diverging run writes
     files.add_metrics({"epoch": 3, "loss": float("nan")})
     assert _strict_lines((run / "metrics.jsonl").read_text())[2] == {"epoch": 3, "loss": None}
-    files.undo(1)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state.json").write_text('{"latest": "step-2.keras", "step": 2}')
+    files.undo(steps_per_epoch=2)  # the checkpoint committed epoch 1
     assert (run / "config.json").read_text() == config_text and not (run / "dataset.json").exists()
     assert _strict_lines((run / "metrics.jsonl").read_text()) == [{"epoch": 1, "loss": 0.5}]
 
