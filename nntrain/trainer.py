@@ -122,6 +122,14 @@ class _Run:
         """The chief's checkpoints, which every worker resumes from."""
         return rundir.checkpoint_dir(self.files.model_dir)
 
+    @property
+    def checkpoint_state(self) -> dict | None:
+        """state.json as this worker's checkpoints continue it, as resume_point read it ({}: none yet); None for
+        a multi-worker backup in workers/N, whose own state.json Checkpoints reads."""
+        if self.out_dir != self.files.model_dir:
+            return None
+        return self.point.state if self.point else {}
+
 
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
     """The config, and the run directory's files against it; writes nothing."""
@@ -172,7 +180,7 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
     with preemption.watch() as signals, cluster.peer_failures(strategy):
         callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
-                               signals, run.point.state if run.point and run.out_dir == run.files.model_dir else None)
+                               signals, run.checkpoint_state)
         fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         history = None

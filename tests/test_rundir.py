@@ -52,13 +52,13 @@ def test_run_files_are_read_once_and_metrics_written_once_per_epoch(tmp_path, mo
     monkeypatch.setattr(rundir, "read_text", lambda path: reads.update([path.rsplit("/", 1)[-1]]) or read_text(path))
     monkeypatch.setattr(rundir, "write_text",
                         lambda path, text: writes.update([path.rsplit("/", 1)[-1]]) or write_text(path, text))
-    model_dir, names = str(tmp_path / "run"), ("config.json", "dataset.json", "metrics.jsonl")
+    model_dir, names = str(tmp_path / "run"), ("config.json", "dataset.json", "metrics.jsonl", "state.json")
     for epochs, metrics_writes in ((3, 1 + 3), (5, 2)):  # a new file, then a line per epoch; the resume: 2 epochs
         reads.clear(), writes.clear()
         config = nntrain.load_config("xor", {"train.epochs": epochs, "train.steps_per_epoch": 2,
                                              "train.tensorboard": False})
         nntrain.train(config, model_dir, strategy="cpu", verbose=0)
-        assert [reads[name] for name in names] == [1, 1, 1] and writes["metrics.jsonl"] == metrics_writes
+        assert [reads[name] for name in names] == [1, 1, 1, 1] and writes["metrics.jsonl"] == metrics_writes
     assert [m["epoch"] for m in nntrain.history(model_dir)] == [1, 2, 3, 4, 5]
 
 
