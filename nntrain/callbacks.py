@@ -7,16 +7,19 @@ import math
 import re
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from nntrain import rundir
 from nntrain.compat import keras_accumulation, keras_metrics
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 from nntrain.preemption import Preempted, Watch
+
+if TYPE_CHECKING:
+    from nntrain.runstate import RunState
 
 MODES = ("auto", "min", "max")
 
@@ -53,10 +56,6 @@ def _rng_variables(model: keras.Model) -> list[keras.Variable]:
     """The model's state that model.save leaves out: its SeedGenerator states (dropout, noise layers)."""
     weights = {id(w) for w in model.weights}
     return [v for v in model.variables if id(v) not in weights]
-
-
-def _weights_finite(model: keras.Model) -> bool:
-    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.trainable_weights]))
 
 
 def latest_checkpoint(directory: str) -> tuple[str, int] | None:
@@ -136,7 +135,8 @@ class Checkpoints(keras.callbacks.Callback):
 
     Writing state.json is the commit point: a run killed at any moment resumes from a complete checkpoint. The
     last `keep` checkpoints stay. `best.keras` keeps the best epoch by `monitor` (unless `keep_best` is False: a
-    multi-worker backup). Weights after a non-finite loss are never saved.
+    multi-worker backup). Weights after a non-finite loss are never saved; non-finite weights after a finite loss
+    (ReLU maps a NaN input to 0) stop training at the save, which refuses them (`rundir.save_model`).
     """
 
     def __init__(self, directory: str, monitor: str, mode: str = "auto", keep_best: bool = True,
@@ -172,8 +172,8 @@ class Checkpoints(keras.callbacks.Callback):
         if not _finite(logs):
             return
         step = self._step()
-        if step != self.state["step"] and not self.save(step, commit=False):
-            return
+        if step != self.state["step"]:
+            self.save(step, commit=False)
         value = (logs or {}).get(self.monitor)
         best = self.state["best"]
         if self.keep_best and value is not None and math.isfinite(float(value)) and (
@@ -183,11 +183,11 @@ class Checkpoints(keras.callbacks.Callback):
         self.state["epoch"] = epoch + 1
         self._commit()
 
-    def save(self, step: int, commit: bool = True) -> bool:
-        """Writes step-`step`.keras and (unless commit is False) state.json naming it; False if not saved."""
-        if not _weights_finite(self.model):
-            log(f"step {step}: the weights are not finite; the checkpoint is not saved")
-            return False
+    def save(self, step: int, commit: bool = True) -> None:
+        """Writes step-`step`.keras and (unless commit is False) state.json naming it.
+
+        Raises guards.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
+        """
         start = time.perf_counter()
         rundir.makedirs(self.directory)
         name = f"step-{step}.keras"
@@ -198,7 +198,6 @@ class Checkpoints(keras.callbacks.Callback):
         if commit:
             self._commit()
         self.saved_seconds.append(time.perf_counter() - start)
-        return True
 
     def _commit(self) -> None:
         """state.json last; then the checkpoints beyond the last `keep` go."""
@@ -210,18 +209,16 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 class MetricsFile(keras.callbacks.Callback):
-    """Appends one strict-JSON line per epoch to `path`; first drops lines of epochs after `initial_epoch`
-    (they will run again).
+    """Adds one strict-JSON line per epoch to metrics.jsonl through `run` (`RunState.add_metrics`).
 
     Each line: the epoch, Keras's logs (non-finite values as null), the learning rate, the epoch's `seconds`
     (training and validation) and `wall_time`, the Unix time the line was written (as TensorBoard's events do).
     After a mid-epoch resume, that epoch's line averages the steps run since the resume.
     """
 
-    def __init__(self, path: str, initial_epoch: int):
+    def __init__(self, run: RunState):
         super().__init__()
-        self.path = path
-        rundir.write_jsonl(path, [r for r in rundir.read_jsonl(path) if r["epoch"] <= initial_epoch])
+        self.run = run
         self.epoch_start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -234,7 +231,7 @@ class MetricsFile(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
                   "seconds": round(now - self.epoch_start, 3), "wall_time": round(now, 3)}
-        rundir.append_jsonl(self.path, record)
+        self.run.add_metrics(record)
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -107,7 +107,11 @@ def check_search_dir(model_dir: str) -> None:
 
 
 def require_finite_weights(model: keras.Model, path: str) -> None:
-    """Raises NonFiniteWeights, naming the first bad variable, before `path` is written."""
+    """Raises NonFiniteWeights, naming the first bad variable, before `path` is written.
+
+    The one rule for non-finite weights: every model save (checkpoints, best, final) goes through
+    `rundir.save_model`, which calls this first.
+    """
     for variable in model.weights:
         values = keras.ops.convert_to_numpy(variable.value)
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():

@@ -175,17 +175,26 @@ def dumps(value: Any, **kwargs: Any) -> str:
 
 def read_json(path: str, fix: str = MOVE_ASIDE) -> Any:
     """The parsed JSON file, or None if there is no such file; Damaged (with `fix`) if it is no JSON."""
+    return read_json_text(path, fix)[1]
+
+
+def read_json_text(path: str, fix: str = MOVE_ASIDE) -> tuple[str | None, Any]:
+    """The JSON file's text and its parsed value, from one read; (None, None) if there is no such file."""
     text = None
     try:
         text = read_text(path)
-        return None if text is None else json.loads(text)
+        return text, None if text is None else json.loads(text)
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError
         raise damaged(path, "empty" if text == "" else f"not JSON: {e}", fix) from None
 
 
 def read_json_object(path: str, fix: str = MOVE_ASIDE) -> dict | None:
     """Like read_json, for a file that holds one JSON object; Damaged if it holds anything else."""
-    value = read_json(path, fix)
+    return json_object(path, read_json(path, fix), fix)
+
+
+def json_object(path: str, value: Any, fix: str = MOVE_ASIDE) -> dict | None:
+    """`value`, parsed from `path`, if it is a JSON object or None; Damaged if it is anything else."""
     if value is not None and not isinstance(value, dict):
         raise damaged(path, f"a JSON {type(value).__name__}, not an object", fix)
     return value
@@ -197,23 +206,29 @@ def write_json(path: str, value: Any) -> None:
 
 def read_jsonl(path: str) -> list[dict]:
     """One dict per non-empty line ([] if there is no such file)."""
+    return read_jsonl_text(path)[1]
+
+
+def read_jsonl_text(path: str) -> tuple[str | None, list[dict]]:
+    """The JSON-lines file's text (None if there is no such file) and one dict per non-empty line, from one read."""
     try:
-        text = read_text(path) or ""
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        text = read_text(path)
+        records = [json.loads(line) for line in (text or "").splitlines() if line.strip()]
     except ValueError as e:
         raise damaged(path, f"not JSON lines: {e}") from None
     if not all(isinstance(r, dict) for r in records):
         raise damaged(path, "a line is no JSON object")
-    return records
+    return text, records
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:
+    """Writes `records`, one strict-JSON line each, as the whole file.
+
+    Never appended: object stores (gs://) cannot append, and a rewrite staged and renamed leaves a reader the old
+    file or the new one, never a torn last line. A writer keeps the lines in memory, so adding one costs this one
+    write (O(file), a line per epoch) and no read.
+    """
     write_text(path, "".join(dumps(r) + "\n" for r in records))
-
-
-def append_jsonl(path: str, record: dict) -> None:
-    """Adds one line. Object stores cannot append, so the file is rewritten whole (it holds one line per epoch)."""
-    write_jsonl(path, [*read_jsonl(path), record])
 
 
 def save_model(model: keras.Model, path: str) -> None:

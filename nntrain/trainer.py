@@ -15,7 +15,7 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir
+from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir, runstate
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
@@ -92,90 +92,148 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     continues after the batches already consumed. SIGTERM/SIGINT save the current step and raise Preempted.
     """
     start = time.time()
+    files = _validate(config, model_dir)
+    run = _build_and_restore(config, strategy or distribute.create_strategy("auto"), files)
+    nan_guard = _begin(run)  # the first writes
+    try:
+        history = _fit(run, nan_guard, verbose, extra_callbacks)
+        _save_final_model(run, nan_guard)
+    except (TrainingDiverged, guards.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
+        if run.chief:  # the settings that diverged are not the run's
+            files.undo(run.prepared.steps_per_epoch)
+        raise
+    return _report(run, history, start)
+
+
+@dataclasses.dataclass
+class _Run:
+    """A run between its steps: the config, the run directory's files, data and model, and where it starts."""
+
+    config: ml_collections.ConfigDict
+    files: runstate.RunState
+    prepared: Prepared
+    point: nn_callbacks.ResumePoint | None  # the checkpoint restored (None: from scratch)
+    step: int  # the step training starts after
+    chief: bool  # multi-worker: the chief writes model_dir; worker N only its backups (cluster.py)
+    out_dir: str  # where this worker's checkpoints go
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """The chief's checkpoints, which every worker resumes from."""
+        return rundir.checkpoint_dir(self.files.model_dir)
+
+    @property
+    def checkpoint_state(self) -> dict | None:
+        """state.json as this worker's checkpoints continue it, as resume_point read it ({}: none yet); None for
+        a multi-worker backup in workers/N, whose own state.json Checkpoints reads."""
+        if self.out_dir != self.files.model_dir:
+            return None
+        return self.point.state if self.point else {}
+
+
+def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
+    """The config, and the run directory's files against it; writes nothing."""
     nn_config.validate(config)
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
-    _check_same_model(config, model_dir)
-    _check_metrics_file(model_dir)
-    strategy = strategy or distribute.create_strategy("auto")
-    checkpoint_dir = rundir.checkpoint_dir(model_dir)  # every worker resumes from the chief's
-    point = nn_callbacks.resume_point(checkpoint_dir)
-    prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
-    model, steps_per_epoch = prepared.model, prepared.steps_per_epoch
-    guards.check_run(config, prepared)  # model_dir: rundir.check above
-    _check_same_data(prepared.data.spec, model_dir)
-    with strategy.scope():
-        step = nn_callbacks.restore(model, point)
-    _log_plan(config, prepared)
+    files = runstate.RunState.load(model_dir)
+    files.check_same_model(config)
+    return files
 
-    # Nothing was written so far. Multi-worker: the chief writes model_dir; worker N only its backups, in
-    # model_dir/workers/N (cluster.py).
-    chief, out_dir = cluster.is_chief(strategy), cluster.output_dir(model_dir, strategy)
-    rundir.makedirs(out_dir)
-    previous = _read_run_files(model_dir)
-    if chief:
-        nn_config.save(config, model_dir)
-        nn_data.save_spec(prepared.data.spec, model_dir)
-    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
-    if step:
-        log(f"resuming from the checkpoint in {checkpoint_dir}: step {step} of "
+
+def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
+                       files: runstate.RunState) -> _Run:
+    """Data and model, checked against the run's data; the checkpoint restored into the model. Writes nothing."""
+    point = nn_callbacks.resume_point(rundir.checkpoint_dir(files.model_dir))
+    prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
+    guards.check_run(config, prepared)  # model_dir: rundir.check in _validate
+    files.check_same_data(prepared.data.spec)
+    with strategy.scope():
+        step = nn_callbacks.restore(prepared.model, point)
+    _log_plan(config, prepared)
+    return _Run(config, files, prepared, point, step, cluster.is_chief(strategy),
+                cluster.output_dir(files.model_dir, strategy))
+
+
+def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
+    """The first writes: this worker's directory; the chief's config.json, dataset.json and metrics.jsonl (no
+    line after the checkpoint's epoch). Returns the NaN guard, which knows the last finite loss."""
+    config, files, steps_per_epoch = run.config, run.files, run.prepared.steps_per_epoch
+    rundir.makedirs(run.out_dir)
+    initial_epoch = run.step // steps_per_epoch
+    if run.chief:
+        nn_config.save(config, files.model_dir)
+        nn_data.save_spec(run.prepared.data.spec, files.model_dir)
+        files.keep_metrics(initial_epoch)
+    if run.step:
+        log(f"resuming from the checkpoint in {run.checkpoint_dir}: step {run.step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
-    done = [r for r in rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS)) if r["epoch"] <= initial_epoch]
-    nan_guard = nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
-    try:
-        with preemption.watch() as signals, cluster.peer_failures(strategy):
-            callbacks = _callbacks(config, model, model_dir, out_dir, chief, initial_epoch, step,
-                                   steps_per_epoch, nan_guard, signals,
-                                   point.state if point and out_dir == model_dir else None)
-            fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
-                       verbose=_progress(verbose), shuffle=False)
-            history = None
-            if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
-                history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-                                    steps_per_epoch=steps_per_epoch - steps_into_epoch,
-                                    validation_data=prepared.data.eval, **fit)
-                initial_epoch += 1
-            if initial_epoch < config.train.epochs and not (history and model.stop_training):
-                data = prepared.data
-                if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
-                    data = datasets(config, strategy, initial_epoch * steps_per_epoch)
-                history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                                    steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
-        if nan_guard.nan_step is not None:
-            if chief:  # the settings that diverged are not the run's
-                _undo_uncommitted(model_dir, previous, steps_per_epoch)
-            latest = nn_callbacks.latest_checkpoint(checkpoint_dir)
-            kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
-            raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
-                                   "or set optimizer.global_clip_norm")
-        if not chief:
-            metrics = cluster.last_logs(history) if history else {}
-            log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
-            return metrics
-        final_path = rundir.join(model_dir, rundir.FINAL_MODEL)
-        rundir.save_model(model, final_path)
-    except guards.NonFiniteWeights:  # a finite loss with NaN weights (ReLU hides NaN inputs): stopped at a save
-        if chief:
-            _undo_uncommitted(model_dir, previous, steps_per_epoch)
-        raise
-    metrics = last_metrics(model_dir)
-    log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to {final_path}")
+    done = files.metrics_until(initial_epoch)
+    return nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
+
+
+def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
+         extra_callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.History | None:
+    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
+    config, prepared, step = run.config, run.prepared, run.step
+    model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
+    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
+    with preemption.watch() as signals, cluster.peer_failures(strategy):
+        callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
+                               signals, run.checkpoint_state)
+        fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
+                   verbose=_progress(verbose), shuffle=False)
+        history = None
+        if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+            history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                                validation_data=prepared.data.eval, **fit)
+            initial_epoch += 1
+        if initial_epoch < config.train.epochs and not (history and model.stop_training):
+            data = prepared.data
+            if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
+                data = datasets(config, strategy, initial_epoch * steps_per_epoch)
+            history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
+    return history
+
+
+def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
+    """TrainingDiverged if the loss became NaN/inf; else the chief saves model.keras (never NaN weights)."""
+    if nan_guard.nan_step is not None:
+        latest = nn_callbacks.latest_checkpoint(run.checkpoint_dir)
+        kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
+        raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
+                               "or set optimizer.global_clip_norm")
+    if run.chief:
+        rundir.save_model(run.prepared.model, rundir.join(run.files.model_dir, rundir.FINAL_MODEL))
+
+
+def _report(run: _Run, history: keras.callbacks.History | None, start: float) -> dict:
+    """The final metrics, logged: the chief's last metrics line, a worker's from fit's History."""
+    if not run.chief:
+        metrics = cluster.last_logs(history) if history else {}
+        log(f"worker done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; the chief saves the model")
+        return metrics
+    metrics = run.files.metrics[-1] if run.files.metrics else {}
+    log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to "
+        f"{rundir.join(run.files.model_dir, rundir.FINAL_MODEL)}")
     return metrics
 
 
-def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, model_dir: str, out_dir: str, chief: bool,
-               initial_epoch: int, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
+def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: runstate.RunState, out_dir: str,
+               chief: bool, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
                signals: preemption.Watch, state: dict | None) -> list[keras.callbacks.Callback]:
     """The callbacks of a run, in order: EMA weights are swapped in first (so evaluation and saves see them);
     pruning and bits/byte add to the logs before the metrics line; the checkpoint is an epoch's commit point, so
     it comes after the metrics line that describes the epoch."""
-    train = config.train
+    train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
         *optim.callbacks(config, resumed=step > 0),
         *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
-        callbacks.append(nn_callbacks.MetricsFile(rundir.join(model_dir, rundir.METRICS), initial_epoch))
+        callbacks.append(nn_callbacks.MetricsFile(files))
     callbacks.append(nn_callbacks.Checkpoints(
         rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
         every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals, state=state))
@@ -195,82 +253,9 @@ def _progress(verbose: int | str) -> int | str:
     return verbose
 
 
-def last_metrics(model_dir: str) -> dict:
-    """The last line of the run's metrics file, as a dict ({} before the first epoch)."""
-    lines = rundir.read_jsonl(rundir.join(model_dir, rundir.METRICS))
-    return lines[-1] if lines else {}
-
-
 def _format_metrics(metrics: dict) -> str:
     shown = {k: v for k, v in metrics.items() if k not in ("learning_rate", "seconds", "wall_time")}
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
-
-
-def _check_same_model(config: ml_collections.ConfigDict, model_dir: str) -> None:
-    """A model_dir holds one model: resuming with another architecture would corrupt it."""
-    path = rundir.join(model_dir, rundir.CONFIG)
-    saved = rundir.read_json_object(path)
-    if saved is None:
-        return
-    try:
-        nn_config.from_dict(saved, path)
-    except NntrainError as e:
-        raise rundir.damaged(path, str(e).split(": ", 1)[-1]) from None
-    current = nn_config.to_dict(config)
-    if saved.get("model") != current["model"]:
-        raise NntrainError(f"model_dir '{model_dir}' holds a run of another model ({saved.get('model')}); "
-                           "use a new --model_dir, or the same model config to resume")
-    changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
-                     for key in current[section]
-                     if saved.get(section, {}).get(key) != current[section][key])
-    if changed:
-        log(f"resuming with a changed config: {', '.join(changed)}")
-
-
-def _check_metrics_file(model_dir: str) -> None:
-    """metrics.jsonl is read (and rewritten) by a resume: one line now if it is damaged, not after a write."""
-    path = rundir.join(model_dir, rundir.METRICS)
-    for number, record in enumerate(rundir.read_jsonl(path), 1):
-        if not isinstance(record.get("epoch"), int):
-            raise rundir.damaged(path, f"line {number} has no epoch number")
-
-
-def _check_same_data(spec: nn_data.DatasetSpec, model_dir: str) -> None:
-    """A model_dir's weights fit one input shape and number of classes: resuming on other data is refused."""
-    path = rundir.join(model_dir, rundir.DATASET)
-    saved = rundir.read_json_object(path)
-    if saved is None:
-        return
-    for key, new in (("input_shape", list(spec.input_shape)), ("num_classes", spec.num_classes)):
-        if key in saved and saved[key] != new:
-            raise NntrainError(f"model_dir '{model_dir}' holds a run on data of {key} {saved[key]}, this data has "
-                               f"{key} {new}: use a new --model_dir, or the run's data to resume")
-
-
-def _read_run_files(model_dir: str) -> dict[str, str | None]:
-    """config.json and dataset.json as they are before a run writes them (restored if the run diverges)."""
-    return {name: rundir.read_text(rundir.join(model_dir, name)) for name in (rundir.CONFIG, rundir.DATASET)}
-
-
-def _write_run_files(model_dir: str, files: dict[str, str | None]) -> None:
-    """Puts back the files `_read_run_files` read (those that were there)."""
-    for name, text in files.items():
-        path = rundir.join(model_dir, name)
-        if text is not None and rundir.read_text(path) != text:
-            rundir.write_text(path, text)
-
-
-def _undo_uncommitted(model_dir: str, previous: dict[str, str | None], steps_per_epoch: int) -> None:
-    """After a run that diverged: config.json and dataset.json as they were, and no metrics line for an epoch
-    that no checkpoint committed (the line is written before the epoch's checkpoint)."""
-    _write_run_files(model_dir, previous)
-    latest = nn_callbacks.latest_checkpoint(rundir.checkpoint_dir(model_dir))
-    committed = latest[1] // steps_per_epoch if latest else 0
-    path = rundir.join(model_dir, rundir.METRICS)
-    lines = rundir.read_jsonl(path)
-    kept = [line for line in lines if line["epoch"] <= committed]
-    if kept != lines:
-        rundir.write_jsonl(path, kept)
 
 
 def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:

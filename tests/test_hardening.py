@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 from conftest import cli_failures, closed_port
 
+from nntrain import callbacks as nn_callbacks
 from nntrain import cli, guards, launch, rundir
 from nntrain import config as nn_config
 from nntrain.data import checks, service
@@ -155,6 +156,17 @@ def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
     assert (tmp_path / "model.keras").is_file()
 
 
+def test_a_checkpoint_of_nan_weights_is_refused_not_skipped(tmp_path):
+    """Checkpoints has no rule of its own: rundir.save_model's refusal stops training at the save."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
+    model.layers[0].kernel.assign(np.full((2, 3), np.inf, np.float32))
+    saver = nn_callbacks.Checkpoints(str(tmp_path), "loss")
+    saver.set_model(model)
+    with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
+        saver.save(3)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no state.json
+
+
 def test_with_data_checks_off_a_nan_pixel_stops_at_the_first_save(tmp_path, capfd, monkeypatch):
     """The last line of defence: NaN weights (the loss stays finite: ReLU maps NaN to 0) are never saved."""
     monkeypatch.setattr(logging.getLogger("nntrain"), "handlers", [])  # log to this test's captured stderr
@@ -168,6 +180,7 @@ def test_with_data_checks_off_a_nan_pixel_stops_at_the_first_save(tmp_path, capf
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert exit_info.value.code == 1 and "Traceback" not in err
     assert len(errors) == 1 and "NaN/inf value(s): training stopped" in errors[0], errors
+    assert f"{run}/checkpoints/step-" in errors[0]  # stopped at the first save, the checkpoint of epoch 1
     assert not (run / "model.keras").exists() and not list(run.glob("checkpoints/*.keras"))
 
 

@@ -3,6 +3,7 @@ one "higher is better" rule."""
 
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 import nntrain
-from nntrain import artifacts, callbacks, rundir, trainer
+from nntrain import artifacts, callbacks, rundir, runstate, trainer
+from nntrain import config as nn_config
 from nntrain.compat import keras_metrics
 from nntrain.errors import NntrainError
 from nntrain.trainer import TrainingDiverged
@@ -41,6 +43,43 @@ def test_run_resume_evaluate_export_on_ram_leave_local_disk_untouched(tmp_path, 
     assert rundir.glob(f"{model_dir}/logs/train/events.out.tfevents.*")
     assert sorted(rundir.listdir(export_dir)) == ["dataset.json", "model.keras", "saved_model"]
     assert list(tmp_path.iterdir()) == []  # no 'ram:' folder, no stray file
+
+
+def test_run_files_are_read_once_and_metrics_written_once_per_epoch(tmp_path, monkeypatch):
+    """metrics.jsonl is rewritten whole (object stores cannot append), from the lines kept in memory."""
+    reads, writes = collections.Counter(), collections.Counter()
+    read_text, write_text = rundir.read_text, rundir.write_text
+    monkeypatch.setattr(rundir, "read_text", lambda path: reads.update([path.rsplit("/", 1)[-1]]) or read_text(path))
+    monkeypatch.setattr(rundir, "write_text",
+                        lambda path, text: writes.update([path.rsplit("/", 1)[-1]]) or write_text(path, text))
+    model_dir, names = str(tmp_path / "run"), ("config.json", "dataset.json", "metrics.jsonl", "state.json")
+    for epochs, metrics_writes in ((3, 1 + 3), (5, 2)):  # a new file, then a line per epoch; the resume: 2 epochs
+        reads.clear(), writes.clear()
+        config = nntrain.load_config("xor", {"train.epochs": epochs, "train.steps_per_epoch": 2,
+                                             "train.tensorboard": False})
+        nntrain.train(config, model_dir, strategy="cpu", verbose=0)
+        assert [reads[name] for name in names] == [1, 1, 1, 1] and writes["metrics.jsonl"] == metrics_writes
+    assert [m["epoch"] for m in nntrain.history(model_dir)] == [1, 2, 3, 4, 5]
+
+
+def test_run_state_puts_back_what_it_found(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    config_text = json.dumps(nn_config.to_dict(nntrain.load_config("xor")))  # not as nntrain formats it
+    metrics_text = '{"epoch": 1,  "loss": 0.5}\n{"epoch": 2, "loss": 0.25}\n'
+    (run / "config.json").write_text(config_text)
+    (run / "metrics.jsonl").write_text(metrics_text)
+    files = runstate.RunState.load(str(run))
+    files.keep_metrics(2)
+    assert (run / "metrics.jsonl").read_text() == metrics_text  # nothing dropped: not rewritten
+    (run / "config.json").write_text("{}")  # what a diverging run writes
+    files.add_metrics({"epoch": 3, "loss": float("nan")})
+    assert _strict_lines((run / "metrics.jsonl").read_text())[2] == {"epoch": 3, "loss": None}
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state.json").write_text('{"latest": "step-2.keras", "step": 2}')
+    files.undo(steps_per_epoch=2)  # the checkpoint committed epoch 1
+    assert (run / "config.json").read_text() == config_text and not (run / "dataset.json").exists()
+    assert _strict_lines((run / "metrics.jsonl").read_text()) == [{"epoch": 1, "loss": 0.5}]
 
 
 def test_unknown_scheme_is_one_line_before_any_write(tmp_path, monkeypatch):
