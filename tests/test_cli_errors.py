@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +152,71 @@ def test_flagfile_and_helpfull(tmp_path):
     helpfull = subprocess.run([sys.executable, "-m", "nntrain.cli", "--helpfull"], capture_output=True,
                               text=True, timeout=120)
     assert "--model_dir" in helpfull.stdout and "--flagfile" in helpfull.stdout
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> Path:
+    """64 rows of a 3-feature CSV, converted by `nntrain convert` into 2 TFRecord shards + metadata.json."""
+    from nntrain import cli
+
+    root = tmp_path_factory.mktemp("records")
+    (root / "rows.csv").write_text("a,b,c,label\n" + "".join(f"{i % 5},{i % 7},{i % 3},{i % 3}\n" for i in range(64)))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "convert", f"--source=csv:{root / 'rows.csv'}", "--split=train", f"--output={root}/rec",
+                 "--shards=2"])
+    assert exit_info.value.code in (0, None)
+    return root / "rec"
+
+
+def _damaged_records(records: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Copies of `records`, each damaged in one way, with (name, train arguments, a phrase of the error line)."""
+    shard = "train-00001-of-00002.tfrecord"
+
+    def damaged(name: str, edit) -> str:
+        copy = tmp / name
+        shutil.copytree(records, copy)
+        edit(copy)
+        return f"--config.data.source=tfrecord:{copy}"
+
+    def metadata(change):
+        def edit(copy: Path) -> None:
+            meta = json.loads((copy / "metadata.json").read_text())
+            change(meta["splits"]["train"])
+            (copy / "metadata.json").write_text(json.dumps(meta))
+        return edit
+
+    (tmp / "empty.tfrecord").write_bytes(b"")
+    run = ["train", "--experiment=mnist_mlp", f"--model_dir={tmp / 'run'}", "--config.train.epochs=1",
+           "--config.train.steps_per_epoch=2", "--config.train.batch_size=8", "--config.model.hidden_sizes=8",
+           "--config.data.train_split=train", "--config.data.eval_split=train"]
+    return [
+        ("truncated metadata.json", [*run, damaged("m1", lambda c: (c / "metadata.json").write_text('{"form'))],
+         "m1/metadata.json is damaged (Unterminated string"),
+        ("metadata.json a list", [*run, damaged("m2", lambda c: (c / "metadata.json").write_text("[]"))],
+         "m2/metadata.json is not an nntrain metadata file (format 'list'"),
+        ("metadata.json without splits", [*run, damaged("m3", lambda c: (c / "metadata.json").write_text(
+            json.dumps({**json.loads((records / "metadata.json").read_text()), "splits": None})))],
+         "m3/metadata.json is damaged (AttributeError"),
+        ("metadata.json count above the files'", [*run, damaged("m4", metadata(lambda s: s.update(examples=100)))],
+         "but file_examples [32, 32]): write the directory again with `nntrain convert`"),
+        ("metadata.json counts too high, consistently",
+         [*run, damaged("m5", metadata(lambda s: s.update(examples=80, file_examples=[40, 40])))],
+         "is unreadable (Input dataset was expected to contain 80 elements"),
+        ("metadata.json counts too low, consistently",
+         [*run, damaged("m6", metadata(lambda s: s.update(examples=40, file_examples=[20, 20])))],
+         "expected to contain 40 elements but contained at least 41"),
+        ("a missing shard", [*run, damaged("s1", lambda c: (c / shard).unlink())],
+         f"s1/{shard}; No such file or directory): repair or rewrite its files"),
+        ("a truncated shard",
+         [*run, damaged("s2", lambda c: (c / shard).write_bytes((records / shard).read_bytes()[:-30]))],
+         "truncated record at"),
+        ("a zero-byte shard", [*run, damaged("s3", lambda c: (c / shard).write_bytes(b""))],
+         "expected to contain 64 elements but contained only 32"),
+        ("a zero-byte file of records", [*run, f"--config.data.source=tfrecord:{tmp / 'empty.tfrecord'}"],
+         "empty.tfrecord holds no examples: check the split spec"),
+    ]
+
+
+def test_damaged_records_fail_cleanly(records, tmp_path, capfd):
+    failures = cli_failures(_damaged_records(records, tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
