@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("wrong type", ["train", *XOR, md, "--config.train.batch_size=many"], "an integer expected"),
         ("negative batch size", ["train", *XOR, md, "--config.train.batch_size=-4"], "train.batch_size=-4"),
         ("zero epochs", ["train", *XOR, md, "--config.train.epochs=0"], "train.epochs=0"),
+        ("negative seed", ["train", *XOR, md, "--config.seed=-1"], "seed=-1 is not allowed: it must be in [0, 2"),
         ("negative learning rate", ["train", *XOR, md, "--config.optimizer.learning_rate=-0.1"],
          "optimizer.learning_rate=-0.1"),
         ("unknown optimizer", ["train", *XOR, md, "--config.optimizer.name=adamax"], "use one of sgd"),
@@ -99,6 +101,7 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         Image.new("L", (4, 4)).save(tmp / f"corrupt/{split}/cat/0.png")
     (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
+    (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
@@ -114,6 +117,16 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         ("convert a corrupt image", [*convert, f"--source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
         ("convert a bad split name", [*convert, f"--source=csv:{tmp}/text.csv", "--split=a b"], "--split=a b"),
         ("convert without shards", [*convert, f"--source=csv:{tmp}/text.csv", "--shards=0"], "--shards=0"),
+        ("convert a split twice", [*convert, f"--source=csv:{tmp}/digits.csv", "--split=train"],
+         "--split names 'train' more than once"),
+        ("convert one name, two specs", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=a=train[:1]",
+                                         "--split=a=train[1:]", f"--output={tmp}/records"], "names 'a' more than once"),
+        ("convert into a file", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
+                                 f"--output={tmp}/digits.csv"], f"output '{tmp}/digits.csv' cannot be created"),
+        ("convert under a file", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
+                                  f"--output={tmp}/digits.csv/records"], "is a file; choose another path"),
+        ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
+                                                  f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]
 
 
@@ -220,3 +233,66 @@ def _damaged_records(records: Path, tmp: Path) -> list[tuple[str, list[str], str
 def test_damaged_records_fail_cleanly(records, tmp_path, capfd):
     failures = cli_failures(_damaged_records(records, tmp_path), tmp_path, capfd)
     assert not failures, "\n".join(failures)
+
+
+def _experiment_with(path: Path, body: str) -> str:
+    """An experiment file: xor's config plus `body` (a get_model)."""
+    path.write_text("import keras\nfrom nntrain.experiments.xor import get_config\n" + body)
+    return f"--config={path}"
+
+
+def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Files a user brings (CSV, experiment files, a config.json), each bad in one way."""
+    (tmp / "latin1.csv").write_bytes("a,b,label\n1,2,0\n1,\xe9,1\n".encode("latin-1"))
+    (tmp / "folder.csv").mkdir()
+    (tmp / "config.json").write_text('{"train": {"batchsize": 2}}')
+    new = f"--model_dir={tmp / 'run'}"
+    data = ["train", "--experiment=mnist_mlp", new, "--config.train.epochs=1", "--config.train.batch_size=2"]
+    return [
+        ("csv not UTF-8", [*data, f"--config.data.source=csv:{tmp / 'latin1.csv'}"],
+         "latin1.csv is not UTF-8 text ('utf-8' codec can't decode byte 0xe9"),
+        ("csv a directory", [*data, f"--config.data.source=csv:{tmp / 'folder.csv'}"], "folder.csv: no such file"),
+        ("get_model returns a string",
+         ["train", _experiment_with(tmp / "s.py", "def get_model(c, s):\n    return 'mlp'\n"), new],
+         "experiment 's': get_model(config, spec) returned str, not a keras.Model"),
+        ("get_model raises",
+         ["train", _experiment_with(tmp / "r.py", "def get_model(c, s):\n    raise ValueError('no')\n"), new],
+         "experiment 'r': get_model(config, spec) failed: ValueError: no"),
+        ("get_model of 5 outputs for a binary head",
+         ["train", _experiment_with(tmp / "w.py", "def get_model(c, s):\n    i = keras.Input((2,))\n"
+                                    "    return keras.Model(i, keras.layers.Dense(5)(i))\n"), new],
+         "get_model(config, spec) returned a model of output shape (None, 5), but model.head='binary' on this data "
+         "needs 1 units"),
+        ("config.json with a misspelt key", ["train", f"--config={tmp / 'config.json'}", new],
+         'Key "batchsize" does not exist and cannot be added since the config is locked. Did you mean "batch_size"'),
+    ]
+
+
+def test_bad_user_files_fail_cleanly(tmp_path, capfd):
+    failures = cli_failures(_bad_user_files(tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+def test_csv_from_a_spreadsheet_with_a_byte_order_mark_and_blank_lines_loads(tmp_path):
+    from nntrain.data import csv_source
+
+    (tmp_path / "sheet.csv").write_bytes(b"\xef\xbb\xbflabel,a\r\n1,0.5\r\n\r\n0,2\r\n\r\n")
+    arrays, class_names = csv_source.load(str(tmp_path / "sheet.csv"), "label")
+    features, labels = arrays["train"]
+    assert features.tolist() == [[0.5], [2.0]] and labels.tolist() == [1, 0] and class_names is None
+
+
+def test_an_image_cut_after_its_header_is_named(tmp_path, data_config):
+    """Its header passes the listing's check; decoding fails in the check pass, which names the file. (Not through
+    the CLI in-process: TensorFlow's native warning of the failed map lands on this process's stderr.)"""
+    from nntrain.data import pipeline
+    from nntrain.errors import NntrainError
+
+    (tmp_path / "cat").mkdir()
+    for i in range(4):
+        Image.new("L", (4, 4)).save(tmp_path / f"cat/{i}.png")
+    (tmp_path / "cat/2.png").write_bytes((tmp_path / "cat/0.png").read_bytes()[:30])
+    data_config.source, data_config.image_size, data_config.channels = f"images:{tmp_path}", (4, 4), 1
+    data_config.train_split, data_config.eval_split = "train", ""
+    with pytest.raises(NntrainError, match=re.escape(f"Failed to initialize decoder., in {tmp_path}/cat/2.png)")):
+        pipeline.build(data_config, 2, tf.distribute.get_strategy())

@@ -47,7 +47,7 @@ def check_splits(data_config: ml_collections.ConfigDict, source: str, num_classe
         if split is not None:
             where = f"split '{spec}' of data.source={source}"
             _check_dtypes(split.dataset.element_spec, where)
-            _check_values(split.dataset, where, num_classes)
+            _check_values(split, where, num_classes)
 
 
 def _largest_power_of_two(n: int) -> int:
@@ -64,8 +64,9 @@ def _check_dtypes(element_spec: tuple, where: str) -> None:
                            "indices as integers, or regression targets as floats")
 
 
-def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None) -> None:
+def _check_values(split: Split, where: str, num_classes: int | None) -> None:
     """One pass over the split in batches of ~CHECK_BATCH_ELEMENTS numbers."""
+    dataset = split.dataset
     features_spec, labels_spec = dataset.element_spec
     per_example = features_spec.shape.num_elements()  # None for examples of varying shape: read one at a time
     batch = max(1, CHECK_BATCH_ELEMENTS // per_example) if per_example else 1
@@ -85,8 +86,8 @@ def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None)
                 bad_labels.add(((y < 0) | (y >= num_classes)).reshape(len(y), -1).any(axis=1), offset, y)
             offset += len(x)
     except tf.errors.OpError as e:  # a missing, truncated or miscounted file
-        raise NntrainError(f"{where} is unreadable ({op_message(e)}): repair or rewrite its files "
-                           "(for tfrecord:DIR, write them again with `nntrain convert`)") from e
+        raise NntrainError(f"{where} is unreadable ({op_message(e)}{_first_bad_file(split)}): repair or rewrite "
+                           "its files (for tfrecord:DIR, write them again with `nntrain convert`)") from e
     if not offset:
         raise _no_examples(where)
     if bad_features.count:
@@ -99,6 +100,19 @@ def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None)
         raise NntrainError(f"{where}: {bad_labels.count} label(s) outside 0..{num_classes - 1}, the first "
                            f"{bad_labels.first_value} at index {bad_labels.first}: labels are class indices; fix them, "
                            "or data.num_classes for sources that take it")
+
+
+def _first_bad_file(split: Split) -> str:
+    """`, in FILE`: the first file that fails to read, where each file is one example (image folders); else ''."""
+    if len(split.files) != split.num_examples:
+        return ""
+    examples = iter(split.dataset)
+    for path in split.files:
+        try:
+            next(examples)
+        except tf.errors.OpError:
+            return f", in {path}"
+    return ""
 
 
 def _no_examples(where: str) -> NntrainError:

@@ -22,7 +22,7 @@ Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 def files(pattern: str) -> dict[str, str]:
     """Split name -> CSV file of `pattern`; NntrainError when nothing matches."""
     if "{split}" not in pattern:
-        if not tf.io.gfile.exists(pattern):
+        if not tf.io.gfile.exists(pattern) or tf.io.gfile.isdir(pattern):
             raise NntrainError(f"data.source=csv:{pattern}: no such file; point it at a CSV file with a header row "
                                "(or a pattern with {split}, e.g. data_{split}.csv)")
         return {"train": pattern}
@@ -57,8 +57,12 @@ def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | Non
 
 def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
     """(float32 features, raw label strings) of one file; NntrainError naming a bad cell."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        rows = list(csv.reader(io.StringIO(f.read())))
+    with tf.io.gfile.GFile(path, "rb") as f:
+        raw = f.read()
+    try:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    except UnicodeDecodeError as e:
+        raise NntrainError(f"csv file {path} is not UTF-8 text ({e}): save it as UTF-8 (CSV UTF-8)") from None
     if not rows:
         raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
     header = [name.strip() for name in rows[0]]
@@ -67,14 +71,15 @@ def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
                            f"{', '.join(header)}: set --config.data.label_column=NAME")
     label_at = header.index(label_column)
     feature_at = [i for i in range(len(header)) if i != label_at]
-    features = np.empty((len(rows) - 1, len(feature_at)), dtype=np.float32)
+    numbered = [(number, row) for number, row in enumerate(rows[1:], start=2) if row]  # 1: the header; no blanks
+    features = np.empty((len(numbered), len(feature_at)), dtype=np.float32)
     labels = []
-    for row_number, row in enumerate(rows[1:], start=2):  # row 1 is the header
+    for row_number, row in numbered:
         if len(row) != len(header):
             raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(feature_at):
             try:
-                features[row_number - 2, j] = float(row[i])
+                features[len(labels), j] = float(row[i])
             except ValueError:
                 raise NntrainError(f"csv file {path}, row {row_number}, column '{header[i]}': {row[i]!r} is not a "
                                    "number; features must be numeric: fix the cell or remove the column") from None
