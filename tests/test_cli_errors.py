@@ -296,3 +296,18 @@ def test_an_image_cut_after_its_header_is_named(tmp_path, data_config):
     data_config.train_split, data_config.eval_split = "train", ""
     with pytest.raises(NntrainError, match=re.escape(f"Failed to initialize decoder., in {tmp_path}/cat/2.png)")):
         pipeline.build(data_config, 2, tf.distribute.get_strategy())
+
+
+@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
+def test_resuming_a_search_with_damaged_state_fails_cleanly(tmp_path, capfd, damaged):
+    import nntrain
+
+    search = tmp_path / "search"
+    overrides = {"train.epochs": 1, "train.steps_per_epoch": 2}
+    nntrain.tune("xor", str(search), overrides, strategy="cpu", max_trials=1, verbose=False)
+    (search / "search" / damaged).write_text("{")
+    resume = ["tune", "--experiment=xor", f"--model_dir={search}", "--resume", "--max_trials=2", "--strategy=cpu",
+              "--config.train.epochs=1", "--config.train.steps_per_epoch=2"]
+    failures = cli_failures([(damaged, resume, f"the search state in {search}/search is damaged (a JSON file")],
+                            tmp_path, capfd)
+    assert not failures, "\n".join(failures)
