@@ -341,6 +341,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _main(argv: list[str]) -> None:
+    if len(argv) > 2 and argv[1] in COMMANDS:
+        _fail(f"unexpected argument '{argv[2]}' after `{argv[1]}`: flags are written --NAME=VALUE (see "
+              f"`nntrain {argv[1]} --help`)")
     if len(argv) != 2 or argv[1] not in COMMANDS:
         given = f"unknown command '{argv[1]}'" if len(argv) > 1 else "no command given"
         _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")

@@ -61,6 +61,8 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("unknown optimizer", ["train", *XOR, md, "--config.optimizer.name=adamax"], "use one of sgd"),
         ("override without value", ["train", *XOR, md, "--config.train.epochs"], "--config.KEY=VALUE"),
         ("unknown flag", ["train", *XOR, md, "--epochs=3"], "unknown flag --epochs"),
+        ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
+        ("data service for -1 s", ["data-service", "--port=0", "--max_seconds=-1"], "--max_seconds=-1.0: use 0"),
         ("loss and head disagree", ["train", *XOR, md, "--config.train.loss=mse"], "needs head 'regression'"),
         ("label smoothing out of range", ["train", *XOR, md, "--config.train.label_smoothing=1.5"],
          "label_smoothing=1.5"),
@@ -311,3 +313,13 @@ def test_resuming_a_search_with_damaged_state_fails_cleanly(tmp_path, capfd, dam
     failures = cli_failures([(damaged, resume, f"the search state in {search}/search is damaged (a JSON file")],
                             tmp_path, capfd)
     assert not failures, "\n".join(failures)
+
+
+def test_doctor_fails_a_model_dir_tensorflow_cannot_open(capsys):
+    from nntrain import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "doctor", "--json", "--model_dir=nosuch://bucket/run"])
+    checks = {check["check"]: check for check in json.loads(capsys.readouterr().out)["checks"]}
+    assert exit_info.value.code == 1
+    assert checks["model_dir"]["status"] == "fail" and "cannot open 'nosuch://'" in checks["model_dir"]["detail"]
