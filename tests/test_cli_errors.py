@@ -238,7 +238,7 @@ def test_damaged_records_fail_cleanly(records, tmp_path, capfd):
 
 
 def _experiment_with(path: Path, body: str) -> str:
-    """An experiment file: xor's config plus `body` (a get_model)."""
+    """An experiment file: xor's config plus `body` (a get_model or get_callbacks)."""
     path.write_text("import keras\nfrom nntrain.experiments.xor import get_config\n" + body)
     return f"--config={path}"
 
@@ -265,6 +265,12 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
                                     "    return keras.Model(i, keras.layers.Dense(5)(i))\n"), new],
          "get_model(config, spec) returned a model of output shape (None, 5), but model.head='binary' on this data "
          "needs 1 units"),
+        ("get_callbacks returns a number",
+         ["train", _experiment_with(tmp / "n.py", "def get_callbacks(c):\n    return 3\n"), new],
+         "experiment 'n': get_callbacks(config) failed: TypeError: 'int' object is not iterable"),
+        ("get_callbacks returns a class, not an instance",
+         ["train", _experiment_with(tmp / "k.py", "def get_callbacks(c):\n    return [keras.callbacks.History]\n"),
+          new], "experiment 'k': get_callbacks(config) returned <class 'keras.src.callbacks.history.History'>, not"),
         ("config.json with a misspelt key", ["train", f"--config={tmp / 'config.json'}", new],
          'Key "batchsize" does not exist and cannot be added since the config is locked. Did you mean "batch_size"'),
     ]
