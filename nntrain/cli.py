@@ -75,6 +75,7 @@ flags.DEFINE_string("output", None, "`convert`: the new directory for the TFReco
 flags.DEFINE_integer("shards", 1, "`convert`: TFRecord files per split.")
 
 USAGE_ERROR = 2
+PATH_FLAGS = ("experiment", "config", "model_dir", "export_dir", "output", "log_dir")
 Config = ml_collections.ConfigDict | None
 
 
@@ -319,6 +320,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         rest = FLAGS(argv, known_only=True)
     except flags.Error as e:
         _fail(f"{e}; see `nntrain --help`")
+    except UnicodeDecodeError as e:  # absl reads flag files as UTF-8
+        files = ", ".join(arg for arg in argv if arg.startswith("--flagfile"))
+        _fail(f"{files}: not UTF-8 text ({e}): save it as UTF-8")
+    for flag in PATH_FLAGS:  # `--model_dir=~/runs`: the shell expands no ~ after `=`
+        if (FLAGS[flag].value or "").startswith("~"):
+            FLAGS[flag].value = os.path.expanduser(FLAGS[flag].value)
     positional, unknown = [], []
     _OVERRIDES.clear()
     _CHILD_ARGS.clear()

@@ -44,6 +44,8 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
     md = f"--model_dir={earlier}"
     a_file = tmp / "a_file"
     a_file.write_text("not a directory")
+    latin1_flags = tmp / "flags.txt"
+    latin1_flags.write_bytes(b"--experiment=xor\n--model_dir=r\xe9sultats\n")
     trained_elsewhere = tmp / "not_trained"
     trained_elsewhere.mkdir(exist_ok=True)
     return [
@@ -61,6 +63,7 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("unknown optimizer", ["train", *XOR, md, "--config.optimizer.name=adamax"], "use one of sgd"),
         ("override without value", ["train", *XOR, md, "--config.train.epochs"], "--config.KEY=VALUE"),
         ("unknown flag", ["train", *XOR, md, "--epochs=3"], "unknown flag --epochs"),
+        ("flag file not in UTF-8", ["train", f"--flagfile={latin1_flags}"], "flags.txt: not UTF-8 text"),
         ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
         ("data service for -1 s", ["data-service", "--port=0", "--max_seconds=-1"], "--max_seconds=-1.0: use 0"),
         ("loss and head disagree", ["train", *XOR, md, "--config.train.loss=mse"], "needs head 'regression'"),
@@ -329,3 +332,16 @@ def test_doctor_fails_a_model_dir_tensorflow_cannot_open(capsys):
     checks = {check["check"]: check for check in json.loads(capsys.readouterr().out)["checks"]}
     assert exit_info.value.code == 1
     assert checks["model_dir"]["status"] == "fail" and "cannot open 'nosuch://'" in checks["model_dir"]["detail"]
+
+
+def test_a_model_dir_under_tilde_goes_to_the_home_directory(tmp_path, monkeypatch):
+    """`--model_dir=~/runs/x`: the shell expands no ~ after `=`; nntrain does, instead of making a folder `~`."""
+    from nntrain import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", "--experiment=xor", "--model_dir=~/runs/xor", "--strategy=cpu",
+                 "--config.train.epochs=1", "--config.train.steps_per_epoch=2"])
+    assert exit_info.value.code in (0, None)
+    assert (tmp_path / "home/runs/xor/model.keras").exists() and not (tmp_path / "~").exists()
