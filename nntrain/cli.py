@@ -360,11 +360,12 @@ def _main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         logs.hide_tensorflow_info()  # TF's Python INFO lines; --verbosity=0 brings them back
     try:
-        # The config is checked before TensorFlow is imported: a typo costs well under a second.
-        config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
+        # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
+        # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
+        # starts processes.
+        with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
+            config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
         with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
-            if argv[1] != "launch":  # the launcher only starts processes
-                quiet.import_tensorflow_quietly()
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
         _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))

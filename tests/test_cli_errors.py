@@ -345,3 +345,18 @@ def test_a_model_dir_under_tilde_goes_to_the_home_directory(tmp_path, monkeypatc
                  "--config.train.epochs=1", "--config.train.steps_per_epoch=2"])
     assert exit_info.value.code in (0, None)
     assert (tmp_path / "home/runs/xor/model.keras").exists() and not (tmp_path / "~").exists()
+
+
+def test_an_experiment_file_importing_keras_keeps_tensorflow_start_up_lines_off_stderr(tmp_path, monkeypatch):
+    """TensorFlow starts while the experiment file loads (it imports keras): its C++ start-up records (`I0000 ...`,
+    `E0000 ... failed call to cuInit` on a CUDA build without a GPU) stay hidden, so the error is the only line."""
+    monkeypatch.delenv("NNTRAIN_TF_LOGS", raising=False)
+    experiment = _experiment_with(tmp_path / "wide.py", "def get_model(c, s):\n    i = keras.Input((2,))\n"
+                                  "    return keras.Model(i, keras.layers.Dense(5)(i))\n")
+    result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", experiment,
+                             f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert ".cc:" not in result.stderr and "absl::InitializeLog" not in result.stderr  # C++ records, e.g. port.cc:153]
+    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
+        result.stderr.strip().splitlines()[-1]] and "returned a model of output shape (None, 5)" in result.stderr
+    assert not (tmp_path / "run").exists()
