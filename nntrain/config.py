@@ -498,7 +498,8 @@ def load_file(path: str) -> ml_collections.ConfigDict:
 def from_dict(data: dict, path: str) -> ml_collections.ConfigDict:
     """base_config() updated with a saved config's values; `path` names where they came from in errors."""
     if not isinstance(data, dict):
-        raise NntrainError(f"config file '{path}' holds no config (a JSON object): {type(data).__name__}")
+        raise NntrainError(f"config file '{path}' holds a JSON {type(data).__name__}, not a config (a JSON object of "
+                           "sections): give a config.json that `nntrain train` wrote, or an experiment .py file")
     config = base_config()
     try:
         config.update(_with_tuples(data, config))

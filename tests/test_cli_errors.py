@@ -251,6 +251,7 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
     (tmp / "latin1.csv").write_bytes("a,b,label\n1,2,0\n1,\xe9,1\n".encode("latin-1"))
     (tmp / "folder.csv").mkdir()
     (tmp / "config.json").write_text('{"train": {"batchsize": 2}}')
+    (tmp / "list.json").write_text("[1, 2]")
     new = f"--model_dir={tmp / 'run'}"
     data = ["train", "--experiment=mnist_mlp", new, "--config.train.epochs=1", "--config.train.batch_size=2"]
     return [
@@ -274,6 +275,8 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("get_callbacks returns a class, not an instance",
          ["train", _experiment_with(tmp / "k.py", "def get_callbacks(c):\n    return [keras.callbacks.History]\n"),
           new], "experiment 'k': get_callbacks(config) returned <class 'keras.src.callbacks.history.History'>, not"),
+        ("--config= a JSON list", ["train", f"--config={tmp / 'list.json'}", new],
+         "holds a JSON list, not a config (a JSON object of sections): give a config.json that `nntrain train` wrote"),
         ("config.json with a misspelt key", ["train", f"--config={tmp / 'config.json'}", new],
          'Key "batchsize" does not exist and cannot be added since the config is locked. Did you mean "batch_size"'),
     ]
