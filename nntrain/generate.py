@@ -30,6 +30,8 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
                            "lower values are greedier)")
     if top_k < 0:
         raise NntrainError(f"--top_k={top_k}: it must be >= 0 (0 samples from every token)")
+    if seed < 0:
+        raise NntrainError(f"--seed={seed}: it must be >= 0 (NumPy's seeds are non-negative)")
     predict, context, vocab_size = _load(model_dir, checkpoint)
     if vocab_size <= END_OF_FILE:
         raise NntrainError(f"'{model_dir}' is not a byte-level language model (it predicts {vocab_size} classes, "

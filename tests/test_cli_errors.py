@@ -64,6 +64,7 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("override without value", ["train", *XOR, md, "--config.train.epochs"], "--config.KEY=VALUE"),
         ("unknown flag", ["train", *XOR, md, "--epochs=3"], "unknown flag --epochs"),
         ("flag file not in UTF-8", ["train", f"--flagfile={latin1_flags}"], "flags.txt: not UTF-8 text"),
+        ("negative sampling seed", ["generate", md, "--prompt=a", "--seed=-1"], "--seed=-1: it must be >= 0"),
         ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
         ("data service for -1 s", ["data-service", "--port=0", "--max_seconds=-1"], "--max_seconds=-1.0: use 0"),
         ("loss and head disagree", ["train", *XOR, md, "--config.train.loss=mse"], "needs head 'regression'"),
