@@ -288,15 +288,6 @@ def test_bad_user_files_fail_cleanly(tmp_path, capfd):
     assert not failures, "\n".join(failures)
 
 
-def test_csv_from_a_spreadsheet_with_a_byte_order_mark_and_blank_lines_loads(tmp_path):
-    from nntrain.data import csv_source
-
-    (tmp_path / "sheet.csv").write_bytes(b"\xef\xbb\xbflabel,a\r\n1,0.5\r\n\r\n0,2\r\n\r\n")
-    arrays, class_names = csv_source.load(str(tmp_path / "sheet.csv"), "label")
-    features, labels = arrays["train"]
-    assert features.tolist() == [[0.5], [2.0]] and labels.tolist() == [1, 0] and class_names is None
-
-
 def test_an_image_cut_after_its_header_is_named(tmp_path, data_config):
     """Its header passes the listing's check; decoding fails in the check pass, which names the file. (Not through
     the CLI in-process: TensorFlow's native warning of the failed map lands on this process's stderr.)"""

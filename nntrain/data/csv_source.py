@@ -36,7 +36,7 @@ def files(pattern: str) -> dict[str, str]:
 
 def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | None]:
     """`({split: (float32 features (N, F), labels (N,))}, class names or None)` of the CSV files of `pattern`."""
-    tables = {split: _read(path, label_column) for split, path in sorted(files(pattern).items())}
+    tables = {split: _read_text(path, label_column) for split, path in sorted(files(pattern).items())}
     widths = {split: features.shape[1] for split, (features, _) in tables.items()}
     if len(set(widths.values())) > 1:
         raise NntrainError(f"data.source=csv:{pattern}: the splits have different numbers of feature columns "
@@ -57,12 +57,8 @@ def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | Non
 
 def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
     """(float32 features, raw label strings) of one file; NntrainError naming a bad cell."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        raw = f.read()
-    try:
-        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    except UnicodeDecodeError as e:
-        raise NntrainError(f"csv file {path} is not UTF-8 text ({e}): save it as UTF-8 (CSV UTF-8)") from None
+    with tf.io.gfile.GFile(path, "r") as f:
+        rows = list(csv.reader(io.StringIO(f.read())))
     if not rows:
         raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
     header = [name.strip() for name in rows[0]]
@@ -71,15 +67,14 @@ def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
                            f"{', '.join(header)}: set --config.data.label_column=NAME")
     label_at = header.index(label_column)
     feature_at = [i for i in range(len(header)) if i != label_at]
-    numbered = [(number, row) for number, row in enumerate(rows[1:], start=2) if row]  # 1: the header; no blanks
-    features = np.empty((len(numbered), len(feature_at)), dtype=np.float32)
+    features = np.empty((len(rows) - 1, len(feature_at)), dtype=np.float32)
     labels = []
-    for row_number, row in numbered:
+    for row_number, row in enumerate(rows[1:], start=2):  # row 1 is the header
         if len(row) != len(header):
             raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has {len(header)}")
         for j, i in enumerate(feature_at):
             try:
-                features[len(labels), j] = float(row[i])
+                features[row_number - 2, j] = float(row[i])
             except ValueError:
                 raise NntrainError(f"csv file {path}, row {row_number}, column '{header[i]}': {row[i]!r} is not a "
                                    "number; features must be numeric: fix the cell or remove the column") from None
@@ -94,3 +89,11 @@ def _all(values: list[str], kind: type) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_text(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
+    """`_read`, with a file that is not UTF-8 named in one line."""
+    try:
+        return _read(path, label_column)
+    except UnicodeDecodeError as e:
+        raise NntrainError(f"csv file {path} is not UTF-8 text ({e}): save it as UTF-8 (CSV UTF-8)") from None
