@@ -103,13 +103,14 @@ def _check_values(split: Split, where: str, num_classes: int | None) -> None:
 
 
 def _first_bad_file(split: Split) -> str:
-    """`, in FILE`: the first file that fails to read, where each file is one example (image folders); else ''."""
-    if len(split.files) != split.num_examples:
+    """`, in FILE`: the first file that fails to read alone, where each file is one example (image folders, whose
+    files are decoded in blocks); else ''."""
+    if split.shard is None or len(split.files) != split.num_examples:
         return ""
-    examples = iter(split.dataset)
-    for path in split.files:
+    for index, path in enumerate(split.files):
         try:
-            next(examples)
+            for _ in split.shard(len(split.files), index, None):
+                pass
         except tf.errors.OpError:
             return f", in {path}"
     return ""
