@@ -306,6 +306,7 @@ def test_an_image_cut_after_its_header_is_named(tmp_path, data_config):
         pipeline.build(data_config, 2, tf.distribute.get_strategy())
 
 
+@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
 def test_resuming_a_search_with_damaged_state_fails_cleanly(tmp_path, capfd, damaged):
     import nntrain
 
