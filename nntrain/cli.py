@@ -75,6 +75,7 @@ flags.DEFINE_string("output", None, "`convert`: the new directory for the TFReco
 flags.DEFINE_integer("shards", 1, "`convert`: TFRecord files per split.")
 
 USAGE_ERROR = 2
+PATH_FLAGS = ("experiment", "config", "model_dir", "export_dir", "output", "log_dir")
 Config = ml_collections.ConfigDict | None
 
 
@@ -319,6 +320,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         rest = FLAGS(argv, known_only=True)
     except flags.Error as e:
         _fail(f"{e}; see `nntrain --help`")
+    except UnicodeDecodeError as e:  # absl reads flag files as UTF-8
+        files = ", ".join(arg for arg in argv if arg.startswith("--flagfile"))
+        _fail(f"{files}: not UTF-8 text ({e}): save it as UTF-8")
+    for flag in PATH_FLAGS:  # `--model_dir=~/runs`: the shell expands no ~ after `=`
+        if (FLAGS[flag].value or "").startswith("~"):
+            FLAGS[flag].value = os.path.expanduser(FLAGS[flag].value)
     positional, unknown = [], []
     _OVERRIDES.clear()
     _CHILD_ARGS.clear()
@@ -341,6 +348,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _main(argv: list[str]) -> None:
+    if len(argv) > 2 and argv[1] in COMMANDS:
+        _fail(f"unexpected argument '{argv[2]}' after `{argv[1]}`: flags are written --NAME=VALUE (see "
+              f"`nntrain {argv[1]} --help`)")
     if len(argv) != 2 or argv[1] not in COMMANDS:
         given = f"unknown command '{argv[1]}'" if len(argv) > 1 else "no command given"
         _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")
@@ -350,11 +360,12 @@ def _main(argv: list[str]) -> None:
     if not FLAGS["verbosity"].present:
         logs.hide_tensorflow_info()  # TF's Python INFO lines; --verbosity=0 brings them back
     try:
-        # The config is checked before TensorFlow is imported: a typo costs well under a second.
-        config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
+        # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
+        # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
+        # starts processes.
+        with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
+            config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
         with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
-            if argv[1] != "launch":  # the launcher only starts processes
-                quiet.import_tensorflow_quietly()
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
         _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))

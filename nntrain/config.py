@@ -345,6 +345,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     for key in _float_keys(config):
         require(math.isfinite(_get(config, key)), key, "it must be a finite number")
+    require(0 <= config.seed < 2**32, "seed", "it must be in [0, 2**32) (NumPy's seed range)")
     require(bool(config.data.source), "data.source", "name a source such as tfds:mnist or idx:DIR")
     require(config.data.service == "" or config.data.service.startswith("grpc://"), "data.service",
             "give the dispatcher as grpc://HOST:PORT (nntrain data-service starts one)")
@@ -497,12 +498,17 @@ def load_file(path: str) -> ml_collections.ConfigDict:
 def from_dict(data: dict, path: str) -> ml_collections.ConfigDict:
     """base_config() updated with a saved config's values; `path` names where they came from in errors."""
     if not isinstance(data, dict):
-        raise NntrainError(f"config file '{path}' holds no config (a JSON object): {type(data).__name__}")
+        raise NntrainError(f"config file '{path}' holds a JSON {type(data).__name__}, not a config (a JSON object of "
+                           "sections): give a config.json that `nntrain train` wrote, or an experiment .py file")
     config = base_config()
     try:
         config.update(_with_tuples(data, config))
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # ValueError: a key with a dot
-        raise NntrainError(f"config file '{path}' does not fit this nntrain's config: {str(e).splitlines()[0]}") from e
+        text = str(e.args[0]) if e.args else str(e)  # a locked ConfigDict's own: the key, every field, a hint
+        hint = "".join(f" {line}" for line in text.splitlines() if line.startswith("Did you mean"))
+        reason = text.split(" Other fields present")[0].splitlines()[0]
+        raise NntrainError(f"config file '{path}' does not fit this nntrain's config: {reason}{hint} "
+                           "Fix or remove that key.") from e
     return config
 
 

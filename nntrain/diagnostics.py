@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
-import tempfile
+
+from nntrain.errors import NntrainError
 
 PACKAGES = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "keras", "tensorflow-datasets", "keras-tuner",
             "libtpu", "tensorboard")
@@ -81,13 +81,13 @@ def tpu_install_line(tf_version: str) -> str:
 
 
 def _writable(model_dir: str) -> dict:
-    target = model_dir
-    while not os.path.exists(target):
-        target = os.path.dirname(os.path.abspath(target))
+    """rundir.check's verdict: a local directory is probed with a real write; elsewhere, whether TensorFlow opens
+    the path's scheme."""
+    from nntrain import rundir
+
     try:
-        with tempfile.NamedTemporaryFile(dir=target):
-            pass
-    except OSError as e:
-        return _check("model_dir", "fail", f"'{model_dir}' is not writable ({e.strerror})",
-                      "choose a directory you can write to")
-    return _check("model_dir", "ok", f"'{model_dir}' is writable")
+        rundir.check(model_dir)
+    except NntrainError as e:
+        return _check("model_dir", "fail", str(e), "choose a directory you can write to")
+    opens = "is writable" if rundir.is_local(model_dir) else "opens in TensorFlow (writes not probed)"
+    return _check("model_dir", "ok", f"'{model_dir}' {opens}")

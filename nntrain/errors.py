@@ -1,4 +1,6 @@
-"""The one exception type for user mistakes."""
+"""The one exception type for user mistakes, and the one line of a TensorFlow error it quotes."""
+
+import re
 
 
 class NntrainError(Exception):
@@ -9,3 +11,9 @@ class NntrainError(Exception):
 
     def __init__(self, message: str = ""):
         super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def op_message(error: Exception) -> str:
+    """The first line of a TensorFlow op error's message, without its `{{function_node ...}}` and `[Op:...]`."""
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", message.splitlines()[0]).strip()

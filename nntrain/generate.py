@@ -27,6 +27,8 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
     """{prompt, completion, new_tokens}: `max_new_tokens` bytes at most sampled after `prompt`."""
     if max_new_tokens < 1:
         raise NntrainError(f"--max_new_tokens={max_new_tokens}: generate at least 1 token, e.g. --max_new_tokens=200")
+    if seed < 0:
+        raise NntrainError(f"--seed={seed}: it must be >= 0 (NumPy's seeds are non-negative)")
     if not temperature > 0:
         raise NntrainError(f"--temperature={temperature}: it must be > 0 (1.0 samples the model's own distribution, "
                            "lower values are greedier)")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 from absl import logging as absl_logging
 
+from nntrain.errors import NntrainError
+
 
 @contextlib.contextmanager
 def native_stderr_captured() -> Iterator[None]:
@@ -24,6 +26,8 @@ def native_stderr_captured() -> Iterator[None]:
         os.dup2(captured.fileno(), 2)
         try:
             yield
+        except NntrainError:  # a user's mistake: its one line says everything
+            raise
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -36,12 +40,23 @@ def native_stderr_captured() -> Iterator[None]:
 
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow and lists devices with the start-up lines hidden (NNTRAIN_TF_LOGS=1 shows them)."""
+    with tensorflow_start_up_hidden():
+        pass
+
+
+@contextlib.contextmanager
+def tensorflow_start_up_hidden(start: bool = True) -> Iterator[None]:
+    """Hides TensorFlow's start-up lines from a block that may import it (an experiment file importing keras);
+    with `start`, imports it and lists devices at the block's end. NNTRAIN_TF_LOGS=1 shows them."""
     if "tensorflow" in sys.modules or os.environ.get("NNTRAIN_TF_LOGS"):
+        yield
         return
     with native_stderr_captured():
-        import tensorflow as tf
+        yield
+        if start:
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()
+            tf.config.list_physical_devices()
 
 
 def native_stderr_to_file(path: str) -> None:

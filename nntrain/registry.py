@@ -86,13 +86,45 @@ def add_experiment_hooks(module: Any, config: ml_collections.ConfigDict) -> None
 def _builder_of(get_model: Callable, experiment_config: ml_collections.ConfigDict) -> Callable:
     """A builder calling `get_model(config, spec)` with the model section it is given (the tuner fills one)."""
     def build(inputs, model_config: ml_collections.ConfigDict, spec):
+        import keras
+
+        from nntrain.models import heads
+
         config = experiment_config.copy_and_resolve_references()
         config.model = model_config
-        return get_model(config, spec)(inputs)
+        where = f"experiment '{experiment_config.experiment}': get_model(config, spec)"
+        model = _user_call(where, get_model, config, spec)
+        if not isinstance(model, keras.Model):
+            raise NntrainError(f"{where} returned {type(model).__name__}, not a keras.Model: return the model")
+        shape, units = model.output_shape, heads.units(config.model, spec)
+        if isinstance(shape, tuple) and shape[-1] != units:  # else the loss fails in fit, after the run's first files
+            raise NntrainError(f"{where} returned a model of output shape {shape}, but model.head="
+                               f"'{config.model.get('head')}' on this data needs {units} units: end it with "
+                               "nntrain.models.heads.output(x, config.model, spec)")
+        return model(inputs)
     return build
 
 
 def experiment_callbacks(config: ml_collections.ConfigDict) -> list:
     """The callbacks the experiment file's `get_callbacks(config)` returns ([] if it has none)."""
+    import keras
+
     get_callbacks = CALLBACKS.find(config.get("experiment", ""))
-    return list(get_callbacks(config)) if get_callbacks else []
+    if not get_callbacks:
+        return []
+    where = f"experiment '{config.experiment}': get_callbacks(config)"
+    callbacks = _user_call(where, lambda: list(get_callbacks(config)))
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise NntrainError(f"{where} returned {callback!r}, not a keras.callbacks.Callback: return a list of them")
+    return callbacks
+
+
+def _user_call(where: str, function: Callable, *args: Any) -> Any:
+    """Calls a function of an experiment file; an exception it raises becomes one NntrainError naming `where`."""
+    try:
+        return function(*args)
+    except NntrainError:
+        raise
+    except Exception as e:  # a broken experiment file is the user's to fix
+        raise NntrainError(f"{where} failed: {type(e).__name__}: {e}") from e

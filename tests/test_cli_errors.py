@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +44,8 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
     md = f"--model_dir={earlier}"
     a_file = tmp / "a_file"
     a_file.write_text("not a directory")
+    latin1_flags = tmp / "flags.txt"
+    latin1_flags.write_bytes(b"--experiment=xor\n--model_dir=r\xe9sultats\n")
     trained_elsewhere = tmp / "not_trained"
     trained_elsewhere.mkdir(exist_ok=True)
     return [
@@ -52,11 +57,16 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("wrong type", ["train", *XOR, md, "--config.train.batch_size=many"], "an integer expected"),
         ("negative batch size", ["train", *XOR, md, "--config.train.batch_size=-4"], "train.batch_size=-4"),
         ("zero epochs", ["train", *XOR, md, "--config.train.epochs=0"], "train.epochs=0"),
+        ("negative seed", ["train", *XOR, md, "--config.seed=-1"], "seed=-1 is not allowed: it must be in [0, 2"),
         ("negative learning rate", ["train", *XOR, md, "--config.optimizer.learning_rate=-0.1"],
          "optimizer.learning_rate=-0.1"),
         ("unknown optimizer", ["train", *XOR, md, "--config.optimizer.name=adamax"], "use one of sgd"),
         ("override without value", ["train", *XOR, md, "--config.train.epochs"], "--config.KEY=VALUE"),
         ("unknown flag", ["train", *XOR, md, "--epochs=3"], "unknown flag --epochs"),
+        ("flag file not in UTF-8", ["train", f"--flagfile={latin1_flags}"], "flags.txt: not UTF-8 text"),
+        ("negative sampling seed", ["generate", md, "--prompt=a", "--seed=-1"], "--seed=-1: it must be >= 0"),
+        ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
+        ("data service for -1 s", ["data-service", "--port=0", "--max_seconds=-1"], "--max_seconds=-1.0: use 0"),
         ("loss and head disagree", ["train", *XOR, md, "--config.train.loss=mse"], "needs head 'regression'"),
         ("label smoothing out of range", ["train", *XOR, md, "--config.train.label_smoothing=1.5"],
          "label_smoothing=1.5"),
@@ -97,6 +107,7 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         Image.new("L", (4, 4)).save(tmp / f"corrupt/{split}/cat/0.png")
     (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
+    (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
@@ -112,6 +123,16 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         ("convert a corrupt image", [*convert, f"--source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
         ("convert a bad split name", [*convert, f"--source=csv:{tmp}/text.csv", "--split=a b"], "--split=a b"),
         ("convert without shards", [*convert, f"--source=csv:{tmp}/text.csv", "--shards=0"], "--shards=0"),
+        ("convert a split twice", [*convert, f"--source=csv:{tmp}/digits.csv", "--split=train"],
+         "--split names 'train' more than once"),
+        ("convert one name, two specs", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=a=train[:1]",
+                                         "--split=a=train[1:]", f"--output={tmp}/records"], "names 'a' more than once"),
+        ("convert into a file", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
+                                 f"--output={tmp}/digits.csv"], f"output '{tmp}/digits.csv' cannot be created"),
+        ("convert under a file", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
+                                  f"--output={tmp}/digits.csv/records"], "is a file; choose another path"),
+        ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
+                                                  f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]
 
 
@@ -150,3 +171,189 @@ def test_flagfile_and_helpfull(tmp_path):
     helpfull = subprocess.run([sys.executable, "-m", "nntrain.cli", "--helpfull"], capture_output=True,
                               text=True, timeout=120)
     assert "--model_dir" in helpfull.stdout and "--flagfile" in helpfull.stdout
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> Path:
+    """64 rows of a 3-feature CSV, converted by `nntrain convert` into 2 TFRecord shards + metadata.json."""
+    from nntrain import cli
+
+    root = tmp_path_factory.mktemp("records")
+    (root / "rows.csv").write_text("a,b,c,label\n" + "".join(f"{i % 5},{i % 7},{i % 3},{i % 3}\n" for i in range(64)))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "convert", f"--source=csv:{root / 'rows.csv'}", "--split=train", f"--output={root}/rec",
+                 "--shards=2"])
+    assert exit_info.value.code in (0, None)
+    return root / "rec"
+
+
+def _damaged_records(records: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Copies of `records`, each damaged in one way, with (name, train arguments, a phrase of the error line)."""
+    shard = "train-00001-of-00002.tfrecord"
+
+    def damaged(name: str, edit) -> str:
+        copy = tmp / name
+        shutil.copytree(records, copy)
+        edit(copy)
+        return f"--config.data.source=tfrecord:{copy}"
+
+    def metadata(change):
+        def edit(copy: Path) -> None:
+            meta = json.loads((copy / "metadata.json").read_text())
+            change(meta["splits"]["train"])
+            (copy / "metadata.json").write_text(json.dumps(meta))
+        return edit
+
+    (tmp / "empty.tfrecord").write_bytes(b"")
+    run = ["train", "--experiment=mnist_mlp", f"--model_dir={tmp / 'run'}", "--config.train.epochs=1",
+           "--config.train.steps_per_epoch=2", "--config.train.batch_size=8", "--config.model.hidden_sizes=8",
+           "--config.data.train_split=train", "--config.data.eval_split=train"]
+    return [
+        ("truncated metadata.json", [*run, damaged("m1", lambda c: (c / "metadata.json").write_text('{"form'))],
+         "m1/metadata.json is damaged (Unterminated string"),
+        ("metadata.json a list", [*run, damaged("m2", lambda c: (c / "metadata.json").write_text("[]"))],
+         "m2/metadata.json is not an nntrain metadata file (format 'list'"),
+        ("metadata.json without splits", [*run, damaged("m3", lambda c: (c / "metadata.json").write_text(
+            json.dumps({**json.loads((records / "metadata.json").read_text()), "splits": None})))],
+         "m3/metadata.json is damaged (AttributeError"),
+        ("metadata.json count above the files'", [*run, damaged("m4", metadata(lambda s: s.update(examples=100)))],
+         "but file_examples [32, 32]): write the directory again with `nntrain convert`"),
+        ("metadata.json counts too high, consistently",
+         [*run, damaged("m5", metadata(lambda s: s.update(examples=80, file_examples=[40, 40])))],
+         "is unreadable (Input dataset was expected to contain 80 elements"),
+        ("metadata.json counts too low, consistently",
+         [*run, damaged("m6", metadata(lambda s: s.update(examples=40, file_examples=[20, 20])))],
+         "expected to contain 40 elements but contained at least 41"),
+        ("a missing shard", [*run, damaged("s1", lambda c: (c / shard).unlink())],
+         f"s1/{shard}; No such file or directory): repair or rewrite its files"),
+        ("a truncated shard",
+         [*run, damaged("s2", lambda c: (c / shard).write_bytes((records / shard).read_bytes()[:-30]))],
+         "truncated record at"),
+        ("a zero-byte shard", [*run, damaged("s3", lambda c: (c / shard).write_bytes(b""))],
+         "expected to contain 64 elements but contained only 32"),
+        ("a zero-byte file of records", [*run, f"--config.data.source=tfrecord:{tmp / 'empty.tfrecord'}"],
+         "empty.tfrecord holds no examples: check the split spec"),
+    ]
+
+
+def test_damaged_records_fail_cleanly(records, tmp_path, capfd):
+    failures = cli_failures(_damaged_records(records, tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+def _experiment_with(path: Path, body: str) -> str:
+    """An experiment file: xor's config plus `body` (a get_model or get_callbacks)."""
+    path.write_text("import keras\nfrom nntrain.experiments.xor import get_config\n" + body)
+    return f"--config={path}"
+
+
+def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Files a user brings (CSV, experiment files, a config.json), each bad in one way."""
+    (tmp / "latin1.csv").write_bytes("a,b,label\n1,2,0\n1,\xe9,1\n".encode("latin-1"))
+    (tmp / "folder.csv").mkdir()
+    (tmp / "config.json").write_text('{"train": {"batchsize": 2}}')
+    (tmp / "list.json").write_text("[1, 2]")
+    new = f"--model_dir={tmp / 'run'}"
+    data = ["train", "--experiment=mnist_mlp", new, "--config.train.epochs=1", "--config.train.batch_size=2"]
+    return [
+        ("csv not UTF-8", [*data, f"--config.data.source=csv:{tmp / 'latin1.csv'}"],
+         "latin1.csv is not UTF-8 text ('utf-8' codec can't decode byte 0xe9"),
+        ("csv a directory", [*data, f"--config.data.source=csv:{tmp / 'folder.csv'}"], "folder.csv: no such file"),
+        ("get_model returns a string",
+         ["train", _experiment_with(tmp / "s.py", "def get_model(c, s):\n    return 'mlp'\n"), new],
+         "experiment 's': get_model(config, spec) returned str, not a keras.Model"),
+        ("get_model raises",
+         ["train", _experiment_with(tmp / "r.py", "def get_model(c, s):\n    raise ValueError('no')\n"), new],
+         "experiment 'r': get_model(config, spec) failed: ValueError: no"),
+        ("get_model of 5 outputs for a binary head",
+         ["train", _experiment_with(tmp / "w.py", "def get_model(c, s):\n    i = keras.Input((2,))\n"
+                                    "    return keras.Model(i, keras.layers.Dense(5)(i))\n"), new],
+         "get_model(config, spec) returned a model of output shape (None, 5), but model.head='binary' on this data "
+         "needs 1 units"),
+        ("get_callbacks returns a number",
+         ["train", _experiment_with(tmp / "n.py", "def get_callbacks(c):\n    return 3\n"), new],
+         "experiment 'n': get_callbacks(config) failed: TypeError: 'int' object is not iterable"),
+        ("get_callbacks returns a class, not an instance",
+         ["train", _experiment_with(tmp / "k.py", "def get_callbacks(c):\n    return [keras.callbacks.History]\n"),
+          new], "experiment 'k': get_callbacks(config) returned <class 'keras.src.callbacks.history.History'>, not"),
+        ("--config= a JSON list", ["train", f"--config={tmp / 'list.json'}", new],
+         "holds a JSON list, not a config (a JSON object of sections): give a config.json that `nntrain train` wrote"),
+        ("config.json with a misspelt key", ["train", f"--config={tmp / 'config.json'}", new],
+         'Key "batchsize" does not exist and cannot be added since the config is locked. Did you mean "batch_size"'),
+    ]
+
+
+def test_bad_user_files_fail_cleanly(tmp_path, capfd):
+    failures = cli_failures(_bad_user_files(tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+def test_an_image_cut_after_its_header_is_named(tmp_path, data_config):
+    """Its header passes the listing's check; decoding (in blocks of images) fails in the check pass, which names the
+    file, not the block's first. (Not through the CLI in-process: TensorFlow's native warning of the failed map
+    lands on this process's stderr.)"""
+    from nntrain.data import images, pipeline
+    from nntrain.errors import NntrainError
+
+    (tmp_path / "cat").mkdir()
+    for i in range(8):
+        Image.new("L", (4, 4)).save(tmp_path / f"cat/{i}.png")
+    bad = images.list_folder(str(tmp_path)).files["train"][0][5]  # mid-block in the listing's shuffled order
+    Path(bad).write_bytes(Path(bad).read_bytes()[:30])
+    data_config.source, data_config.image_size, data_config.channels = f"images:{tmp_path}", (4, 4), 1
+    data_config.train_split, data_config.eval_split = "train", ""
+    with pytest.raises(NntrainError, match=re.escape(f"Failed to initialize decoder., in {bad})")):
+        pipeline.build(data_config, 2, tf.distribute.get_strategy())
+
+
+@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
+def test_resuming_a_search_with_damaged_state_fails_cleanly(tmp_path, capfd, damaged):
+    import nntrain
+
+    search = tmp_path / "search"
+    overrides = {"train.epochs": 1, "train.steps_per_epoch": 2}
+    nntrain.tune("xor", str(search), overrides, strategy="cpu", max_trials=1, verbose=False)
+    (search / "search" / damaged).write_text("{")
+    resume = ["tune", "--experiment=xor", f"--model_dir={search}", "--resume", "--max_trials=2", "--strategy=cpu",
+              "--config.train.epochs=1", "--config.train.steps_per_epoch=2"]
+    failures = cli_failures([(damaged, resume, f"the search state in {search}/search is damaged (a JSON file")],
+                            tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+def test_doctor_fails_a_model_dir_tensorflow_cannot_open(capsys):
+    from nntrain import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "doctor", "--json", "--model_dir=nosuch://bucket/run"])
+    checks = {check["check"]: check for check in json.loads(capsys.readouterr().out)["checks"]}
+    assert exit_info.value.code == 1
+    assert checks["model_dir"]["status"] == "fail" and "cannot open 'nosuch://'" in checks["model_dir"]["detail"]
+
+
+def test_a_model_dir_under_tilde_goes_to_the_home_directory(tmp_path, monkeypatch):
+    """`--model_dir=~/runs/x`: the shell expands no ~ after `=`; nntrain does, instead of making a folder `~`."""
+    from nntrain import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", "--experiment=xor", "--model_dir=~/runs/xor", "--strategy=cpu",
+                 "--config.train.epochs=1", "--config.train.steps_per_epoch=2"])
+    assert exit_info.value.code in (0, None)
+    assert (tmp_path / "home/runs/xor/model.keras").exists() and not (tmp_path / "~").exists()
+
+
+def test_an_experiment_file_importing_keras_keeps_tensorflow_start_up_lines_off_stderr(tmp_path, monkeypatch):
+    """TensorFlow starts while the experiment file loads (it imports keras): its C++ start-up records (`I0000 ...`,
+    `E0000 ... failed call to cuInit` on a CUDA build without a GPU) stay hidden, so the error is the only line."""
+    monkeypatch.delenv("NNTRAIN_TF_LOGS", raising=False)
+    experiment = _experiment_with(tmp_path / "wide.py", "def get_model(c, s):\n    i = keras.Input((2,))\n"
+                                  "    return keras.Model(i, keras.layers.Dense(5)(i))\n")
+    result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", experiment,
+                             f"--model_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert ".cc:" not in result.stderr and "absl::InitializeLog" not in result.stderr  # C++ records, e.g. port.cc:153]
+    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
+        result.stderr.strip().splitlines()[-1]] and "returned a model of output shape (None, 5)" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain.data.splits import Split
-from nntrain.errors import NntrainError
+from nntrain.errors import NntrainError, op_message
 
 CHECK_BATCH_ELEMENTS = 2**22  # numbers per batch read by the check: ~16 MB of float32 at any example size
 GENERATED = ("synthetic", "generated:")  # nntrain draws these itself, valid by construction: values not read
@@ -31,8 +31,11 @@ def check_lengths(source: str, arrays: Mapping[str, tuple[np.ndarray, np.ndarray
 
 def check_splits(data_config: ml_collections.ConfigDict, source: str, num_classes: int | None, train: Split,
                  evaluation: Split | None, global_batch_size: int) -> None:
-    """The batch against the train split; then, unless data.check is off, one pass over each split for dtypes,
-    label range and finiteness."""
+    """No split of no examples, the batch against the train split; then, unless data.check is off, one pass over
+    each split for dtypes, label range and finiteness (and readable files)."""
+    for spec, split in ((data_config.train_split, train), (data_config.eval_split, evaluation)):
+        if split is not None and split.num_examples == 0:
+            raise _no_examples(f"split '{spec}' of data.source={source}")
     if train.num_examples is not None and global_batch_size > train.num_examples:  # None: not counted
         raise NntrainError(f"train.batch_size={global_batch_size} is larger than the train split "
                            f"'{data_config.train_split}' ({train.num_examples} examples): use "
@@ -44,7 +47,7 @@ def check_splits(data_config: ml_collections.ConfigDict, source: str, num_classe
         if split is not None:
             where = f"split '{spec}' of data.source={source}"
             _check_dtypes(split.dataset.element_spec, where)
-            _check_values(split.dataset, where, num_classes)
+            _check_values(split, where, num_classes)
 
 
 def _largest_power_of_two(n: int) -> int:
@@ -61,8 +64,9 @@ def _check_dtypes(element_spec: tuple, where: str) -> None:
                            "indices as integers, or regression targets as floats")
 
 
-def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None) -> None:
+def _check_values(split: Split, where: str, num_classes: int | None) -> None:
     """One pass over the split in batches of ~CHECK_BATCH_ELEMENTS numbers."""
+    dataset = split.dataset
     features_spec, labels_spec = dataset.element_spec
     per_example = features_spec.shape.num_elements()  # None for examples of varying shape: read one at a time
     batch = max(1, CHECK_BATCH_ELEMENTS // per_example) if per_example else 1
@@ -72,14 +76,20 @@ def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None)
         return
     bad_features, bad_labels = _Count(), _Count()
     offset = 0
-    for x, y in dataset.batch(batch).as_numpy_iterator():
-        if check_features:
-            bad_features.add((~np.isfinite(x)).reshape(len(x), -1).any(axis=1), offset)
-        if labels_spec.dtype.is_floating:
-            bad_labels.add((~np.isfinite(y)).reshape(len(y), -1).any(axis=1), offset, y)
-        elif check_labels:
-            bad_labels.add(((y < 0) | (y >= num_classes)).reshape(len(y), -1).any(axis=1), offset, y)
-        offset += len(x)
+    try:
+        for x, y in dataset.batch(batch).as_numpy_iterator():
+            if check_features:
+                bad_features.add((~np.isfinite(x)).reshape(len(x), -1).any(axis=1), offset)
+            if labels_spec.dtype.is_floating:
+                bad_labels.add((~np.isfinite(y)).reshape(len(y), -1).any(axis=1), offset, y)
+            elif check_labels:
+                bad_labels.add(((y < 0) | (y >= num_classes)).reshape(len(y), -1).any(axis=1), offset, y)
+            offset += len(x)
+    except tf.errors.OpError as e:  # a missing, truncated or miscounted file
+        raise NntrainError(f"{where} is unreadable ({op_message(e)}{_first_bad_file(split)}): repair or rewrite "
+                           "its files (for tfrecord:DIR, write them again with `nntrain convert`)") from e
+    if not offset:
+        raise _no_examples(where)
     if bad_features.count:
         raise NntrainError(f"{where}: {bad_features.count} example(s) have NaN or infinite features, the first at "
                            f"index {bad_features.first}: remove or repair them (e.g. numpy.nan_to_num) before training")
@@ -90,6 +100,24 @@ def _check_values(dataset: tf.data.Dataset, where: str, num_classes: int | None)
         raise NntrainError(f"{where}: {bad_labels.count} label(s) outside 0..{num_classes - 1}, the first "
                            f"{bad_labels.first_value} at index {bad_labels.first}: labels are class indices; fix them, "
                            "or data.num_classes for sources that take it")
+
+
+def _first_bad_file(split: Split) -> str:
+    """`, in FILE`: the first file that fails to read alone, where each file is one example (image folders, whose
+    files are decoded in blocks); else ''."""
+    if split.shard is None or len(split.files) != split.num_examples:
+        return ""
+    for index, path in enumerate(split.files):
+        try:
+            for _ in split.shard(len(split.files), index, None):
+                pass
+        except tf.errors.OpError:
+            return f", in {path}"
+    return ""
+
+
+def _no_examples(where: str) -> NntrainError:
+    return NntrainError(f"{where} holds no examples: check the split spec and that its files are not empty")
 
 
 class _Count:

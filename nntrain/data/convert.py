@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from nntrain import rundir
 from nntrain.data import tfrecord
 from nntrain.data.images import ImageFolderSource
 from nntrain.data.sources import Source, open_source
@@ -43,10 +44,14 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
         raise NntrainError("no split to convert: pass --split=NAME (repeat it for several), e.g. --split=train")
     if shards < 1:
         raise NntrainError(f"--shards={shards}: it must be >= 1")
-    wanted = dict(parse_split(arg) for arg in split_args)
-    if tf.io.gfile.exists(os.path.join(output, tfrecord.METADATA)) or tf.io.gfile.glob(
-            os.path.join(output, "*.tfrecord")):
-        raise NntrainError(f"--output={output} already holds TFRecords: choose a new directory")
+    parsed = [parse_split(arg) for arg in split_args]
+    names = [name for name, _ in parsed]
+    if twice := [name for name in names if names.count(name) > 1]:
+        raise NntrainError(f"--split names '{twice[0]}' more than once: give each split once (NAME=SPEC to rename one)")
+    wanted = dict(parsed)
+    rundir.check(output, "output")
+    if tf.io.gfile.isdir(output) and tf.io.gfile.listdir(output):
+        raise NntrainError(f"--output={output} is not empty: choose a new directory")
     source = open_source(data_config)
     records = {name: _records(source, spec) for name, spec in wanted.items()}  # every split checked before writing
     features = next(iter(records.values()))[1]

@@ -22,7 +22,7 @@ PARSE_ROWS = 10_000  # rows converted to numbers by one numpy call
 def files(pattern: str) -> dict[str, str]:
     """Split name -> CSV file of `pattern`; NntrainError when nothing matches."""
     if "{split}" not in pattern:
-        if not tf.io.gfile.exists(pattern):
+        if not tf.io.gfile.exists(pattern) or tf.io.gfile.isdir(pattern):
             raise NntrainError(f"data.source=csv:{pattern}: no such file; point it at a CSV file with a header row "
                                "(or a pattern with {split}, e.g. data_{split}.csv)")
         return {"train": pattern}
@@ -36,7 +36,7 @@ def files(pattern: str) -> dict[str, str]:
 
 def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | None]:
     """`({split: (float32 features (N, F), labels (N,))}, class names or None)` of the CSV files of `pattern`."""
-    tables = {split: _read(path, label_column) for split, path in sorted(files(pattern).items())}
+    tables = {split: _read_text(path, label_column) for split, path in sorted(files(pattern).items())}
     widths = {split: features.shape[1] for split, (features, _) in tables.items()}
     if len(set(widths.values())) > 1:
         raise NntrainError(f"data.source=csv:{pattern}: the splits have different numbers of feature columns "
@@ -105,3 +105,11 @@ def _all(values: list[str], kind: type) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_text(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
+    """`_read`, with a file that is not UTF-8 named in one line."""
+    try:
+        return _read(path, label_column)
+    except UnicodeDecodeError as e:
+        raise NntrainError(f"csv file {path} is not UTF-8 text ({e}): save it as UTF-8 (CSV UTF-8)") from None

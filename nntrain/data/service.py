@@ -80,6 +80,8 @@ def start(port: int = 0, workers: int = 2) -> LocalService:
 
 def serve(port: int, workers: int, max_seconds: float = 0) -> None:
     """Runs a local tf.data service until Ctrl-C (or for `max_seconds`, when > 0)."""
+    if not 0 <= max_seconds < float("inf"):
+        raise NntrainError(f"--max_seconds={max_seconds}: use 0 (run until Ctrl-C) or a number of seconds > 0")
     service = start(port, workers)
     log(f"tf.data service: dispatcher at {service.address} with {workers} worker(s); train with "
         f"--config.data.service={service.address}; Ctrl-C stops it")

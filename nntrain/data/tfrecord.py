@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain.data import images, splits
-from nntrain.errors import NntrainError
+from nntrain.errors import NntrainError, op_message
 
 METADATA = "metadata.json"
 FORMAT = "nntrain.tfrecord/1"
@@ -69,7 +69,7 @@ def count_records(files: list[str]) -> int:
     try:
         return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1))
     except tf.errors.OpError as e:
-        raise NntrainError(f"TFRecord files {', '.join(files)} are unreadable ({e.message.splitlines()[0]}): "
+        raise NntrainError(f"TFRecord files {', '.join(files)} are unreadable ({op_message(e)}): "
                            "rewrite them") from e
 
 
@@ -78,10 +78,15 @@ def read_metadata(directory: str) -> dict | None:
     path = os.path.join(directory, METADATA)
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        metadata = json.load(f)
-    if metadata.get("format") != FORMAT:
-        raise NntrainError(f"{path} is not an nntrain metadata file (format {metadata.get('format')!r}, expected "
+    with tf.io.gfile.GFile(path, "rb") as f:
+        raw = f.read()
+    try:
+        metadata = json.loads(raw)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise NntrainError(f"{path} is damaged ({e}): write the directory again with `nntrain convert`") from e
+    found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+    if found != FORMAT:
+        raise NntrainError(f"{path} is not an nntrain metadata file (format {found!r}, expected "
                            f"{FORMAT!r}): write it with `nntrain convert`")
     return metadata
 
@@ -93,21 +98,32 @@ class TFRecordSource:
         self.name = f"tfrecord:{location}"
         self._metadata = read_metadata(location) if tf.io.gfile.isdir(location) else None
         if self._metadata is not None:
-            meta = self._metadata
-            self._files = {split: [os.path.join(location, name) for name in info["files"]]
-                           for split, info in meta["splits"].items()}
-            self._sizes = {split: info["examples"] for split, info in meta["splits"].items()}
-            self._file_sizes = {split: info["file_examples"] for split, info in meta["splits"].items()}
-            self.class_names = tuple(meta["class_names"]) if meta.get("class_names") else None
-            self.num_classes = meta.get("num_classes")
-            spec = FeatureSpec(**{**meta["features"], "shape": tuple(meta["features"]["shape"]),
-                                  "label_shape": tuple(meta["features"]["label_shape"])})
+            try:
+                spec = self._read_metadata(location, self._metadata)
+            except (AttributeError, KeyError, TypeError, ValueError) as e:
+                raise NntrainError(f"{os.path.join(location, METADATA)} is damaged ({type(e).__name__}: {e}): write "
+                                   "the directory again with `nntrain convert`") from e
         else:
             pattern = os.path.join(location, "*.tfrecord") if tf.io.gfile.isdir(location) else location
             self._pattern, self._files, self._sizes, self._file_sizes = pattern, {}, {}, {}
             self.class_names, self.num_classes = None, data_config.num_classes
             spec = None
         self.spec = self._configured(spec, data_config)
+
+    def _read_metadata(self, location: str, meta: dict) -> FeatureSpec:
+        """Split files and sizes, class names and the stored feature spec of metadata.json."""
+        self._files = {split: [os.path.join(location, name) for name in info["files"]]
+                       for split, info in meta["splits"].items()}
+        self._sizes = {split: int(info["examples"]) for split, info in meta["splits"].items()}
+        self._file_sizes = {split: list(map(int, info["file_examples"])) for split, info in meta["splits"].items()}
+        for split, sizes in self._file_sizes.items():
+            if len(sizes) != len(self._files[split]) or sum(sizes) != self._sizes[split]:
+                raise ValueError(f"split '{split}': {len(self._files[split])} files and {self._sizes[split]} "
+                                 f"examples, but file_examples {sizes}")
+        self.class_names = tuple(meta["class_names"]) if meta.get("class_names") else None
+        self.num_classes = meta.get("num_classes")
+        return FeatureSpec(**{**meta["features"], "shape": tuple(meta["features"]["shape"]),
+                              "label_shape": tuple(meta["features"]["label_shape"])})
 
     def files(self, split: str) -> list[str]:
         """The files of one split; NntrainError when there are none."""
@@ -183,7 +199,7 @@ class TFRecordSource:
         try:
             raw = next(iter(first), None)
         except tf.errors.OpError as e:
-            raise NntrainError(f"TFRecord file {path} is unreadable ({e.message.splitlines()[0]}): rewrite it") from e
+            raise NntrainError(f"TFRecord file {path} is unreadable ({op_message(e)}): rewrite it") from e
         if raw is None:
             return
         try:

@@ -20,6 +20,11 @@ def output(x: keras.KerasTensor, model_config: ml_collections.ConfigDict, spec: 
                               dtype="float32", name="predictions")(x)
 
 
+def units(model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> int:
+    """The output units `model.head` needs on data of `spec`."""
+    return _units_and_activation(model_config, spec)[0]
+
+
 def _units_and_activation(model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> tuple[int, str]:
     head = fields.choice(model_config, "head", HEADS)
     if head == "regression":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import keras_tuner
 import tensorflow as tf
 
@@ -70,11 +73,15 @@ def create(name: str, hypermodel: HyperModel, goal: keras_tuner.Objective, max_t
         "overwrite": False, "distribution_strategy": strategy,
         "max_consecutive_failed_trials": MAX_CONSECUTIVE_FAILED_TRIALS,
     }
-    if name == "hyperband":
-        # Hyperband budgets epochs (up to train.epochs); max_trials still caps the number of trials.
-        tuner = tuner_class(max_epochs=hypermodel.config.train.epochs, factor=HYPERBAND_FACTOR, **common)
-        tuner.oracle.max_trials = max_trials
-    else:
-        tuner = tuner_class(max_trials=max_trials, **common)
+    try:
+        if name == "hyperband":
+            # Hyperband budgets epochs (up to train.epochs); max_trials still caps the number of trials.
+            tuner = tuner_class(max_epochs=hypermodel.config.train.epochs, factor=HYPERBAND_FACTOR, **common)
+            tuner.oracle.max_trials = max_trials
+        else:
+            tuner = tuner_class(max_trials=max_trials, **common)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # keras-tuner's state files, read on reload
+        raise NntrainError(f"the search state in {os.path.join(model_dir, PROJECT)} is damaged (a JSON file: {e}): "
+                           "restore it, or start a new search in another --model_dir") from e
     tuner.finished = []
     return tuner
