@@ -92,23 +92,35 @@ def _wait_for_step(model_dir: Path, step: int, process: subprocess.Popen, timeou
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], Path]:
-    """The model directory of an uninterrupted run of (source kind, data.cache), run once on first use."""
-    runs: dict[tuple[str, str], Path] = {}
+def uninterrupted(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], Callable[[], Path]]:
+    """Starts an uninterrupted run of (source kind, data.cache) on first use, to run alongside the test's own runs;
+    gives a function that waits for it to finish and returns its model directory."""
+    runs: dict[tuple[str, str], tuple[subprocess.Popen, Path]] = {}
 
-    def run(kind: str, cache: str, request: pytest.FixtureRequest) -> Path:
+    def start(kind: str, cache: str, request: pytest.FixtureRequest) -> Callable[[], Path]:
         if (kind, cache) not in runs:
             model_dir = tmp_path_factory.mktemp(f"reference-{kind}-{cache}") / "run"
-            _run(_train_args(_source(kind, request), cache), model_dir, model_dir.parent / "log")
-            runs[kind, cache] = model_dir
-        return runs[kind, cache]
+            args = _train_args(_source(kind, request), cache)
+            runs[kind, cache] = _start(args, model_dir, _log(model_dir)), model_dir
+        process, model_dir = runs[kind, cache]
 
-    return run
+        def finished() -> Path:
+            assert process.wait(timeout=240) == 0, _log(model_dir).read_text()[-3000:]
+            return model_dir
+
+        return finished
+
+    return start
 
 
-def _assert_identical(model_dir: Path, reference: Path) -> None:
+def _log(model_dir: Path) -> Path:
+    return model_dir.parent / "log"
+
+
+def _assert_identical(model_dir: Path, reference: Callable[[], Path]) -> None:
+    """The run in `model_dir` logged both epochs and ends with the weights of `reference` (when it finishes)."""
     assert [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    resumed, expected = (keras.saving.load_model(d / "model.keras").get_weights() for d in (model_dir, reference))
+    resumed, expected = (keras.saving.load_model(d / "model.keras").get_weights() for d in (model_dir, reference()))
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, expected, strict=True))
     assert difference == 0, f"resumed weights differ from the uninterrupted run's by up to {difference}"
 
