@@ -241,6 +241,10 @@ def test_files_are_sharded_by_file_or_record(mnist_records, data_config, monkeyp
     assert all(sorted(one_pass) == in_order for one_pass in passes)
     assert len({tuple(one_pass[:4]) for one_pass in passes}) > 1
     lines.clear()
+    stream.shuffled_passes(pipeline._passes(split, tf.distribute.InputContext(2, 1, 2), "test", False, 0), 1000, 1, 0,
+                           8000)
+    assert len(lines) == 1 and lines[0].startswith("input pipeline 1 of 2 reads")  # once, not once per pass
+    lines.clear()
     fifths = [pipeline._input(split, tf.distribute.InputContext(5, i, 1), "test", False, None) for i in range(5)]
     assert sum(1 for part in fifths for _ in part) == 2000
     assert lines == ["split 'test' has 4 files for 5 input pipelines: each pipeline reads every record and keeps "

@@ -23,7 +23,7 @@ class Split:
     # record files: in the order `seed` shuffles them to when not None, the same on every iteration; an int or a
     # scalar tensor: each train pass passes its own, data/stream.py).
     files: tuple[str, ...] = ()
-    shard: Callable[[int, int, int | None], tf.data.Dataset] | None = None
+    shard: Callable[[int, int, int | tf.Tensor | None], tf.data.Dataset] | None = None
     count: Callable[[], int] | None = None  # a full pass over the files, for num_examples None
 
     def counted(self) -> Split:
