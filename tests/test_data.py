@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nntrain import data
-from nntrain.data import cache, pipeline, preprocess, sources, splits
+from nntrain.data import cache, pipeline, preprocess, sources, splits, stream
 from nntrain.errors import NntrainError
 
 MNIST_DIR = os.environ.get("NNTRAIN_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
@@ -382,3 +382,16 @@ def test_flip_crop_needs_images(data_config):
     data_config.augment = "flip_crop"
     with pytest.raises(NntrainError, match="flip_crop needs images"):
         data.build(data_config, 2, tf.distribute.get_strategy())
+
+
+def test_train_passes_are_seeded_per_pass_under_a_global_seed_of_zero():
+    """train.seed=0 sets TensorFlow's global seed to 0: each pass is still read and shuffled with its own seed
+    (different orders, the same from every iterator), and the process's global seed is left as it was."""
+    tf.random.set_seed(0)
+    try:
+        passes = stream.shuffled_passes(lambda _: tf.data.Dataset.range(50), 50, 50, 0, 150)
+        first, again = ([p.tolist() for p in passes.batch(50).take(3).as_numpy_iterator()] for _ in range(2))
+        assert first == again and all(sorted(p) == list(range(50)) for p in first) and first[0] != first[1]
+        assert tf.compat.v1.get_seed(None)[0] == 0
+    finally:
+        tf.random.set_seed(None)

@@ -17,7 +17,7 @@ from PIL import Image
 import nntrain
 from nntrain import cli, data
 from nntrain.config import base_config
-from nntrain.data import convert, csv_source, idx, pipeline, sources, tfrecord
+from nntrain.data import convert, csv_source, idx, pipeline, sources, stream, tfrecord
 from nntrain.errors import NntrainError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -230,12 +230,20 @@ def test_files_are_sharded_by_file_or_record(mnist_records, data_config, monkeyp
     images = [[x.tobytes() for x, _ in part.as_numpy_iterator()] for part in parts]
     assert len(images[0]) == len(images[1]) == 1000 and not set(images[0]) & set(images[1])
     assert lines[1].startswith("input pipeline 1 of 2 reads 2 of the 4 files of split 'test': test-00001-of-00004")
-    # Training's file order is reshuffled on every pass. The first 4 records of a pass (one per file: 4 files
-    # interleaved) give its file order; 4 passes in one order by chance: p = 24^-3.
-    passes = [[x.tobytes() for x in xs] for xs, _ in split.shard(1, 0, 0).repeat(4).batch(2000).as_numpy_iterator()]
+    # Each train pass reads the files in the order of its own seed (data/stream.py; a buffer of 1 keeps the
+    # examples in file order): the same passes from every iterator, and a pass's first 4 records (one per file: 4
+    # files interleaved) give its file order; 4 passes in one order by chance: p = 24^-3.
+    train = stream.shuffled_passes(pipeline._passes(split, tf.distribute.InputContext(), "test", False, 0), 2000, 1,
+                                   0, 6000)
+    passes = [[x.tobytes() for x in xs] for xs, _ in train.batch(2000).take(4).as_numpy_iterator()]
+    assert [[x.tobytes() for x in xs] for xs, _ in train.batch(2000).take(4).as_numpy_iterator()] == passes
     in_order = sorted(x.tobytes() for x, _ in split.dataset.as_numpy_iterator())
     assert all(sorted(one_pass) == in_order for one_pass in passes)
     assert len({tuple(one_pass[:4]) for one_pass in passes}) > 1
+    lines.clear()
+    stream.shuffled_passes(pipeline._passes(split, tf.distribute.InputContext(2, 1, 2), "test", False, 0), 1000, 1, 0,
+                           8000)
+    assert len(lines) == 1 and lines[0].startswith("input pipeline 1 of 2 reads")  # once, not once per pass
     lines.clear()
     fifths = [pipeline._input(split, tf.distribute.InputContext(5, i, 1), "test", False, None) for i in range(5)]
     assert sum(1 for part in fifths for _ in part) == 2000

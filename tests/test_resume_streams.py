@@ -1,9 +1,8 @@
 """File-streaming sources resume bit-identical after a real stop: an `images:DIR` folder of PNGs (file order
-reshuffled every pass, random-resized-crop and flip) and `tfrecord:DIR` shards written by `nntrain convert` (files
-shuffled and interleaved every pass), stopped by SIGTERM mid-epoch or SIGKILLed after a step checkpoint.
-
-Streamed from the files (data.cache=false) they do not, yet: see FILE_ORDER_BUG. From the memory cache (data.cache=auto
-for a split this small) they do while data.shuffle_buffer holds a whole pass, not with a smaller buffer.
+shuffled anew every pass, random-resized-crop and flip) and `tfrecord:DIR` shards written by `nntrain convert` (files
+shuffled anew and interleaved every pass), stopped by SIGTERM mid-epoch or SIGKILLed after a step checkpoint;
+streamed from the files (data.cache=false) or from the memory cache (data.cache=auto for a split this small), with a
+data.shuffle_buffer that holds a whole pass or less.
 """
 
 from __future__ import annotations
@@ -33,20 +32,6 @@ TRAIN_IMAGES, BATCH, EPOCHS, CHECKPOINT_EVERY = 640, 8, 2, 10
 STEPS = TRAIN_IMAGES // BATCH  # per epoch, one pass
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST IDX files in {MNIST_DIR}")]
-
-
-class StreamDiffers(AssertionError):
-    """The resumed run's batches or final weights differ from the uninterrupted run's."""
-
-
-FILE_ORDER_BUG = pytest.mark.xfail(raises=StreamDiffers, strict=True, reason=(
-    "nntrain/data/images.py:150 and nntrain/data/tfrecord.py:155 shuffle the file list with "
-    "reshuffle_each_iteration=True: every new iterator of the train stream draws the next file orders from one seed "
-    "generator of the dataset. Keras fit first takes one batch from a throw-away iterator (_maybe_symbolic_build); "
-    "on a resumed stream that iterator skips through whole passes first, drawing their orders, so the real "
-    "iterator's passes get other file orders than the uninterrupted run's (data/stream.py fixed the same for the "
-    "example shuffle). Cached (data.cache), the order kept is that of the iterator that first completes a pass: "
-    "the same in both runs only when the shuffle buffer holds a whole pass, so the throw-away iterator completes it"))
 
 
 def _train_args(source: str, cache: str) -> list[str]:
@@ -107,30 +92,40 @@ def _wait_for_step(model_dir: Path, step: int, process: subprocess.Popen, timeou
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], Path]:
-    """The model directory of an uninterrupted run of (source kind, data.cache), run once on first use."""
-    runs: dict[tuple[str, str], Path] = {}
+def uninterrupted(tmp_path_factory) -> Callable[[str, str, pytest.FixtureRequest], Callable[[], Path]]:
+    """Starts an uninterrupted run of (source kind, data.cache) on first use, to run alongside the test's own runs;
+    gives a function that waits for it to finish and returns its model directory."""
+    runs: dict[tuple[str, str], tuple[subprocess.Popen, Path]] = {}
 
-    def run(kind: str, cache: str, request: pytest.FixtureRequest) -> Path:
+    def start(kind: str, cache: str, request: pytest.FixtureRequest) -> Callable[[], Path]:
         if (kind, cache) not in runs:
             model_dir = tmp_path_factory.mktemp(f"reference-{kind}-{cache}") / "run"
-            _run(_train_args(_source(kind, request), cache), model_dir, model_dir.parent / "log")
-            runs[kind, cache] = model_dir
-        return runs[kind, cache]
+            args = _train_args(_source(kind, request), cache)
+            runs[kind, cache] = _start(args, model_dir, _log(model_dir)), model_dir
+        process, model_dir = runs[kind, cache]
 
-    return run
+        def finished() -> Path:
+            assert process.wait(timeout=240) == 0, _log(model_dir).read_text()[-3000:]
+            return model_dir
+
+        return finished
+
+    return start
 
 
-def _assert_identical(model_dir: Path, reference: Path) -> None:
+def _log(model_dir: Path) -> Path:
+    return model_dir.parent / "log"
+
+
+def _assert_identical(model_dir: Path, reference: Callable[[], Path]) -> None:
+    """The run in `model_dir` logged both epochs and ends with the weights of `reference` (when it finishes)."""
     assert [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    resumed, expected = (keras.saving.load_model(d / "model.keras").get_weights() for d in (model_dir, reference))
+    resumed, expected = (keras.saving.load_model(d / "model.keras").get_weights() for d in (model_dir, reference()))
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, expected, strict=True))
-    if difference:
-        raise StreamDiffers(f"resumed weights differ from the uninterrupted run's by up to {difference}")
+    assert difference == 0, f"resumed weights differ from the uninterrupted run's by up to {difference}"
 
 
-@pytest.mark.parametrize("kind, cache", [("images", "auto"), pytest.param("images", "false", marks=FILE_ORDER_BUG),
-                                         pytest.param("tfrecord", "false", marks=FILE_ORDER_BUG)])
+@pytest.mark.parametrize("kind, cache", [("images", "auto"), ("images", "false"), ("tfrecord", "false")])
 def test_sigterm_mid_epoch_resumes_exactly(kind, cache, uninterrupted, tmp_path, request):
     """SIGTERM in epoch 2 (the stream is past a whole pass): the run saves that step, and resumed it ends with the
     uninterrupted run's weights, bit for bit."""
@@ -147,7 +142,6 @@ def test_sigterm_mid_epoch_resumes_exactly(kind, cache, uninterrupted, tmp_path,
     _assert_identical(model_dir, reference)
 
 
-@FILE_ORDER_BUG
 def test_sigkill_resumes_tfrecords_exactly_from_a_step_checkpoint(uninterrupted, tmp_path, request):
     """SIGKILL in epoch 2: the resume starts at the last step checkpoint and ends with the uninterrupted weights."""
     args, model_dir, log = _train_args(_source("tfrecord", request), "false"), tmp_path / "run", tmp_path / "log"
@@ -166,9 +160,9 @@ def test_sigkill_resumes_tfrecords_exactly_from_a_step_checkpoint(uninterrupted,
 @pytest.mark.parametrize("kind", ["images", "tfrecord"])
 @pytest.mark.parametrize("cache, shuffle_buffer, resumed_at", [
     pytest.param("auto", TRAIN_IMAGES, STEPS + CHECKPOINT_EVERY, id="cached-buffer-holds-a-pass"),
-    pytest.param("auto", 64, STEPS + CHECKPOINT_EVERY, marks=FILE_ORDER_BUG, id="cached"),
-    pytest.param("false", 64, STEPS, marks=FILE_ORDER_BUG, id="streamed-epoch-boundary"),
-    pytest.param("false", 64, STEPS + CHECKPOINT_EVERY, marks=FILE_ORDER_BUG, id="streamed-mid-epoch")])
+    pytest.param("auto", 64, STEPS + CHECKPOINT_EVERY, id="cached"),
+    pytest.param("false", 64, STEPS, id="streamed-epoch-boundary"),
+    pytest.param("false", 64, STEPS + CHECKPOINT_EVERY, id="streamed-mid-epoch")])
 def test_a_peeked_iterator_leaves_the_resumed_file_stream_alone(kind, cache, shuffle_buffer, resumed_at, data_config,
                                                                 request):
     """What the tests above meet, in seconds: Keras fit takes one batch from a first iterator (to build the model)
@@ -184,5 +178,4 @@ def test_a_peeked_iterator_leaves_the_resumed_file_stream_alone(kind, cache, shu
         return np.stack([next(stream)[0].numpy() for _ in range(count)])
 
     full, resumed = batches(0, EPOCHS * STEPS)[resumed_at:], batches(resumed_at, EPOCHS * STEPS - resumed_at)
-    if not np.array_equal(full, resumed):
-        raise StreamDiffers(f"batches from {resumed_at} of a stream skipped to {resumed_at} are not the full stream's")
+    assert np.array_equal(full, resumed), f"batches from {resumed_at} of a stream skipped there are not the full one's"

@@ -162,7 +162,7 @@ class ImageFolderSource:
               seed: int | None) -> tf.data.Dataset:
         entries = tf.data.Dataset.from_tensor_slices((paths, labels)).shard(num_shards, index)
         if seed is not None:
-            entries = entries.shuffle(len(paths) // num_shards + 1, seed=seed, reshuffle_each_iteration=True)
+            entries = entries.shuffle(len(paths) // num_shards + 1, seed=seed, reshuffle_each_iteration=False)
         decode, count = self._decode, entries.cardinality()
         examples = entries.batch(DECODE_BATCH).map(lambda batch, labels: (decode(batch), labels),
                                                    num_parallel_calls=tf.data.AUTOTUNE).unbatch()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 
 import ml_collections
 import tensorflow as tf
@@ -65,8 +66,8 @@ def build(data_config: ml_collections.ConfigDict, global_batch_size: int, strate
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         batch_size = ctx.get_per_replica_batch_size(global_batch_size)
-        dataset = _input(train, ctx, data_config.train_split, cached["train"], seed)
-        dataset = stream.shuffled_passes(dataset, pass_examples // ctx.num_input_pipelines,
+        passes = _passes(train, ctx, data_config.train_split, cached["train"], seed)
+        dataset = stream.shuffled_passes(passes, pass_examples // ctx.num_input_pipelines,
                                          data_config.shuffle_buffer, seed,
                                          (epochs or 1) * (steps_per_epoch or steps_per_pass) * batch_size)
         dataset = dataset.batch(batch_size, drop_remainder=True)
@@ -140,26 +141,45 @@ def _counted(source: Source, split: Split, role: str, steps_per_epoch: int | Non
 
 def _input(split: Split, ctx: tf.distribute.InputContext, spec: str, cached: bool,
            seed: int | None) -> tf.data.Dataset:
-    """This input pipeline's part of a split: its own files where there are enough of them, else every n-th
-    record; file order shuffled with `seed` on every pass (when not None); cached after its first pass."""
+    """This input pipeline's part of a split (`_reader`), its file order shuffled with `seed` (when not None);
+    cached after its first pass."""
+    dataset = _reader(split, ctx, spec)(seed)
+    num_examples, pipelines = split.num_examples, ctx.num_input_pipelines
+    if pipelines == 1 and num_examples is not None and dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))  # Keras reads it
+    return dataset.cache() if cached else dataset
+
+
+def _passes(split: Split, ctx: tf.distribute.InputContext, spec: str, cached: bool,
+            seed: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
+    """The train passes over this input pipeline's part of a split, as a function of each pass's seed: each reads
+    its files in its seed's order; cached, all are the one read in `seed`'s order, kept after its first pass."""
+    read = _reader(split, ctx, spec)
+    if not cached:
+        return read
+    whole = read(seed).cache()
+    return lambda _: whole
+
+
+def _reader(split: Split, ctx: tf.distribute.InputContext,
+            spec: str) -> Callable[[int | tf.Tensor | None], tf.data.Dataset]:
+    """This input pipeline's part of a split as a function of the seed its file order is shuffled with (None: in
+    order): its own files where there are enough of them, else every n-th record. Logs which, once."""
     pipelines, index = ctx.num_input_pipelines, ctx.input_pipeline_id
     if split.shard is not None and len(split.files) >= pipelines:
-        dataset = split.shard(pipelines, index, seed)
         if pipelines > 1:
             mine = split.files[index::pipelines]
             shown = ", ".join(os.path.basename(f) for f in mine[:4]) + (", ..." if len(mine) > 4 else "")
             log(f"input pipeline {index} of {pipelines} reads {len(mine)} of the {len(split.files)} files of "
                 f"split '{spec}': {shown}")
-    else:
-        dataset = split.dataset
-        if pipelines > 1:
-            dataset = dataset.shard(pipelines, index)
-            if index == 0:
-                log(f"split '{spec}' has {len(split.files) or 'no'} files for {pipelines} input pipelines: each "
-                    f"pipeline reads every record and keeps 1 in {pipelines}")
-    if pipelines == 1 and split.num_examples is not None and dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(split.num_examples))  # Keras reads it
-    return dataset.cache() if cached else dataset
+        return lambda seed: split.shard(pipelines, index, seed)
+    dataset = split.dataset
+    if pipelines > 1:
+        dataset = dataset.shard(pipelines, index)
+        if index == 0:
+            log(f"split '{spec}' has {len(split.files) or 'no'} files for {pipelines} input pipelines: each "
+                f"pipeline reads every record and keeps 1 in {pipelines}")
+    return lambda _: dataset
 
 
 def _options() -> tf.data.Options:

@@ -19,10 +19,11 @@ class Split:
     dataset: tf.data.Dataset
     num_examples: int | None  # None: not counted yet (see `count`)
     cacheable: bool = True  # False where caching would only copy a cheap generator (synthetic data)
-    # Read from files: their names, and `shard(n, i, seed)`: pipeline i's examples from every n-th file
-    # (for record files: shuffled with `seed` on every pass when seed is not None, then interleaved).
+    # Read from files: their names, and `shard(n, i, seed)`: pipeline i's examples from every n-th file (for
+    # record files: in the order `seed` shuffles them to when not None, the same on every iteration; an int or a
+    # scalar tensor: each train pass passes its own, data/stream.py).
     files: tuple[str, ...] = ()
-    shard: Callable[[int, int, int | None], tf.data.Dataset] | None = None
+    shard: Callable[[int, int, int | tf.Tensor | None], tf.data.Dataset] | None = None
     count: Callable[[], int] | None = None  # a full pass over the files, for num_examples None
 
     def counted(self) -> Split:

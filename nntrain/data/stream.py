@@ -1,26 +1,34 @@
-"""The train stream that an exact resume can continue: pass p over the data is shuffled with its own seed.
+"""The train stream that an exact resume can continue: pass p over the data is read and shuffled with its own seed.
 
 `shuffle(seed=s, reshuffle_each_iteration=True).repeat()` draws each pass's order from a seed generator whose
-state depends on how the dataset was iterated before, so a rebuilt pipeline skipped to batch N did not continue
-the stream a running one was reading (the resumed weights differed). Here every pass is its own shuffle with a
-fixed seed and no reshuffle: the stream is a pure function of (seed, position), and `skip` finds any position.
+state depends on how the dataset was iterated before (Keras fit first takes one batch from a throw-away iterator),
+so a rebuilt pipeline skipped to batch N did not continue the stream a running one was reading. Here every pass
+is built from its own seed, `seed * PASS_SEED_STRIDE + p`, which orders both its files and its examples, with no
+reshuffle: the stream is a pure function of (seed, position), and `skip` finds any position.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import tensorflow as tf
 
 PASS_SEED_STRIDE = 1_000_003  # seed of pass p: seed * stride + p (distinct for every seed and pass)
 
 
-def shuffled_passes(dataset: tf.data.Dataset, num_examples: int, shuffle_buffer: int, seed: int,
-                    total_examples: int) -> tf.data.Dataset:
-    """Enough shuffled passes over `dataset` (about `num_examples` long) for `total_examples`, then repeats."""
+def shuffled_passes(make_pass: Callable[[tf.Tensor], tf.data.Dataset], num_examples: int, shuffle_buffer: int,
+                    seed: int, total_examples: int) -> tf.data.Dataset:
+    """Enough passes for `total_examples`, then repeats; pass p is `make_pass(its seed)` (about `num_examples`
+    long: its files read in that seed's order) shuffled with that seed. `make_pass` is traced once (tf.data
+    flat_map), so a split's file list is in the graph once, not once per pass."""
     passes = math.ceil(total_examples / max(1, num_examples)) + 1
-    stream = None
-    for p in range(passes):
-        one = dataset.shuffle(shuffle_buffer, seed=seed * PASS_SEED_STRIDE + p, reshuffle_each_iteration=False)
-        stream = one if stream is None else stream.concatenate(one)
-    return stream.repeat()
+
+    def one_pass(p: tf.Tensor) -> tf.data.Dataset:
+        # No graph-level seed in this traced function (the process's global one is left alone): the pass seed
+        # alone orders the pass, and TF cannot combine a tensor op seed with a global seed of 0 (Python bool error).
+        tf.random.set_seed(None)
+        pass_seed = seed * PASS_SEED_STRIDE + p
+        return make_pass(pass_seed).shuffle(shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False)
+
+    return tf.data.Dataset.range(passes).flat_map(one_pass).repeat()

@@ -166,7 +166,7 @@ class TFRecordSource:
         """The examples of every num_shards-th file from `index`; `sizes` (examples per file) sets the cardinality."""
         names = tf.data.Dataset.from_tensor_slices(files).shard(num_shards, index)
         if seed is not None:
-            names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+            names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
         mine = len(files[index::num_shards])
         records = names.interleave(tf.data.TFRecordDataset, cycle_length=min(mine, MAX_OPEN_FILES), block_length=1,
                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
