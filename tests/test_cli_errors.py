@@ -131,6 +131,9 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
                                  f"--output={tmp}/digits.csv"], f"output '{tmp}/digits.csv' cannot be created"),
         ("convert under a file", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                   f"--output={tmp}/digits.csv/records"], "is a file; choose another path"),
+        ("convert into more shards than examples", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=all=train",
+                                                    "--split=head=train[:1]", "--shards=2", f"--output={tmp}/records"],
+         "--shards=2 is more than the 1 examples of split 'head', which would leave shards empty: use --shards=1"),
         ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                                   f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]
