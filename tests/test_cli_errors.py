@@ -108,6 +108,7 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
     (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
     (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    (tmp / "story.txt").write_text("once upon a time " * 20)
     with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
@@ -134,6 +135,9 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         ("convert into more shards than examples", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=all=train",
                                                     "--split=head=train[:1]", "--shards=2", f"--output={tmp}/records"],
          "--shards=2 is more than the 1 examples of split 'head', which would leave shards empty: use --shards=1"),
+        ("convert a text source (its records would not train)",
+         [*convert, f"--source=text:{tmp}/story.txt", "--experiment=text_gpt", "--config.data.sequence_length=8"],
+         "gives a sequence of class ids per example (e.g. a text's next tokens), but convert's records hold one"),
         ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                                   f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]

@@ -4,7 +4,9 @@
     DIR/metadata.json                        written last: split sizes and files, shapes, class names, feature spec
 
 Image files stay encoded (their bytes are copied); uint8 image arrays are written as PNG; other numeric features
-as float vectors. `tfrecord:DIR` reads the result back without counting and without other data flags.
+as float vectors. `tfrecord:DIR` reads the result back without counting and without other data flags. Refused:
+more shards than a split has examples (as TFDS's writer: no empty shards) and `text:` sources (their labels are token
+sequences, which the records do not hold: train on the text files directly).
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.Featu
             record_format = "image"
             dataset = dataset.map(lambda x, y: (tf.io.encode_png(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     label = dataset.element_spec[1]
+    if label.dtype.is_integer and label.shape.rank:
+        raise NntrainError(f"data.source={source.name} gives a sequence of class ids per example (e.g. a text's next "
+                           "tokens), but convert's records hold one class per example, so training on them would "
+                           f"fail: train on data.source={source.name} directly (it streams its files)")
     label_dtype = "int64" if label.dtype.is_integer else "float32"
     label_shape = tuple(label.shape) if label_dtype == "float32" else ()
     return dataset, tfrecord.FeatureSpec(record_format, *tfrecord.PRESETS[record_format], shape, label_dtype,
