@@ -252,6 +252,46 @@ def test_damaged_records_fail_cleanly(records, tmp_path, capfd):
     assert not failures, "\n".join(failures)
 
 
+def test_records_damaged_after_the_check_stop_training_in_one_line(records, tmp_path, capfd):
+    """With data.check=false no pass reads the files before fit: a damaged shard ends training in one line, and
+    the resumed run is left at its checkpoint (config.json, metrics.jsonl as they were)."""
+    from nntrain import cli
+
+    shard = "train-00001-of-00002.tfrecord"
+    good = (records / shard).read_bytes()
+    run = ["train", "--experiment=mnist_mlp", f"--model_dir={tmp_path / 'run'}", "--config.train.steps_per_epoch=2",
+           "--config.train.batch_size=8", "--config.model.hidden_sizes=8", "--config.data.train_split=train",
+           "--config.data.eval_split=train", "--config.data.check=false", "--config.train.tensorboard=false"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", *run, "--config.train.epochs=1", f"--config.data.source=tfrecord:{records}"])
+    assert exit_info.value.code in (0, None)
+    capfd.readouterr()
+    other_shape = tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0, 1.0])),
+        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString()
+
+    def damaged(name: str, content: bytes) -> str:
+        shutil.copytree(records, tmp_path / name)
+        (tmp_path / name / shard).write_bytes(content)
+        return f"--config.data.source=tfrecord:{tmp_path / name}"
+
+    with tf.io.TFRecordWriter(str(tmp_path / "other.tfrecord")) as writer:
+        for _ in range(32):
+            writer.write(other_shape)
+    resume = [*run, "--config.train.epochs=2"]
+    cases = [
+        ("a truncated shard", [*resume, damaged("cut", good[:-30])],
+         "reading the data failed during training (truncated record at"),
+        ("a shard with a bad checksum", [*resume, damaged("crc", good[:20] + bytes(20) + good[40:])],
+         "corrupted record at"),
+        ("a shard of other examples", [*resume, damaged("shape", (tmp_path / "other.tfrecord").read_bytes())],
+         "Values size: 2 but output shape: [3]): run with --config.data.check=true to have the file named before "
+         "training, or fix or re-convert it"),
+    ]
+    failures = cli_failures(cases, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
 def _experiment_with(path: Path, body: str) -> str:
     """An experiment file: xor's config plus `body` (a get_model or get_callbacks)."""
     path.write_text("import keras\nfrom nntrain.experiments.xor import get_config\n" + body)
