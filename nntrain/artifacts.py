@@ -43,6 +43,10 @@ def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
                     if other != checkpoint and other_path and rundir.keras_file_problem(other_path) is None]
         raise rundir.damaged(path, f"missing, though {rundir.STATE} names it" if problem == "missing" else problem,
                              f"use {' or '.join(readable)}" if readable else rundir.MOVE_ASIDE)
+    there = [name for name, path in paths.items() if path and rundir.exists(path)]
+    if there:
+        raise NntrainError(f"'{model_dir}' has no {checkpoint} model, only {' and '.join(there)}: use "
+                           + " or ".join(f"--checkpoint={name}" for name in there))
     raise NntrainError(f"'{model_dir}' has no {checkpoint} model yet: train it first "
                        "(`nntrain train --model_dir=...` resumes an interrupted run)")
 

@@ -10,6 +10,7 @@ or from its export. Generation stops after `max_new_tokens` or at END_OF_FILE.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
@@ -29,9 +30,9 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
         raise NntrainError(f"--max_new_tokens={max_new_tokens}: generate at least 1 token, e.g. --max_new_tokens=200")
     if seed < 0:
         raise NntrainError(f"--seed={seed}: it must be >= 0 (NumPy's seeds are non-negative)")
-    if not temperature > 0:
-        raise NntrainError(f"--temperature={temperature}: it must be > 0 (1.0 samples the model's own distribution, "
-                           "lower values are greedier)")
+    if not 0 < temperature < math.inf:  # inf would sample every token alike, whatever the model says
+        raise NntrainError(f"--temperature={temperature}: it must be a finite number > 0 (1.0 samples the model's own "
+                           "distribution, lower values are greedier)")
     if top_k < 0:
         raise NntrainError(f"--top_k={top_k}: it must be >= 0 (0 samples from every token)")
     predict, context = _load(model_dir, checkpoint)

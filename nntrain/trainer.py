@@ -19,8 +19,12 @@ from nntrain import cluster, distribute, execution, guards, models, optim, preem
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
-from nntrain.errors import NntrainError
+from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
+
+# tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
+_DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
+_INPUT_NODE = "IteratorGetNext"  # in the node name of every error the input pipeline raises
 
 
 class TrainingDiverged(NntrainError):
@@ -102,6 +106,14 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
         raise
+    except _DATA_ERRORS as e:
+        if _INPUT_NODE not in (e.message or ""):  # not raised by the input pipeline: a model's error
+            raise
+        if run.chief:  # as for a divergence: the run is left at its last checkpoint
+            files.undo(run.prepared.steps_per_epoch)
+        raise NntrainError(f"reading the data failed during training ({op_message(e)}): run with "
+                           "--config.data.check=true to have the file named before training, or fix or re-convert "
+                           "it") from e
     return _report(run, history, start)
 
 

@@ -64,6 +64,10 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("override without value", ["train", *XOR, md, "--config.train.epochs"], "--config.KEY=VALUE"),
         ("unknown flag", ["train", *XOR, md, "--epochs=3"], "unknown flag --epochs"),
         ("flag file not in UTF-8", ["train", f"--flagfile={latin1_flags}"], "flags.txt: not UTF-8 text"),
+        ("infinite temperature", ["generate", md, "--prompt=a", "--temperature=inf"],
+         "--temperature=inf: it must be a finite number > 0"),
+        ("temperature not a number", ["generate", md, "--prompt=a", "--temperature=nan"],
+         "--temperature=nan: it must be a finite number > 0"),
         ("negative sampling seed", ["generate", md, "--prompt=a", "--seed=-1"], "--seed=-1: it must be >= 0"),
         ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
         ("data service for -1 s", ["data-service", "--port=0", "--max_seconds=-1"], "--max_seconds=-1.0: use 0"),
@@ -108,6 +112,7 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
     (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
     (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    (tmp / "story.txt").write_text("once upon a time " * 20)
     with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
@@ -131,6 +136,12 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
                                  f"--output={tmp}/digits.csv"], f"output '{tmp}/digits.csv' cannot be created"),
         ("convert under a file", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                   f"--output={tmp}/digits.csv/records"], "is a file; choose another path"),
+        ("convert into more shards than examples", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=all=train",
+                                                    "--split=head=train[:1]", "--shards=2", f"--output={tmp}/records"],
+         "--shards=2 is more than the 1 examples of split 'head', which would leave shards empty: use --shards=1"),
+        ("convert a text source (its records would not train)",
+         [*convert, f"--source=text:{tmp}/story.txt", "--experiment=text_gpt", "--config.data.sequence_length=8"],
+         "gives a sequence of class ids per example (e.g. a text's next tokens), but convert's records hold one"),
         ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                                   f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]
@@ -238,6 +249,46 @@ def _damaged_records(records: Path, tmp: Path) -> list[tuple[str, list[str], str
 
 def test_damaged_records_fail_cleanly(records, tmp_path, capfd):
     failures = cli_failures(_damaged_records(records, tmp_path), tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+
+
+def test_records_damaged_after_the_check_stop_training_in_one_line(records, tmp_path, capfd):
+    """With data.check=false no pass reads the files before fit: a damaged shard ends training in one line, and
+    the resumed run is left at its checkpoint (config.json, metrics.jsonl as they were)."""
+    from nntrain import cli
+
+    shard = "train-00001-of-00002.tfrecord"
+    good = (records / shard).read_bytes()
+    run = ["train", "--experiment=mnist_mlp", f"--model_dir={tmp_path / 'run'}", "--config.train.steps_per_epoch=2",
+           "--config.train.batch_size=8", "--config.model.hidden_sizes=8", "--config.data.train_split=train",
+           "--config.data.eval_split=train", "--config.data.check=false", "--config.train.tensorboard=false"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", *run, "--config.train.epochs=1", f"--config.data.source=tfrecord:{records}"])
+    assert exit_info.value.code in (0, None)
+    capfd.readouterr()
+    other_shape = tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0, 1.0])),
+        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString()
+
+    def damaged(name: str, content: bytes) -> str:
+        shutil.copytree(records, tmp_path / name)
+        (tmp_path / name / shard).write_bytes(content)
+        return f"--config.data.source=tfrecord:{tmp_path / name}"
+
+    with tf.io.TFRecordWriter(str(tmp_path / "other.tfrecord")) as writer:
+        for _ in range(32):
+            writer.write(other_shape)
+    resume = [*run, "--config.train.epochs=2"]
+    cases = [
+        ("a truncated shard", [*resume, damaged("cut", good[:-30])],
+         "reading the data failed during training (truncated record at"),
+        ("a shard with a bad checksum", [*resume, damaged("crc", good[:20] + bytes(20) + good[40:])],
+         "corrupted record at"),
+        ("a shard of other examples", [*resume, damaged("shape", (tmp_path / "other.tfrecord").read_bytes())],
+         "Values size: 2 but output shape: [3]): run with --config.data.check=true to have the file named before "
+         "training, or fix or re-convert it"),
+    ]
+    failures = cli_failures(cases, tmp_path, capfd)
     assert not failures, "\n".join(failures)
 
 

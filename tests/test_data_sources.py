@@ -162,6 +162,22 @@ def test_csv_parsed_in_blocks_names_a_bad_cell_past_the_first_block(tmp_path, mo
         csv_source.load(str(tmp_path / "blocks.csv"), "label")
 
 
+@pytest.mark.parametrize("text", ["label,a,b\n0,1,2\n1,3,4\n\n", "label,a,b\r\n0,1,2\r\n\r\n1,3,4\r\n",
+                                  "\ufefflabel,a,b\n0,1,2\n1,3,4\n"],
+                         ids=["trailing blank line", "blank line inside, CRLF", "Excel CSV UTF-8 byte order mark"])
+def test_csv_skips_blank_lines_and_a_byte_order_mark(tmp_path, text):
+    (tmp_path / "rows.csv").write_bytes(text.encode())
+    (x, y), = csv_source.load(str(tmp_path / "rows.csv"), "label")[0].values()
+    assert x.tolist() == [[1, 2], [3, 4]] and y.tolist() == [0, 1]
+
+
+def test_csv_rows_are_numbered_in_the_file_across_blank_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(csv_source, "PARSE_ROWS", 2)
+    (tmp_path / "gaps.csv").write_text("a,b,label\n1,2,0\n\n3,4,1\n\n5,x5,0\n")
+    with pytest.raises(NntrainError, match=r"gaps.csv, row 6, column 'b': 'x5' is not a number"):
+        csv_source.load(str(tmp_path / "gaps.csv"), "label")
+
+
 def test_csv_splits_regression_and_text_labels(tmp_path, data_config):
     for split, rows in {"train": ["1.5,2,0.25", "3,4,1.75"], "test": ["5,6,-2"]}.items():
         (tmp_path / f"houses_{split}.csv").write_text("rooms,age,price\n" + "\n".join(rows) + "\n")

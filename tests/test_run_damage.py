@@ -110,6 +110,12 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
          "model.keras is damaged"),
         ("truncated model.keras, generate", ["generate", run("f4", {"model.keras": model[:1000]}), "--prompt=a"],
          "model.keras is damaged"),
+        ("checkpoints gone, evaluate latest",
+         ["evaluate", "--checkpoint=latest", run("g1", dict.fromkeys(
+             ["checkpoints/state.json", "checkpoints/step-2.keras", "checkpoints/step-4.keras",
+              "checkpoints/best.keras"]))], "has no latest model, only final: use --checkpoint=final"),
+        ("best gone, evaluate best", ["evaluate", "--checkpoint=best", run("g2", {"checkpoints/best.keras": None})],
+         "has no best model, only final and latest: use --checkpoint=final or --checkpoint=latest"),
         ("empty best.keras", ["evaluate", "--checkpoint=best", run("b1", {"checkpoints/best.keras": b""})],
          "best.keras is damaged"),
         ("dataset.json a string, train", [*resume, run("d1", {"dataset.json": b'"xor"'})],

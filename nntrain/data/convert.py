@@ -4,7 +4,9 @@
     DIR/metadata.json                        written last: split sizes and files, shapes, class names, feature spec
 
 Image files stay encoded (their bytes are copied); uint8 image arrays are written as PNG; other numeric features
-as float vectors. `tfrecord:DIR` reads the result back without counting and without other data flags.
+as float vectors. `tfrecord:DIR` reads the result back without counting and without other data flags. Refused:
+more shards than a split has examples (as TFDS's writer: no empty shards) and `text:` sources (their labels are token
+sequences, which the records do not hold: train on the text files directly).
 """
 
 from __future__ import annotations
@@ -54,12 +56,16 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
         raise NntrainError(f"--output={output} is not empty: choose a new directory")
     source = open_source(data_config)
     records = {name: _records(source, spec) for name, spec in wanted.items()}  # every split checked before writing
+    smallest, (_, _, fewest) = min(records.items(), key=lambda item: item[1][2])
+    if shards > fewest:  # as TFDS's writer: no empty shards
+        raise NntrainError(f"--shards={shards} is more than the {fewest} examples of split '{smallest}', which would "
+                           f"leave shards empty: use --shards={fewest} or fewer")
     features = next(iter(records.values()))[1]
     tf.io.gfile.makedirs(output)
     metadata = {"format": tfrecord.FORMAT, "source": source.name, "features": dataclasses.asdict(features),
                 "num_classes": source.num_classes,
                 "class_names": list(source.class_names) if source.class_names else None, "splits": {}}
-    for name, (dataset, _) in records.items():
+    for name, (dataset, _, _) in records.items():
         files = [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
         per_file = _write(dataset, [os.path.join(output, f) for f in files], features)
         metadata["splits"][name] = {"examples": sum(per_file), "files": files, "file_examples": per_file,
@@ -69,13 +75,14 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
     return metadata
 
 
-def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.FeatureSpec]:
-    """A split's `(stored features, label)` and how they are stored: image files' undecoded bytes, uint8 images
-    as PNG, other numbers as float vectors."""
+def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.FeatureSpec, int]:
+    """A split's `(stored features, label)`, how they are stored (image files' undecoded bytes, uint8 images as
+    PNG, other numbers as float vectors) and how many examples it holds."""
+    split = source.select(spec).counted()
     if isinstance(source, ImageFolderSource):
         dataset, record_format, shape = source.records(spec), "image", source.shape
     else:
-        dataset = source.select(spec).dataset
+        dataset = split.dataset
         features = dataset.element_spec[0]
         if features.dtype == tf.string:
             raise NntrainError(f"data.source={source.name} holds text; convert writes images and numbers only")
@@ -84,10 +91,14 @@ def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.Featu
             record_format = "image"
             dataset = dataset.map(lambda x, y: (tf.io.encode_png(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     label = dataset.element_spec[1]
+    if label.dtype.is_integer and label.shape.rank:
+        raise NntrainError(f"data.source={source.name} gives a sequence of class ids per example (e.g. a text's next "
+                           "tokens), but convert's records hold one class per example, so training on them would "
+                           f"fail: train on data.source={source.name} directly (it streams its files)")
     label_dtype = "int64" if label.dtype.is_integer else "float32"
     label_shape = tuple(label.shape) if label_dtype == "float32" else ()
     return dataset, tfrecord.FeatureSpec(record_format, *tfrecord.PRESETS[record_format], shape, label_dtype,
-                                         label_shape)
+                                         label_shape), split.num_examples
 
 
 def _write(dataset: tf.data.Dataset, paths: list[str], spec: tfrecord.FeatureSpec) -> list[int]:

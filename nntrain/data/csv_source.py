@@ -7,6 +7,7 @@ labels are class names (sorted, as class folders are).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 
@@ -57,9 +58,10 @@ def load(pattern: str, label_column: str) -> tuple[Arrays, tuple[str, ...] | Non
 
 def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
     """(float32 features, raw label strings) of one file, parsed PARSE_ROWS rows at a time as the file streams
-    in (memory: about the float32 array); NntrainError naming a bad cell."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        rows = csv.reader(f)
+    in (memory: about the float32 array); blank lines are skipped, a UTF-8 byte order mark (Excel's "CSV UTF-8")
+    is dropped; NntrainError naming a bad cell."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        rows = csv.reader(codecs.iterdecode(f, "utf-8-sig"))
         header = [name.strip() for name in next(rows, [])]
         if not header:
             raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
@@ -68,27 +70,32 @@ def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
                                f"are {', '.join(header)}: set --config.data.label_column=NAME")
         label_at = header.index(label_column)
         feature_at = [i for i in range(len(header)) if i != label_at]
-        blocks, cells, labels = [], [], []
+        columns = [header[i] for i in feature_at]
+        blocks, cells, numbers, labels = [], [], [], []
         for row_number, row in enumerate(rows, start=2):  # row 1 is the header
+            if len(row) <= 1 and not "".join(row).strip():
+                continue  # a blank line
             if len(row) != len(header):
                 raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has "
                                    f"{len(header)}")
             cells.append([row[i] for i in feature_at])
+            numbers.append(row_number)
             labels.append(row[label_at].strip())
             if len(cells) == PARSE_ROWS:
-                blocks.append(_numbers(cells, path, row_number - len(cells) + 1, [header[i] for i in feature_at]))
-                cells = []
+                blocks.append(_numbers(cells, path, numbers, columns))
+                cells, numbers = [], []
         if cells or not blocks:
-            blocks.append(_numbers(cells, path, len(labels) + 2 - len(cells), [header[i] for i in feature_at]))
+            blocks.append(_numbers(cells, path, numbers, columns))
     return np.concatenate(blocks), labels
 
 
-def _numbers(cells: list[list[str]], path: str, first_row: int, columns: list[str]) -> np.ndarray:
-    """The float32 (rows, columns) array of a block of cells; NntrainError naming the first non-numeric cell."""
+def _numbers(cells: list[list[str]], path: str, row_numbers: list[int], columns: list[str]) -> np.ndarray:
+    """The float32 (rows, columns) array of a block of cells (from file rows `row_numbers`); NntrainError naming
+    the first non-numeric cell."""
     try:
         return np.array(cells, dtype=np.float32).reshape(len(cells), len(columns))
     except ValueError:
-        for row_number, row in enumerate(cells, start=first_row):
+        for row_number, row in zip(row_numbers, cells):
             for column, cell in zip(columns, row):
                 try:
                     float(cell)
