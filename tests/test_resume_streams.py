@@ -2,7 +2,7 @@
 shuffled anew every pass, random-resized-crop and flip) and `tfrecord:DIR` shards written by `nntrain convert` (files
 shuffled anew and interleaved every pass), stopped by SIGTERM mid-epoch or SIGKILLed after a step checkpoint;
 streamed from the files (data.cache=false) or from the memory cache (data.cache=auto for a split this small), with a
-data.shuffle_buffer that holds a whole pass or less.
+data.shuffle_buffer that holds a whole pass or less; and two workers on 127.0.0.1 streaming their own shards.
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def test_two_workers_streaming_their_own_shards_resume_exactly_after_sigterm_to_
     assert stopped_at == _step(model_dir / "workers" / "1") and STEPS < stopped_at < EPOCHS * STEPS, stopped_at
     for index, log in enumerate(logs):
         assert f"input pipeline {index} of 2 reads 2 of the 4 files of split 'train'" in log.read_text()
+        assert f"stopped by SIGTERM after step {stopped_at}, saved to " in log.read_text()
     resumed = local_workers.launched(args, model_dir, tmp_path / "resumed.log")
     assert resumed.wait(timeout=180) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     assert f"resuming from the checkpoint in {model_dir}/checkpoints: step {stopped_at} of" in \
