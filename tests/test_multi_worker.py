@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import keras
+import local_workers
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -103,13 +103,6 @@ def test_a_killed_save_leaves_no_temporary_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "step-4.keras"]
 
 
-def _worker(model_dir: Path, hosts: str, index: int, log: Path) -> subprocess.Popen:
-    with open(log, "w") as stderr:  # a file, not a pipe: nobody reads while the worker runs
-        return subprocess.Popen([sys.executable, "-m", "nntrain.cli", *TRAIN, f"--model_dir={model_dir}",
-                                 f"--worker_hosts={hosts}", f"--task_index={index}"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-
-
 def _epochs_done(model_dir: Path) -> int:
     path = model_dir / "metrics.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
@@ -124,9 +117,8 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
     """Two workers on 127.0.0.1; kill one mid-run: the other exits with one line. Start both again (with the
     launcher): they resume from the chief's checkpoint, finish every epoch and end with identical weights."""
     model_dir = tmp_path / "mw"
-    hosts = ",".join(f"127.0.0.1:{port}" for port in launch.free_ports(2))
     logs = [tmp_path / f"worker{index}.log" for index in range(2)]
-    workers = [_worker(model_dir, hosts, index, logs[index]) for index in range(2)]
+    workers = local_workers.start(TRAIN, model_dir, logs)
     try:
         deadline = time.time() + 120
         while _epochs_done(model_dir) < 2 and time.time() < deadline and workers[0].poll() is None:
@@ -179,24 +171,9 @@ def test_sigterm_to_one_worker_makes_both_save_the_same_step_and_resume_exactly(
     and end with the weights of an uninterrupted 2-worker run, bit for bit."""
     model_dir = tmp_path / "mw"
     train = [*TRAIN[:-2], "--config.train.steps_per_epoch=40", "--config.train.epochs=3"]
-    hosts = ",".join(f"127.0.0.1:{port}" for port in launch.free_ports(2))
     logs = [tmp_path / f"worker{index}.log" for index in range(2)]
-    workers = []
-    for index in range(2):
-        with open(logs[index], "w") as stderr:
-            workers.append(subprocess.Popen([sys.executable, "-m", "nntrain.cli", *train, f"--model_dir={model_dir}",
-                                             f"--worker_hosts={hosts}", f"--task_index={index}"], cwd=REPO,
-                                            stdout=subprocess.DEVNULL, stderr=stderr))
-    try:
-        deadline = time.time() + 120
-        while _epochs_done(model_dir) < 1 and time.time() < deadline and workers[0].poll() is None:
-            time.sleep(0.02)
-        workers[1].send_signal(signal.SIGTERM)
-        codes = [worker.wait(timeout=60) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-            worker.wait(timeout=30)
+    codes = local_workers.sigterm_one(local_workers.start(train, model_dir, logs),
+                                        lambda: _epochs_done(model_dir) >= 1)
     assert codes == [143, 143], [log.read_text()[-2000:] for log in logs]
     chief = json.loads((model_dir / "checkpoints" / "state.json").read_text())["step"]
     other = json.loads((model_dir / "workers" / "1" / "checkpoints" / "state.json").read_text())["step"]

@@ -2,7 +2,7 @@
 shuffled anew every pass, random-resized-crop and flip) and `tfrecord:DIR` shards written by `nntrain convert` (files
 shuffled anew and interleaved every pass), stopped by SIGTERM mid-epoch or SIGKILLed after a step checkpoint;
 streamed from the files (data.cache=false) or from the memory cache (data.cache=auto for a split this small), with a
-data.shuffle_buffer that holds a whole pass or less.
+data.shuffle_buffer that holds a whole pass or less; and two workers on 127.0.0.1 streaming their own shards.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import local_workers
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -34,8 +35,8 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"no MNIST IDX files in {MNIST_DIR}")]
 
 
-def _train_args(source: str, cache: str) -> list[str]:
-    return ["train", "--experiment=mnist_mlp", "--strategy=cpu", f"--config.data.source={source}",
+def _train_args(source: str, cache: str, strategy: str = "cpu") -> list[str]:
+    return ["train", "--experiment=mnist_mlp", f"--strategy={strategy}", f"--config.data.source={source}",
             "--config.data.train_split=train", "--config.data.eval_split=test", "--config.model.hidden_sizes=(16,)",
             "--config.model.dropout=0.2", "--config.data.augment=random_resized_crop", f"--config.data.cache={cache}",
             f"--config.train.batch_size={BATCH}", f"--config.train.epochs={EPOCHS}",
@@ -155,6 +156,33 @@ def test_sigkill_resumes_tfrecords_exactly_from_a_step_checkpoint(uninterrupted,
     _run(args, model_dir, log)
     assert f"resuming from the checkpoint in {model_dir}/checkpoints: step {killed_at} of" in log.read_text()
     _assert_identical(model_dir, reference)
+
+
+def test_two_workers_streaming_their_own_shards_resume_exactly_after_sigterm_to_one(tmp_path, request):
+    """Two workers on 127.0.0.1, each streaming its own 2 of the 4 train shards (augmented); SIGTERM to worker 1 in
+    epoch 2: both save the same step and exit 143, and relaunched they end with the weights of an uninterrupted
+    2-worker run (run alongside), bit for bit."""
+    args = _train_args(_source("tfrecord", request), "false", strategy="multi_worker")
+    reference = local_workers.launched(args, tmp_path / "reference", tmp_path / "reference.log")
+    model_dir, logs = tmp_path / "run", [tmp_path / f"worker{index}.log" for index in range(2)]
+    started = local_workers.start(args, model_dir, logs)
+    codes = local_workers.sigterm_one(started, lambda: _step(model_dir) >= STEPS + CHECKPOINT_EVERY)
+    assert codes == [143, 143], [log.read_text()[-3000:] for log in logs]
+    stopped_at = _step(model_dir)
+    assert stopped_at == _step(model_dir / "workers" / "1") and STEPS < stopped_at < EPOCHS * STEPS, stopped_at
+    for index, log in enumerate(logs):
+        assert f"input pipeline {index} of 2 reads 2 of the 4 files of split 'train'" in log.read_text()
+        assert f"stopped by SIGTERM after step {stopped_at}, saved to " in log.read_text()
+    resumed = local_workers.launched(args, model_dir, tmp_path / "resumed.log")
+    assert resumed.wait(timeout=180) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    assert f"resuming from the checkpoint in {model_dir}/checkpoints: step {stopped_at} of" in \
+        (tmp_path / "resumed.log").read_text()
+
+    def finished() -> Path:
+        assert reference.wait(timeout=180) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+        return tmp_path / "reference"
+
+    _assert_identical(model_dir, finished)
 
 
 @pytest.mark.parametrize("kind", ["images", "tfrecord"])
