@@ -257,7 +257,7 @@ COMMANDS: dict[str, Command] = {
     "preflight": Command(_preflight, "on CPU, check an experiment for --target=tpu|gpu: XLA, shapes, ops, batch, "
                          "paths, memory", (*_CONFIG, "target", "tpu_cores", "gpus", "tpu", "model_dir"),
                          takes_config=True),
-    "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on 127.0.0.1:--port",
+    "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on --port, every interface",
                             ("port", "workers", "max_seconds")),
     "generate": Command(_generate, "sample text from a trained language model (text_gpt) after --prompt",
                         ("model_dir", "checkpoint", "prompt", "max_new_tokens", "temperature", "top_k", "seed")),
