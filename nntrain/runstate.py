@@ -60,10 +60,14 @@ class RunState:
         if self.config is None:
             return
         current = nn_config.to_dict(config)
-        if self.config.get("model") != current["model"]:
-            raise NntrainError(f"model_dir '{self.model_dir}' holds a run of another model "
-                               f"({self.config.get('model')}); use a new --model_dir, or the same model config to "
-                               "resume")
+        saved_model = self.config.get("model")
+        if saved_model != current["model"]:
+            saved = saved_model if isinstance(saved_model, dict) else {}
+            differ = ", ".join(f"model.{key}={saved.get(key)!r} (now {current['model'].get(key)!r})"
+                               for key in sorted(set(saved) | set(current["model"]))
+                               if saved.get(key) != current["model"].get(key))
+            raise NntrainError(f"model_dir '{self.model_dir}' holds a run of another model ({differ}); use a new "
+                               "--model_dir, or the run's model config to resume")
         changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
                          for key in current[section]
                          if self.config.get(section, {}).get(key) != current[section][key])

@@ -126,6 +126,8 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
          "line 1 has no epoch number"),
         ("another optimizer on resume", ["train", *XOR, "--config.train.epochs=3", "--config.optimizer.name=adam",
                                          run("o1")], "holds no state of this optimizer (adam)"),
+        ("another model on resume", ["train", *XOR, "--config.train.epochs=3", "--config.model.hidden_sizes=(16,)",
+                                     run("h1")], "another model (model.hidden_sizes=[8] (now [16]))"),
     ]
 
 
