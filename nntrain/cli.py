@@ -20,9 +20,10 @@ from nntrain import config as nn_config
 from nntrain.errors import NntrainError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("experiment", None, "Experiment name (see nntrain/experiments/) or path to an experiment .py file.")
-flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file or a run's config.json "
-                    "(then --config.KEY=VALUE overrides it).")
+flags.DEFINE_string("experiment", None, "Experiment name (see nntrain/experiments/) or path to an experiment .py file, "
+                    "optionally :VARIANT (e.g. text_gpt:small).")
+flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file (optionally :VARIANT) or a "
+                    "run's config.json (then --config.KEY=VALUE overrides it).")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
 flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")

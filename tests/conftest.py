@@ -7,7 +7,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from nntrain import launch
+from nntrain import execution, launch
 from nntrain.config import base_config
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
@@ -61,6 +61,13 @@ def closed_port() -> int:
 def _no_tfds_download_host(monkeypatch):
     """Tests never reach the real TFDS download host: its probe goes to a closed local port."""
     monkeypatch.setenv("NNTRAIN_TFDS_PROBE_ADDRESS", f"127.0.0.1:{closed_port()}")
+
+
+@pytest.fixture(autouse=True)
+def _float32_cpu(monkeypatch):
+    """precision=auto is float32 in tests on every CPU (bf16 where the CPU has it otherwise): results do not
+    depend on the machine. tests/test_precision.py checks both choices."""
+    monkeypatch.setattr(execution, "cpu_flags", set)
 
 
 @pytest.fixture(autouse=True)
