@@ -157,9 +157,9 @@ def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: 
 
 
 def generate(model_dir: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
-             seed: int = 0, checkpoint: str = "final") -> dict:
+             seed: int = 0, checkpoint: str = "final", top_p: float = 1.0) -> dict:
     """Text sampled from a trained byte-level language model (a run or its export) after `prompt`:
     {prompt, completion, new_tokens}; the same seed gives the same text."""
     from nntrain import generate as generation
 
-    return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint)
+    return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint, top_p)

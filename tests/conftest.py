@@ -63,11 +63,13 @@ def _no_tfds_download_host(monkeypatch):
     monkeypatch.setenv("NNTRAIN_TFDS_PROBE_ADDRESS", f"127.0.0.1:{closed_port()}")
 
 
-@pytest.fixture(autouse=True)
-def _float32_cpu(monkeypatch):
-    """precision=auto is float32 in tests on every CPU (bf16 where the CPU has it otherwise): results do not
-    depend on the machine. tests/test_precision.py checks both choices."""
-    monkeypatch.setattr(execution, "cpu_flags", set)
+@pytest.fixture(autouse=True, scope="session")
+def _float32_cpu():
+    """precision=auto is float32 in tests on every CPU (bf16 where the CPU has it otherwise), module fixtures'
+    runs included: results do not depend on the machine. tests/test_precision.py checks both choices."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execution, "cpu_flags", set)
+        yield
 
 
 @pytest.fixture(autouse=True)
