@@ -143,8 +143,9 @@ def saved_model_predictor(path: str, raw: RawData) -> Predictor:
 
 
 def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:
-    """`accuracy` (classification, binary) or `mse` (regression) of a raw-input predictor on the eval split."""
-    total, count = 0.0, 0
+    """`accuracy` (classification, binary) or `mse` (regression) of a raw-input predictor on the eval split;
+    and `bits_per_byte` for a byte-level language model (its mean -log2 probability of each next token)."""
+    total, count, bits = 0.0, 0, 0.0
     for features, labels in raw.eval.batch(EVAL_BATCH).as_numpy_iterator():
         result = predict(features)
         if head == "regression":  # squared errors, averaged over every output of every example
@@ -153,7 +154,12 @@ def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:
             count += outputs.size
         else:
             index = result["class_index"]  # one class per example, or per token of a sequence
-            total += float(np.sum(index == labels.reshape(index.shape).astype(np.int64)))
+            targets = labels.reshape(index.shape).astype(np.int64)
+            total += float(np.sum(index == targets))
             count += index.size
-    return {"mse" if head == "regression" else "accuracy": total / count}
+            if raw.byte_level:
+                picked = np.take_along_axis(result["probabilities"], targets[..., None], axis=-1)
+                bits -= float(np.sum(np.log2(np.maximum(picked, np.finfo(np.float32).tiny))))
+    scores = {"mse" if head == "regression" else "accuracy": total / count}
+    return {**scores, "bits_per_byte": bits / count} if raw.byte_level else scores
 

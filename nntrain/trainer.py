@@ -18,6 +18,7 @@ from nntrain import callbacks as nn_callbacks
 from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir, runstate
 from nntrain import config as nn_config
 from nntrain import data as nn_data
+from nntrain.bits_per_byte import BitsPerByte
 from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
 from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
@@ -196,17 +197,23 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
         fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         history = None
-        if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
-            history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch - steps_into_epoch,
-                                validation_data=prepared.data.eval, **fit)
-            initial_epoch += 1
-        if initial_epoch < config.train.epochs and not (history and model.stop_training):
-            data = prepared.data
-            if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
-                data = datasets(config, strategy, initial_epoch * steps_per_epoch)
-            history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
+        try:
+            if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+                history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                                    steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                                    validation_data=prepared.data.eval, **fit)
+                initial_epoch += 1
+            if initial_epoch < config.train.epochs and not (history and model.stop_training):
+                data = prepared.data
+                if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
+                    data = datasets(config, strategy, initial_epoch * steps_per_epoch)
+                history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                                    steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
+        except preemption.Preempted:  # fit ends without on_train_end: a stopped run reports its bits too
+            for callback in callbacks:
+                if isinstance(callback, BitsPerByte):
+                    callback.on_train_end()
+            raise
     return history
 
 

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import nntrain
-from nntrain import api, cli
+from nntrain import api, artifacts, cli
 from nntrain.data import text
 from nntrain.experiments import text_gpt
 
@@ -61,6 +61,9 @@ def test_export_scores_token_ids_and_tflite_takes_them(exported):
     rows = {row["artifact"]: row for row in exported["artifacts"]}
     assert abs(rows["saved_model"]["accuracy"] - rows["model.keras"]["accuracy"]) <= 1e-6
     assert abs(rows["model.tflite"]["accuracy"] - rows["saved_model"]["accuracy"]) <= 1e-6
+    bits = [rows[name]["bits_per_byte"] for name in ("model.keras", "saved_model", "model.tflite")]
+    assert 1 < bits[0] < 8.1 and max(bits) - min(bits) <= 1e-4, bits  # the same model, scored three ways
+    assert "bits_per_byte" in artifacts.format_table(exported).splitlines()[1]
     interpreter = tf.lite.Interpreter(model_path=exported["tflite"])
     assert interpreter.get_signature_list()["serve_tokens"]["inputs"] == ["token_ids"]
 
