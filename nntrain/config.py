@@ -24,7 +24,9 @@ from ml_collections import config_dict
 from nntrain import registry
 from nntrain.errors import NntrainError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+# The shipped experiments: experiments/ of the repository, installed as the package nntrain.experiments (setup.cfg);
+# found through the import system, so the editable install and the wheel both resolve them.
+EXPERIMENTS_DIR = Path(importlib.util.find_spec("nntrain.experiments").submodule_search_locations[0])
 RESOLVED_CONFIG_NAME = "config.json"
 
 LOSSES = ("mse", "binary_crossentropy", "sparse_categorical_crossentropy")
@@ -129,7 +131,7 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
                                           "slower)"),
             "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
         },
-        "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
+        "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/run/prune.py
             "target_sparsity": Field(0.0, "fraction of each kernel set to zero by end_step; 0 turns pruning off"),
             "initial_sparsity": Field(0.0, "sparsity at begin_step"),
             "begin_step": Field(0, "optimizer step of the first mask update"),
@@ -171,12 +173,12 @@ def describe() -> list[tuple[str, Any, str]]:
 
 
 def experiment_names() -> list[str]:
-    """Names of the experiments shipped in `nntrain/experiments/`."""
+    """Names of the experiments shipped in `experiments/`."""
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
-    """Loads `nntrain/experiments/NAME.py` or a path to an experiment file and returns its config."""
+    """Loads `experiments/NAME.py` or a path to an experiment file and returns its config."""
     module, path = experiment_module(name_or_path)
     if not hasattr(module, "get_config"):
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
@@ -214,7 +216,7 @@ def _misspelt_key(path: Path, error: BaseException) -> str | None:
 
 
 def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:
-    """The executed experiment file (`nntrain/experiments/NAME.py` or a path) and its path."""
+    """The executed experiment file (`experiments/NAME.py` or a path) and its path."""
     if not name_or_path:
         raise NntrainError("no experiment given: pass --experiment=NAME or a path "
                            f"(available: {', '.join(experiment_names())})")

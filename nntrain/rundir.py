@@ -29,9 +29,9 @@ import keras
 import tensorflow as tf
 
 from nntrain import config as nn_config
-from nntrain import guards
 from nntrain.compat import keras_saving
 from nntrain.errors import NntrainError
+from nntrain.run import guards
 
 CONFIG = nn_config.RESOLVED_CONFIG_NAME  # config.py (which imports no TensorFlow) names it
 METRICS = "metrics.jsonl"

@@ -23,12 +23,14 @@ import pytest
 import tensorflow as tf
 from conftest import cli_failures, closed_port
 
-from nntrain import callbacks as nn_callbacks
-from nntrain import cli, guards, launch, rundir
+from nntrain import cli, rundir
 from nntrain import config as nn_config
 from nntrain.data import checks, service
 from nntrain.data.splits import Split
+from nntrain.distribute import launch
 from nntrain.errors import NntrainError
+from nntrain.run import callbacks as nn_callbacks
+from nntrain.run import guards
 from nntrain.tuning import distributed
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, launch, tf_config
 from nntrain.compat import mwms_reduce
+from nntrain.distribute import cluster, launch, tf_config
 from nntrain.errors import NntrainError
+from nntrain.run import callbacks as nn_callbacks
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))

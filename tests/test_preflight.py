@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 
 import nntrain
 from nntrain import config as nn_config
-from nntrain import preflight_checks as preflight
 from nntrain.errors import NntrainError
+from nntrain.run import preflight as preflight
 
 REPO = Path(__file__).resolve().parent.parent
 # Small enough to compile quickly. The TFDS mock holds 64 examples per split: one global batch of 64.

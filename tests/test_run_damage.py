@@ -16,10 +16,10 @@ from conftest import cli_failures, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nntrain import callbacks as nn_callbacks
 from nntrain import cli
 from nntrain import config as nn_config
 from nntrain.errors import NntrainError
+from nntrain.run import callbacks as nn_callbacks
 
 XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
        "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]

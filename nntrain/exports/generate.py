@@ -17,10 +17,10 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from nntrain import artifacts, serving
 from nntrain import config as nn_config
 from nntrain.data.text import END_OF_FILE, VOCAB_SIZE
 from nntrain.errors import NntrainError
+from nntrain.exports import artifacts, serving
 
 
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,

@@ -53,9 +53,10 @@ def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
 
     Accelerators are not checked here: their memory is not known without running (see `nntrain preflight`).
     """
-    from nntrain import distribute, preflight_checks  # lazy: preflight_checks imports the trainer
+    from nntrain.distribute import strategies
+    from nntrain.run import preflight as preflight_checks  # lazy: preflight_checks imports the trainer
 
-    if distribute.accelerator(strategy) != "cpu":
+    if strategies.accelerator(strategy) != "cpu":
         return
     if not model.optimizer.built:
         with strategy.scope():

@@ -15,7 +15,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from nntrain import distribute
+from nntrain.distribute import strategies
 from nntrain.logs import log
 
 TPU_STEPS_PER_EXECUTION = 32
@@ -32,8 +32,8 @@ class Execution:
 def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
             steps_per_epoch: int) -> Execution:
     """Chooses precision, steps_per_execution and jit_compile; logs every change made to a user's setting."""
-    strategy_kind = distribute.kind(strategy)
-    device = distribute.accelerator(strategy)
+    strategy_kind = strategies.kind(strategy)
+    device = strategies.accelerator(strategy)
     precision = train_config.precision
     if precision == "auto":
         precision = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}[device]

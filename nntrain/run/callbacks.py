@@ -16,10 +16,10 @@ from nntrain import rundir
 from nntrain.compat import keras_accumulation, keras_metrics
 from nntrain.errors import NntrainError
 from nntrain.logs import log
-from nntrain.preemption import Preempted, Watch
+from nntrain.run.preemption import Preempted, Watch
 
 if TYPE_CHECKING:
-    from nntrain.runstate import RunState
+    from nntrain.run.runstate import RunState
 
 MODES = ("auto", "min", "max")
 

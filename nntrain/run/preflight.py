@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from nntrain import trainer
 from nntrain.compat import tf_registry
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import trainer
 
 TARGETS = ("tpu", "gpu")
 TARGET_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}

@@ -14,13 +14,15 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir, runstate
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
+from nntrain import models, rundir
+from nntrain.distribute import cluster, execution, strategies
 from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
+from nntrain.run import callbacks as nn_callbacks
+from nntrain.run import guards, optim, preemption, prune, runstate
+from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 # tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
 _DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
@@ -97,7 +99,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     """
     start = time.time()
     files = _validate(config, model_dir)
-    run = _build_and_restore(config, strategy or distribute.create_strategy("auto"), files)
+    run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
     nan_guard = _begin(run)  # the first writes
     try:
         history = _fit(run, nan_guard, verbose, extra_callbacks)
@@ -274,7 +276,7 @@ def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
     data, run = prepared.data, prepared.execution
     log(f"experiment {config.get('experiment', '?')}: {config.data.source} -> {config.model.name} "
         f"({prepared.model.count_params():,} parameters)")
-    log(f"strategy: {distribute.describe(prepared.strategy)}")
+    log(f"strategy: {strategies.describe(prepared.strategy)}")
     log(f"global batch {data.global_batch_size} = {data.per_replica_batch_size} per replica x "
         f"{data.num_replicas} replica(s); {prepared.steps_per_epoch} steps/epoch; {data.spec.train_examples} train / "
         f"{data.spec.eval_examples} eval examples")

@@ -7,8 +7,8 @@ import os
 
 import tensorflow as tf
 
-from nntrain import diagnostics, runtime
 from nntrain.compat import collective_keys, mwms_reduce
+from nntrain.distribute import diagnostics, runtime
 from nntrain.errors import NntrainError
 
 STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
@@ -143,6 +143,6 @@ def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     except (ValueError, KeyError, TypeError) as e:
         raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
                            '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
-    from nntrain import cluster  # lazy: cluster imports this module
+    from nntrain.distribute import cluster  # lazy: cluster imports this module
 
     return mwms_reduce.patch(cluster.connect(index, workers))

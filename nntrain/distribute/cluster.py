@@ -1,4 +1,4 @@
-"""Multi-worker runs: who writes what, and a clear exit when a peer is lost (TF_CONFIG: nntrain/tf_config.py).
+"""Multi-worker runs: who writes what, and a clear exit when a peer is lost (TF_CONFIG: tf_config.py).
 
 Every worker runs the same command with the same `model_dir`, which all workers must be able to read (the
 same path on one machine, `gs://...` on several hosts). The chief (worker 0) writes everything a run leaves
@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-from nntrain import distribute, quiet, rundir, tf_config, watchdog
+from nntrain import quiet, rundir
+from nntrain.distribute import strategies, tf_config, watchdog
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -72,7 +73,7 @@ def peer_failures(strategy: tf.distribute.Strategy) -> Iterator[None]:
     try:
         yield
     except PEER_ERRORS as e:
-        if distribute.kind(strategy) != "multi_worker":
+        if strategies.kind(strategy) != "multi_worker":
             raise
         me = strategy.cluster_resolver.task_id
         raise WorkerLost(f"worker {me} lost contact with {_lost_peers(e.message or '', me)} "
