@@ -27,7 +27,6 @@ from nntrain.errors import NntrainError
 # The shipped experiments: experiments/ of the repository, installed as the package nntrain.experiments (setup.cfg);
 # found through the import system, so the editable install and the wheel both resolve them.
 EXPERIMENTS_DIR = Path(importlib.util.find_spec("nntrain.experiments").submodule_search_locations[0])
-RESOLVED_CONFIG_NAME = "config.json"
 
 LOSSES = ("mse", "binary_crossentropy", "sparse_categorical_crossentropy")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
@@ -460,7 +459,7 @@ def save(config: ml_collections.ConfigDict, model_dir: str) -> str:
     """Writes the resolved config into model_dir atomically and returns its path."""
     from nntrain import rundir  # TensorFlow: only once a run writes
 
-    path = rundir.join(model_dir, RESOLVED_CONFIG_NAME)
+    path = rundir.join(model_dir, rundir.CONFIG)
     rundir.write_json(path, to_dict(config))
     return path
 
@@ -469,11 +468,11 @@ def load_saved(model_dir: str) -> ml_collections.ConfigDict:
     """Reads the resolved config a run wrote into model_dir."""
     from nntrain import rundir  # TensorFlow: only once a run is read
 
-    data = rundir.read_json(rundir.join(model_dir, RESOLVED_CONFIG_NAME))
+    data = rundir.read_json(rundir.join(model_dir, rundir.CONFIG))
     if data is None:
-        raise NntrainError(f"'{model_dir}' holds no nntrain run ({RESOLVED_CONFIG_NAME} missing): "
+        raise NntrainError(f"'{model_dir}' holds no nntrain run ({rundir.CONFIG} missing): "
                            "train into it first with `nntrain train --model_dir=...`")
-    return from_dict(data, rundir.join(model_dir, RESOLVED_CONFIG_NAME))
+    return from_dict(data, rundir.join(model_dir, rundir.CONFIG))
 
 
 def load_file(path: str) -> ml_collections.ConfigDict:

@@ -150,7 +150,7 @@ def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(6).reshape(2, 3) == 4, np.nan, 0.0).astype(np.float32))
-    with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 1 NaN/inf value\(s\)"):
+    with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 1 NaN/inf value\(s\)"):
         rundir.save_model(model, str(tmp_path / "model.keras"))
     assert list(tmp_path.iterdir()) == []
     kernel.assign(np.zeros((2, 3), np.float32))
@@ -164,7 +164,7 @@ def test_a_checkpoint_of_nan_weights_is_refused_not_skipped(tmp_path):
     model.layers[0].kernel.assign(np.full((2, 3), np.inf, np.float32))
     saver = nn_callbacks.Checkpoints(str(tmp_path), "loss")
     saver.set_model(model)
-    with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
+    with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
         saver.save(3)
     assert list(tmp_path.iterdir()) == []  # no checkpoint, no state.json
 

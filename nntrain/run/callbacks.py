@@ -186,7 +186,7 @@ class Checkpoints(keras.callbacks.Callback):
     def save(self, step: int, commit: bool = True) -> None:
         """Writes step-`step`.keras and (unless commit is False) state.json naming it.
 
-        Raises guards.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
+        Raises rundir.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
         """
         start = time.perf_counter()
         rundir.makedirs(self.directory)

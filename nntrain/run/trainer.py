@@ -104,7 +104,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     try:
         history = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
-    except (TrainingDiverged, guards.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
+    except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
         raise
