@@ -20,7 +20,7 @@ import time
 
 import nntrain
 from nntrain.distribute import strategies
-from nntrain.run import callbacks, trainer
+from nntrain.run import checkpoints, trainer
 
 REAL_TRAIN_EXAMPLES = {"mnist_mlp": 60_000, "cifar10_resnet": 50_000}
 
@@ -38,7 +38,7 @@ def measure(experiment: str, steps: int, repeats: int) -> dict:
         model.fit(prepared.data.train, steps_per_epoch=steps, epochs=1, verbose=0)
         step_seconds.append((time.perf_counter() - start) / steps)
     with tempfile.TemporaryDirectory() as directory:
-        saver = callbacks.Checkpoints(directory, config.train.monitor)
+        saver = checkpoints.Checkpoints(directory, config.train.monitor)
         saver.set_model(model)
         saver.save(0)  # warm-up
         saver.saved_seconds.clear()

@@ -29,8 +29,7 @@ from nntrain.data import checks, service
 from nntrain.data.splits import Split
 from nntrain.distribute import launch
 from nntrain.errors import NntrainError
-from nntrain.run import callbacks as nn_callbacks
-from nntrain.run import guards
+from nntrain.run import checkpoints, guards
 from nntrain.tuning import distributed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +161,7 @@ def test_a_checkpoint_of_nan_weights_is_refused_not_skipped(tmp_path):
     """Checkpoints has no rule of its own: rundir.save_model's refusal stops training at the save."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
     model.layers[0].kernel.assign(np.full((2, 3), np.inf, np.float32))
-    saver = nn_callbacks.Checkpoints(str(tmp_path), "loss")
+    saver = checkpoints.Checkpoints(str(tmp_path), "loss")
     saver.set_model(model)
     with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
         saver.save(3)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def wheel(tmp_path_factory) -> Path:
     """nntrain's wheel, built from a copy of the package files (the checkout gets no build/ or egg-info)."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
-    shutil.copytree(REPO / "nntrain", source / "nntrain", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("nntrain", "experiments"):  # experiments/ installs as nntrain.experiments (setup.cfg package_dir)
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in PACKAGING_FILES:
         shutil.copy(REPO / name, source / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", root / "dist",
@@ -72,6 +74,23 @@ def installed(wheel, tmp_path_factory) -> Path:
     _run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--ignore-installed", "--quiet", wheel],
          timeout=300, env=_clean_env(venv))
     return venv
+
+
+def test_the_wheel_ships_the_experiments_as_a_subpackage(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"nntrain/experiments/__init__.py", "nntrain/experiments/xor.py", "nntrain/run/trainer.py"} <= names
+    assert not any(name.startswith("experiments/") for name in names)
+
+
+def test_the_editable_install_finds_this_checkouts_experiments():
+    """`--experiment=NAME` in a checkout (editable install) runs the file in its experiments/, not another copy's."""
+    import nntrain.experiments
+
+    from nntrain import config as nn_config
+
+    assert nn_config.EXPERIMENTS_DIR == REPO / "experiments"
+    assert Path(nntrain.experiments.__file__).parent == REPO / "experiments"
+    assert (nn_config.experiment_module("xor")[1]).parent == REPO / "experiments"
 
 
 def test_the_installed_wheel_is_imported_and_ships_the_experiments(installed, tmp_path):

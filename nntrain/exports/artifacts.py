@@ -13,7 +13,7 @@ from nntrain.errors import NntrainError
 from nntrain.exports import serving
 from nntrain.exports import tflite as tflite_export
 from nntrain.run.bits_per_byte import add as add_bits_per_byte
-from nntrain.run.callbacks import latest_checkpoint
+from nntrain.run.checkpoints import latest_checkpoint
 from nntrain.run.guards import check_export_dir
 
 CHECKPOINTS = ("final", "best", "latest")
