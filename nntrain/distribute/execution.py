@@ -1,6 +1,6 @@
 """Precision, steps_per_execution and jit_compile: defaults that work for each strategy and device.
 
-Known failures this steers around (see DESIGN.md):
+Known failures this steers around:
 - MirroredStrategy + steps_per_execution > 1 fails (keras-team/keras#19246), and + jit_compile fails on
   logical CPU devices ("Trying to access resource ... located in device CPU:1").
 - mixed_float16 on CPU runs ~200x slower unless XLA compiles it or grappler's remapper is off (oneDNN fuses

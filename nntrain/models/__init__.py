@@ -1,6 +1,9 @@
 """Model builders: `build(model_config, spec)` makes the uncompiled keras.Model that `model_config.name` names.
 
 Each builder reads only `model_config` and `spec` (keras-tuner fills a copy of the config and calls `build`).
+
+Owns the builders and the output heads. The package may import the foundation (`errors`, `logs`, `quiet`,
+`compat`, `rundir`), `registry`, `config`, `distribute` and `data` (the DatasetSpec); never `run` or anything above.
 """
 
 from __future__ import annotations
