@@ -2,7 +2,7 @@
 trains a shipped experiment and the quickstart notebook runs against it; the notebooks' install cell stops with
 a clear message when nntrain is missing and its source is unset or does not install.
 
-The fresh environment is a venv without pip whose site-packages holds a .pth line naming this interpreter's
+The fresh environment is a venv without pip whose site-packages holds .pth lines naming this interpreter's
 site-packages: the dependencies come from there (no download), while the repository's editable install is not
 seen (a .pth line adds a directory without running the .pth files in it).
 """
@@ -43,7 +43,9 @@ def _fresh_venv(directory: Path) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", directory], timeout=120)
     python = directory / "bin" / "python"
     site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60).stdout
-    Path(site.strip(), "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # This interpreter's site-packages, and those its .pth files add (a worktree venv shares another's packages).
+    sites = dict.fromkeys([sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith("site-packages"))])
+    Path(site.strip(), "dependencies.pth").write_text("".join(f"{path}\n" for path in sites))
     kernel = directory / "share" / "jupyter" / "kernels" / directory.name
     kernel.mkdir(parents=True)
     (kernel / "kernel.json").write_text(json.dumps({
