@@ -24,10 +24,6 @@ from ml_collections import config_dict
 from nntrain import registry
 from nntrain.errors import NntrainError
 
-# The shipped experiments: experiments/ of the repository, installed as the package nntrain.experiments (setup.cfg);
-# found through the import system, so the editable install and the wheel both resolve them.
-EXPERIMENTS_DIR = Path(importlib.util.find_spec("nntrain.experiments").submodule_search_locations[0])
-
 LOSSES = ("mse", "binary_crossentropy", "sparse_categorical_crossentropy")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "exponential", "polynomial", "linear", "cosine")
@@ -42,6 +38,18 @@ class Field:
 
     default: Any
     help: str
+
+
+def _experiments_dir() -> Path:
+    """experiments/ of the repository, installed as the package nntrain.experiments (setup.cfg package_dir): found
+    through the import system, so the editable install and the wheel both resolve it."""
+    spec = importlib.util.find_spec("nntrain.experiments")
+    if spec is None:  # an editable install made before experiments/ moved to the top of the repository
+        raise ImportError("nntrain.experiments is not installed: reinstall nntrain (make install, or pip install -e .)")
+    return Path(spec.submodule_search_locations[0])
+
+
+EXPERIMENTS_DIR = _experiments_dir()
 
 
 def _fields() -> dict[str, dict[str, Field] | Field]:
