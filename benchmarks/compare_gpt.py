@@ -32,10 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 import nntrain
-from nntrain import artifacts, distribute, sampling, trainer
 from nntrain.benchmark import throughput
 from nntrain.benchmark.runner import WARMUP_EXECUTIONS
 from nntrain.data import text
+from nntrain.distribute import strategies
+from nntrain.exports import artifacts, sampling
+from nntrain.run import trainer
 
 PROMPT = b"def "
 
@@ -62,7 +64,7 @@ def train_side(config, vocab: int, length: int, precision: str, run, strategy) -
 
 
 def compare_training(config, args) -> None:
-    strategy = distribute.create_strategy("cpu")
+    strategy = strategies.create_strategy("cpu")
     prepared = trainer.prepare(config, strategy)
     run, data = prepared.execution, prepared.data
     length, vocab = data.spec.input_shape[0], data.spec.vocab_size

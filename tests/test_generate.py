@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from nntrain.experiments import text_gpt
 
 import nntrain
-from nntrain import api, artifacts, cli
+from nntrain import api, cli
 from nntrain.data import text
-from nntrain.experiments import text_gpt
+from nntrain.exports import artifacts
 
 CONTEXT = text_gpt.RUNLOCAL["data.sequence_length"]
 

@@ -4,8 +4,10 @@ import keras
 import pytest
 
 import nntrain
-from nntrain import execution
-from nntrain.execution import cpu_flags as read_cpu_flags  # conftest pins execution.cpu_flags to none in tests
+from nntrain.distribute import execution
+from nntrain.distribute.execution import (
+    cpu_flags as read_cpu_flags,  # conftest pins execution.cpu_flags to none in tests
+)
 
 EPYC_FLAGS = "fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni".split()
 AMX_FLAGS = "fpu sse2 avx2 amx_tile amx_bf16 amx_int8".split()

@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 from test_gpt_decoding import tiny_gpt
 
-from nntrain import sampling
 from nntrain.data import text
+from nntrain.exports import sampling
 
 CONTEXT = 8
 

@@ -14,10 +14,11 @@ import os
 
 import tensorflow as tf
 
-from nntrain import artifacts, serving
 from nntrain import config as nn_config
+from nntrain import rundir
 from nntrain.data.text import VOCAB_SIZE
 from nntrain.errors import NntrainError
+from nntrain.exports import artifacts, serving
 
 MAX_SEED = 2**31 - 1  # the signature's seed is an int32
 
@@ -45,7 +46,7 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
 
 def _load(model_dir: str, checkpoint: str) -> serving.Generator:
     """The `generate` signature of an export, or the same function for a run's model."""
-    if tf.io.gfile.exists(os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)):
+    if tf.io.gfile.exists(os.path.join(model_dir, rundir.CONFIG)):
         model = artifacts.load_model(model_dir, checkpoint)
         if model.output_shape[-1] != VOCAB_SIZE:
             raise _not_bytes(model_dir, f"it predicts {model.output_shape[-1]} classes, not bytes")

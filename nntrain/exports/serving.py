@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from nntrain import sampling
 from nntrain.data import images, text
 from nntrain.data.raw import RawData
+from nntrain.exports import sampling
 
 SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serve_encoded"  # image models: encoded image files of any size
