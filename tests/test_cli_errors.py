@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import cli_failures
@@ -113,16 +114,43 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
     (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     (tmp / "story.txt").write_text("once upon a time " * 20)
+    (tmp / "blank_label.csv").write_text("a,b,label\n1,2,0\n3,4,\n5,6,1\n")
+    (tmp / "label_twice.csv").write_text("a,label,label\n1,2,0\n3,4,1\n")
+    (tmp / "labels_only.csv").write_text("label\n0\n1\n")
+    (tmp / "header_only.csv").write_text("a,b,label\n")
+    (tmp / "long_cell.csv").write_text(f"a,b,label\n1,{'9' * 200_000},0\n3,4,1\n")
+    np.savez(tmp / "no_features.npz", x_train=np.zeros((8, 0), np.float32), y_train=np.zeros(8, np.int64),
+             x_test=np.zeros((4, 0), np.float32), y_test=np.zeros(4, np.int64))
     with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
             "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString())
+    (tmp / "unnamed_records").mkdir()
+    shutil.copy(tmp / "pixels.tfrecord", tmp / "unnamed_records" / "part-0.tfrecord")
     run = ["train", "--experiment=mnist_mlp", f"--model_dir={model_dir}"]
     convert = ["convert", "--split=train", f"--output={tmp}/records"]
     return [
         ("empty class folder", [*run, f"--config.data.source=images:{tmp}/empty"], f"{tmp}/empty/train/dog"),
         ("corrupt image", [*run, f"--config.data.source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
         ("csv text cell", [*run, f"--config.data.source=csv:{tmp}/text.csv"], "text.csv, row 3, column 'b'"),
+        ("csv blank label cell (labels would turn into strings)",
+         [*run, f"--config.data.source=csv:{tmp}/blank_label.csv"],
+         "blank_label.csv, row 3: the label cell (column 'label') is empty: fill it in or remove the row"),
+        ("csv column named twice (the label fed in as a feature)",
+         [*run, f"--config.data.source=csv:{tmp}/label_twice.csv"], "names column 'label' 2 times in its header"),
+        ("csv without feature columns", [*run, f"--config.data.source=csv:{tmp}/labels_only.csv"],
+         "has only the label column 'label': it needs at least one feature column"),
+        ("csv header only", [*run, f"--config.data.source=csv:{tmp}/header_only.csv"],
+         "header_only.csv has a header row but no rows of examples"),
+        ("csv 200,000-character cell", [*run, f"--config.data.source=csv:{tmp}/long_cell.csv"],
+         "long_cell.csv, line 2: field larger than field limit (131072)"),
+        ("arrays of no features", [*run, f"--config.data.source=npz:{tmp}/no_features.npz"],
+         "examples of shape (0,) hold no features"),
+        ("tfrecord pattern without {split} (eval would read the train files)",
+         [*run, f"--config.data.source=tfrecord:{tmp}/pixels.tfrecord", "--config.data.feature_key=pixels"],
+         "has no {split} in its file pattern (and no metadata.json), so it holds one split, 'train', not 'test'"),
+        ("tfrecord directory without metadata.json", [*run, f"--config.data.source=tfrecord:{tmp}/unnamed_records"],
+         "unnamed_records/train-*.tfrecord (split 'train' of data.source=tfrecord:"),
         ("feature key not in the records", [*run, f"--config.data.source=tfrecord:{tmp}/pixels.tfrecord",
                                             "--config.data.eval_split=train"], "does not hold feature 'x'"),
         ("convert a corrupt image", [*convert, f"--source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),

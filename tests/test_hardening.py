@@ -98,7 +98,8 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
          "outside 0.."),
         ("string labels", ["train", *mnist, _npz(tmp / "str.npz", x, y.astype(str))], "are not numbers"),
         ("label >= num_classes (tfrecord)", ["train", *mnist, _tfrecord(tmp / "r.tfrecord", [0, 1, 12, 2] * 2),
-                                             "--config.data.input_shape=2,2,1", "--config.data.num_classes=10"],
+                                             "--config.data.input_shape=2,2,1", "--config.data.num_classes=10",
+                                             "--config.data.eval_split=train"],
          "label(s) outside 0..9, the first 12 at index 2"),
         # config values that pass validation but fail later
         ("misspelt metric", ["train", *XOR, md, "--config.train.metrics=acuracy"], "no metric 'acuracy'"),
