@@ -116,6 +116,14 @@ def move(source: str, path: str) -> None:
     tf.io.gfile.rename(source, path)
 
 
+def first_missing(path: str) -> str | None:
+    """The outermost directory of `path` that does not exist yet (what creating `path` creates), or None."""
+    missing = None
+    while path and not exists(path):
+        missing, path = path, path.rstrip("/").rpartition("/")[0]
+    return missing
+
+
 def glob(pattern: str) -> list[str]:
     return sorted(tf.io.gfile.glob(pattern))
 

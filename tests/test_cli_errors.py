@@ -111,6 +111,9 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
     for split in ("train", "test"):
         Image.new("L", (4, 4)).save(tmp / f"corrupt/{split}/cat/0.png")
     (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
+    for pet in ("cat", "dog"):
+        (tmp / "pets/train" / pet).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp / "pets/train" / pet / "0.png")
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
     (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     (tmp / "story.txt").write_text("once upon a time " * 20)
@@ -170,6 +173,9 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         ("convert a text source (its records would not train)",
          [*convert, f"--source=text:{tmp}/story.txt", "--experiment=text_gpt", "--config.data.sequence_length=8"],
          "gives a sequence of class ids per example (e.g. a text's next tokens), but convert's records hold one"),
+        ("convert into the source's folder", ["convert", f"--source=images:{tmp}/pets", "--split=train",
+                                              f"--output={tmp}/pets/train/records"],
+         f"--output={tmp}/pets/train/records lies inside the source's directory {tmp}/pets"),
         ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                                   f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]
@@ -178,6 +184,42 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
 def test_bad_data_fails_cleanly(tmp_path, capfd):
     failures = cli_failures(_bad_data_cases(tmp_path, tmp_path / "run"), tmp_path, capfd)
     assert not failures, "\n".join(failures)
+
+
+def test_an_interrupted_convert_removes_its_output_and_runs_again(tmp_path, capfd, monkeypatch):
+    """Ctrl-C while shards are written: nothing of --output is left (an output dir that was there stays, empty) and
+    the same command then converts; a convert killed outright leaves its list of files, which the next one clears."""
+    from nntrain import cli
+    from nntrain.data import convert
+
+    (tmp_path / "digits.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(8)))
+    (tmp_path / "empty_dir").mkdir()
+    write = convert._write
+
+    def interrupted(dataset, paths, spec):
+        write(dataset, paths, spec)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert, "_write", interrupted)
+    args = [f"--source=csv:{tmp_path / 'digits.csv'}", "--split=train", "--split=test=train[:2]", "--shards=2"]
+    cases = [(f"interrupted into {out}", ["convert", *args, f"--output={tmp_path / out}"],
+              "interrupted; the partial output was removed") for out in ("new/records", "empty_dir")]
+    failures = cli_failures(cases, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "empty_dir").iterdir())
+    monkeypatch.setattr(convert, "_write", write)
+    killed = (f"from nntrain.data import convert\nimport os\nwrite = convert._write\n"
+              f"def killed(*a):\n    write(*a)\n    os._exit(9)\nconvert._write = killed\n"
+              f"from nntrain import cli\ncli.run(['nntrain', 'convert', *{args!r}, '--output={tmp_path / 'out'}'])")
+    assert subprocess.run([sys.executable, "-c", killed], capture_output=True, timeout=300).returncode == 9
+    assert (tmp_path / "out" / convert.PARTIAL).exists() and not (tmp_path / "out" / "metadata.json").exists()
+    for out in ("empty_dir", "out"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["nntrain", "convert", *args, f"--output={tmp_path / out}"])
+        assert exit_info.value.code in (0, None)
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == [
+            "metadata.json", "test-00000-of-00002.tfrecord", "test-00001-of-00002.tfrecord",
+            "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
 
 
 def test_console_script_reports_error_without_traceback(tmp_path):
