@@ -128,6 +128,9 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
             "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString())
+    (tmp / "linked").mkdir()
+    (tmp / "linked/story.txt").write_text("once upon a time " * 20)
+    (tmp / "linked/gone.txt").symlink_to(tmp / "no_such_file.txt")
     (tmp / "unnamed_records").mkdir()
     shutil.copy(tmp / "pixels.tfrecord", tmp / "unnamed_records" / "part-0.tfrecord")
     run = ["train", "--experiment=mnist_mlp", f"--model_dir={model_dir}"]
@@ -154,6 +157,14 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
          "has no {split} in its file pattern (and no metadata.json), so it holds one split, 'train', not 'test'"),
         ("tfrecord directory without metadata.json", [*run, f"--config.data.source=tfrecord:{tmp}/unnamed_records"],
          "unnamed_records/train-*.tfrecord (split 'train' of data.source=tfrecord:"),
+        ("text: glob with a broken symbolic link",
+         ["train", "--experiment=text_gpt", f"--model_dir={model_dir}", f"--config.data.source=text:{tmp}/linked/*"],
+         f"{tmp}/linked/gone.txt cannot be read ("),
+        ("text: corpus shorter than one sequence",
+         ["train", "--experiment=text_gpt", f"--model_dir={model_dir}", f"--config.data.source=text:{tmp}/story.txt",
+          "--config.data.sequence_length=512"],
+         "holds 341 tokens (its bytes and one end-of-file token per file), fewer than one sequence needs "
+         "(data.sequence_length=512, plus 1"),
         ("feature key not in the records", [*run, f"--config.data.source=tfrecord:{tmp}/pixels.tfrecord",
                                             "--config.data.eval_split=train"], "does not hold feature 'x'"),
         ("convert a corrupt image", [*convert, f"--source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
