@@ -356,10 +356,10 @@ def _main(argv: list[str]) -> None:
         _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")
     _COMMAND[:] = [argv[1]]
     command = COMMANDS[argv[1]]
-    logs.use_absl_flags()
     if not FLAGS["verbosity"].present:
         logs.hide_tensorflow_info()  # TF's Python INFO lines; --verbosity=0 brings them back
     try:
+        logs.use_absl_flags()
         # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
         # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
         # starts processes.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import cli_failures
+from conftest import cli_failures, closed_port
 from PIL import Image
 
 XOR = ["--experiment=xor"]
@@ -91,12 +91,24 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("evaluate an untrained dir", ["evaluate", f"--model_dir={trained_elsewhere}"], "holds no nntrain run"),
         ("export into a non-empty dir", ["export", md, f"--export_dir={earlier}"], "not empty"),
         ("unknown checkpoint", ["evaluate", md, "--checkpoint=newest"], "newest"),
+        ("unreachable gs:// bucket", ["train", *XOR, "--model_dir=gs://nntrain-no-such-bucket/run"],
+         "model_dir 'gs://nntrain-no-such-bucket/run' cannot be reached (All 0 retry attempts failed"),
+        ("missing --log_dir", ["train", *XOR, md, f"--log_dir={tmp}/no/logs"],
+         f"--log_dir={tmp}/no/logs is not a directory nntrain can write its log file to"),
+        ("ram:// without a path", ["train", *XOR, "--model_dir=ram://"], "model_dir 'ram://' names no directory"),
+        ("gs:// without a bucket", ["export", md, "--export_dir=gs://"], "export_dir 'gs://' names no directory"),
+        ("ram: URL with one slash", ["train", *XOR, "--model_dir=ram:/x"], "write ram://x (or ./ram:/x"),
+        ("gs: URL with one slash", ["convert", "--source=generated:xor", "--split=train", "--output=gs:/b/x"],
+         "output 'gs:/b/x' has one slash after 'gs:': write gs://b/x"),
     ]
 
 
 def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # nor Cloud Storage: its requests fail at once (see conftest)
+        monkeypatch.setenv(proxy, f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.chdir(tmp_path)  # a URL taken for a local path would create ./gs: here, a changed file
     cases = _cases(tmp_path, earlier_run, corrupt_idx)
     assert len(cases) >= 15
     failures = cli_failures(cases, tmp_path, capfd)
