@@ -16,6 +16,8 @@ import tensorflow as tf
 from conftest import cli_failures, closed_port
 from PIL import Image
 
+from nntrain import config as nn_config
+
 XOR = ["--experiment=xor"]
 
 
@@ -399,6 +401,10 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
     (tmp / "list.json").write_text("[1, 2]")
     new = f"--model_dir={tmp / 'run'}"
     data = ["train", "--experiment=mnist_mlp", new, "--config.train.epochs=1", "--config.train.batch_size=2"]
+    saved = nn_config.to_dict(nn_config.resolve("xor"))
+    saved["experiment"], saved["model"]["name"] = "own_net", "own_net.get_model"  # as a run of own_net.py saves it
+    (tmp / "own_net_run").mkdir()
+    (tmp / "own_net_run" / "config.json").write_text(json.dumps(saved))
     return [
         ("csv not UTF-8", [*data, f"--config.data.source=csv:{tmp / 'latin1.csv'}"],
          "latin1.csv is not UTF-8 text ('utf-8' codec can't decode byte 0xe9"),
@@ -422,6 +428,12 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
           new], "experiment 'k': get_callbacks(config) returned <class 'keras.src.callbacks.history.History'>, not"),
         ("--config= a JSON list", ["train", f"--config={tmp / 'list.json'}", new],
          "holds a JSON list, not a config (a JSON object of sections): give a config.json that `nntrain train` wrote"),
+        ("--config= a run directory", ["train", f"--config={tmp / 'own_net_run'}/", new],
+         f"is a directory: give a run's config file (--config={tmp / 'own_net_run' / 'config.json'}) or an experiment"),
+        ("--config= config.json of a run of an experiment file's get_model",
+         ["train", f"--config={tmp / 'own_net_run' / 'config.json'}", f"--model_dir={tmp / 'own_net_run'}"],
+         "whose model the get_model() of experiment file 'own_net.py' builds (model.name='own_net.get_model'), and a "
+         "config.json holds no code: pass that file, --config=PATH/own_net.py"),
         ("config.json with a misspelt key", ["train", f"--config={tmp / 'config.json'}", new],
          'Key "batchsize" does not exist and cannot be added since the config is locked. Did you mean "batch_size"'),
     ]
