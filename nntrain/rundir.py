@@ -84,11 +84,14 @@ def check(model_dir: str, what: str = "model_dir") -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise NntrainError(f"{what} '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
-    try:  # a real write: root passes every permission check, yet cannot write under /proc
-        shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=existing))
-    except OSError as e:
-        raise NntrainError(f"{what} '{model_dir}' is not writable (creating a directory in '{existing}' failed: "
-                           f"{e.strerror or e}): choose a directory you can write to") from e
+    # Every directory of it that nntrain writes into (a run's checkpoints/, logs/...), before a first file changes.
+    directories = [root for root, _, _ in os.walk(existing)] if existing == os.path.abspath(model_dir) else [existing]
+    for directory in directories:
+        try:  # a real write: root passes every permission check, yet cannot write under /proc (or chattr +i)
+            shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=directory))
+        except OSError as e:
+            raise NntrainError(f"{what} '{model_dir}' is not writable (creating a directory in '{directory}' failed: "
+                               f"{e.strerror or e}): make it writable, or choose a directory you can write to") from e
 
 
 def _check_url(url: str, what: str) -> None:

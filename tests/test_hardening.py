@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,26 @@ def test_bad_inputs_fail_in_one_line_and_change_nothing(tmp_path, earlier_run, c
     failures = cli_failures(cases, tmp_path, capfd)
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "new_run").exists()
+
+
+def _read_only(directory: Path, on: bool) -> None:
+    """Makes a directory read-only (or writable again); for root, whom permissions do not stop, immutable."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i" if on else "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o555 if on else 0o755)
+
+
+def test_a_read_only_checkpoints_dir_is_refused_before_a_file_changes(tmp_path, earlier_run, capfd):
+    """Resuming wrote config.json and metrics.jsonl, then failed on the first checkpoint with a traceback."""
+    _read_only(earlier_run / "checkpoints", True)
+    try:
+        failures = cli_failures([("read-only checkpoints/", ["train", *XOR, f"--model_dir={earlier_run}"],
+                                  f"(creating a directory in '{earlier_run / 'checkpoints'}' failed: ")],
+                                tmp_path, capfd)
+    finally:
+        _read_only(earlier_run / "checkpoints", False)
+    assert not failures, "\n".join(failures)
 
 
 def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
