@@ -13,8 +13,8 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from nntrain import launch  # noqa: E402
 from nntrain.config import base_config  # noqa: E402
+from nntrain.distribute import launch  # noqa: E402
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
 _CPUS = tf.config.list_physical_devices("CPU")
