@@ -453,7 +453,7 @@ def resolve(source: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collec
     """The config a run uses: an experiment (name or .py path) or a saved run's config.json, with overrides
     applied, validated."""
     if "://" not in source and Path(source).expanduser().is_dir():
-        saved = Path(source) / RESOLVED_CONFIG_NAME
+        saved = Path(source) / "config.json"  # rundir.CONFIG: rundir imports TensorFlow, too slow here
         raise NntrainError(f"'{source}' is a directory: give a run's config file (--config={saved}"
                            f"{'' if saved.expanduser().is_file() else ', which it does not hold'}) or an experiment "
                            "file (.py)")

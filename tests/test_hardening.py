@@ -121,6 +121,17 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("batch above the split", ["train", *mnist, _npz(tmp / "ok.npz", x, y), "--config.train.batch_size=32"],
          "use --config.train.batch_size=16 or less"),
         ("eval_steps beyond the split", ["train", *XOR, md, "--config.train.eval_steps=5"], "eval_steps=5"),
+        # configs that cannot do what they say (the run has 1 epoch of 2 steps)
+        ("gradient accumulation longer than the run",
+         ["train", *XOR, new, "--config.optimizer.gradient_accumulation_steps=3"],
+         "optimizer.gradient_accumulation_steps=3 is more than the run's 2 steps (train.epochs=1 x 2 steps per "
+         "epoch): no update would be applied"),
+        ("pruning that begins after the run", ["train", *XOR, new, "--config.prune.target_sparsity=0.5",
+                                               "--config.prune.begin_step=5"],
+         "prune.begin_step=5 is not before the run's last update (update 2 of train.epochs=1 x 2 steps per epoch)"),
+        ("pruning that ends after the run", ["train", *XOR, new, "--config.prune.target_sparsity=0.5",
+                                             "--config.prune.end_step=10"],
+         "prune.end_step=10 is after the run's last update (update 2 of"),
         # export targets
         ("export to a file", ["export", md, f"--export_dir={a_file}"], "is an existing file"),
         ("export inside the run", ["export", md, f"--export_dir={run / 'export'}"], "lies inside the run"),
