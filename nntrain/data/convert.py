@@ -22,13 +22,13 @@ import re
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from nntrain import rundir
 from nntrain.data import tfrecord
 from nntrain.data.images import ImageFolderSource
 from nntrain.data.sources import Source, open_source
 from nntrain.errors import NntrainError
+from nntrain.logs import log
 
 _NAME = re.compile(r"\w+")
 WRITE_BATCH = 256
@@ -121,7 +121,7 @@ def _clear_interrupted(output: str, names: list[str]) -> None:
         return
     listed = rundir.read_json(rundir.join(output, PARTIAL))
     if isinstance(listed, list) and present <= {PARTIAL, tfrecord.METADATA, *listed} and set(listed) == set(names):
-        logging.info("removing the partial output of an interrupted convert in %s; converting from the start", output)
+        log(f"removing the partial output of an interrupted convert in {output}; converting from the start")
         for name in present:
             rundir.remove(rundir.join(output, name))
 
