@@ -240,6 +240,11 @@ def test_an_interrupted_convert_removes_its_output_and_runs_again(tmp_path, capf
               f"from nntrain import cli\ncli.run(['nntrain', 'convert', *{args!r}, '--output={tmp_path / 'out'}'])")
     assert subprocess.run([sys.executable, "-c", killed], capture_output=True, timeout=300).returncode == 9
     assert (tmp_path / "out" / convert.PARTIAL).exists() and not (tmp_path / "out" / "metadata.json").exists()
+    other = [("another convert into the killed one's output", ["convert", *args[:-1], "--shards=1",
+                                                                f"--output={tmp_path / 'out'}"],
+              "holds the partial output of an interrupted convert of other splits or shards")]
+    failures = cli_failures(other, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
     for out in ("empty_dir", "out"):
         with pytest.raises(SystemExit) as exit_info:
             cli.run(["nntrain", "convert", *args, f"--output={tmp_path / out}"])

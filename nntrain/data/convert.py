@@ -90,10 +90,15 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
                           "same command again to convert from the start") from None
     finally:
         if not done:  # only what this command wrote: the directories it created, else its own files
-            written = [rundir.join(output, f) for f in (*listed, PARTIAL)]
-            for path in [created] if created else written:
+            for path in [created] if created else [rundir.join(output, name) for name in _own_files(listed)]:
                 rundir.remove(path)
     return metadata
+
+
+def _own_files(listed: list[str]) -> set[str]:
+    """The names a convert writing the shards `listed` may leave in its output (commit temporaries too)."""
+    names = {*listed, PARTIAL, tfrecord.METADATA}
+    return names | {f"{rundir.TMP_PREFIX}{name}" for name in names}
 
 
 class Interrupted(NntrainError):
@@ -120,10 +125,12 @@ def _clear_interrupted(output: str, names: list[str]) -> None:
     if PARTIAL not in present:
         return
     listed = rundir.read_json(rundir.join(output, PARTIAL))
-    if isinstance(listed, list) and present <= {PARTIAL, tfrecord.METADATA, *listed} and set(listed) == set(names):
-        log(f"removing the partial output of an interrupted convert in {output}; converting from the start")
-        for name in present:
-            rundir.remove(rundir.join(output, name))
+    if not (isinstance(listed, list) and set(listed) == set(names) and present <= _own_files(listed)):
+        raise NntrainError(f"--output={output} holds the partial output of an interrupted convert of other splits or "
+                           "shards (or other files too): run that command again, or choose a new directory")
+    log(f"removing the partial output of an interrupted convert in {output}; converting from the start")
+    for name in present:
+        rundir.remove(rundir.join(output, name))
 
 
 def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.FeatureSpec, int]:
