@@ -357,16 +357,16 @@ def _main(argv: list[str]) -> None:
         _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")
     _COMMAND[:] = [argv[1]]
     command = COMMANDS[argv[1]]
-    logs.use_absl_flags()
     if not FLAGS["verbosity"].present:
         logs.hide_tensorflow_info()  # TF's Python INFO lines; --verbosity=0 brings them back
     try:
+        logs.use_absl_flags()
         # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
         # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
         # starts processes.
-        with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
-            config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
-        with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
+        with logs.stdout_to_stderr(FLAGS.json):  # prints (an experiment file's, Keras progress) never mix with JSON
+            with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
+                config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
         _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))

@@ -452,10 +452,27 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 def resolve(source: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """The config a run uses: an experiment (name or .py path) or a saved run's config.json, with overrides
     applied, validated."""
+    if "://" not in source and Path(source).expanduser().is_dir():
+        saved = Path(source) / "config.json"  # rundir.CONFIG: rundir imports TensorFlow, too slow here
+        raise NntrainError(f"'{source}' is a directory: give a run's config file (--config={saved}"
+                           f"{'' if saved.expanduser().is_file() else ', which it does not hold'}) or an experiment "
+                           "file (.py)")
     config = load_file(source) if source.endswith(".json") else load_experiment(source)
+    if source.endswith(".json"):
+        _check_experiment_model(config, source)
     apply_overrides(config, overrides)
     validate(config)
     return config
+
+
+def _check_experiment_model(config: ml_collections.ConfigDict, source: str) -> None:
+    """A config.json of a run whose model an experiment file's get_model() built holds no code: name the file."""
+    name = config.model.name
+    if name.endswith(registry.EXPERIMENT_MODEL) and registry.MODELS.find(name) is None:
+        raise NntrainError(f"{source} is the config of a run whose model the get_model() of experiment file "
+                           f"'{config.experiment}.py' builds (model.name={name!r}), and a config.json holds no code: "
+                           f"pass that file, --config=PATH/{config.experiment}.py (the same --model_dir resumes the "
+                           "run)")
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from absl import flags
 from absl import logging as absl_logging
 
+from nntrain.errors import NntrainError
+
 _logger = logging.getLogger("nntrain")
 _library_handler = logging.StreamHandler(sys.stderr)
 _library_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
@@ -44,7 +46,11 @@ def warn(message: str) -> None:
 def use_absl_flags() -> None:
     """After absl parsed the flags: --log_dir starts absl's log file (absl leaves that to the program)."""
     if flags.FLAGS["log_dir"].present:
-        absl_logging.get_absl_handler().use_absl_log_file()
+        try:
+            absl_logging.get_absl_handler().use_absl_log_file()
+        except FileNotFoundError as e:  # absl needs an existing local directory it can write to
+            raise NntrainError(f"--log_dir={flags.FLAGS.log_dir} is not a directory nntrain can write its log file "
+                               f"to ({e}): create it first (mkdir -p {flags.FLAGS.log_dir})") from e
 
 
 def hide_tensorflow_info() -> None:

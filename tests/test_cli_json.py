@@ -57,6 +57,13 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     assert seen["convert"]["splits"]["train"]["examples"] == 4 and seen["generate"]["prompt"] == "def "
 
 
+def test_an_experiment_file_that_prints_keeps_train_json_one_document(tmp_path, capfd):
+    (tmp_path / "chatty.py").write_text("from nntrain.experiments.xor import get_config\nprint('loading chatty')\n")
+    result, err = _json_of(["train", f"--config={tmp_path / 'chatty.py'}", *TINY[1:], f"--model_dir={tmp_path / 'r'}"],
+                           capfd)
+    assert result["epoch"] == 1 and "loading chatty" in err
+
+
 def test_an_error_with_json_is_a_json_document_too(tmp_path, capfd):
     with pytest.raises(SystemExit) as done:
         cli.run(["nntrain", "evaluate", f"--model_dir={tmp_path}", "--json"])

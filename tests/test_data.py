@@ -130,6 +130,15 @@ def write_tfrecord(path, features, labels):
             writer.write(example.SerializeToString())
 
 
+def test_a_record_directory_without_metadata_keeps_its_splits_apart(tmp_path, data_config):
+    """Convert's shard names without metadata.json: the eval split reads test-* only, never the train files."""
+    for split, count in (("train", 6), ("test", 3)):
+        write_tfrecord(tmp_path / f"{split}-00000-of-00001.tfrecord", np.zeros((count, 2)), [0] * count)
+    data_config.source, data_config.input_shape, data_config.num_classes = f"tfrecord:{tmp_path}", (2,), 2
+    dataset, _ = data.load_split(data_config, "test", batch_size=10)
+    assert len(examples(dataset)[1]) == 3
+
+
 def test_tfrecord_split_pattern(tmp_path, data_config):
     rng = np.random.default_rng(0)
     for split, count in (("train", 6), ("test", 3)):

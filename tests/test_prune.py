@@ -98,6 +98,17 @@ def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatc
     assert nntrain.evaluate(str(model_dir))["accuracy"] >= 0.96
 
 
+def test_pruning_under_gradient_accumulation_reaches_its_target(tmp_path):
+    """The default end (3/4 of the run) counts updates, as the masks' steps do: 16 batches are 8 updates; counted in
+    batches the end (12) came after the last update and the kernels stopped short of the target."""
+    config = nntrain.load_config("xor", {"train.epochs": 2, "train.steps_per_epoch": 8, "train.tensorboard": False,
+                                         "optimizer.gradient_accumulation_steps": 2, "prune.target_sparsity": 0.5,
+                                         "prune.frequency": 1})
+    nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
+    kernels = _dense_kernels(tmp_path / "run" / "model.keras")
+    assert kernels and all(np.mean(kernel == 0) >= 0.49 for kernel in kernels.values())
+
+
 @pytest.mark.slow
 def test_pruning_under_mirrored_strategy(tmp_path):
     overrides = {**MNIST_8K_2K, "data.train_split": "test[:2048]", "train.epochs": 2, "prune.target_sparsity": 0.5,

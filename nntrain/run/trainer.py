@@ -244,7 +244,7 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: run
     train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
         *optim.callbacks(config, resumed=step > 0),
-        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
+        *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(files))
