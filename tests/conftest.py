@@ -77,3 +77,12 @@ def data_config():
     config.download = False
     config.shuffle_buffer = 64
     return config
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """nntrain's wheel, built once per session, installed (not editable) in a fresh venv (tests/wheel_env.py)."""
+    import wheel_env
+
+    built = wheel_env.build_wheel(tmp_path_factory.mktemp("wheel"))
+    return wheel_env.install(built, tmp_path_factory.mktemp("envs") / "installed")
