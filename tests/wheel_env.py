@@ -1,9 +1,9 @@
 """The built wheel installed (not editable) in a fresh virtual environment, for tests that run nntrain as a user
 who installed it would: tests/test_wheel.py and tests/test_docs.py share one build (conftest.py's fixtures).
 
-The fresh environment is a venv without pip whose site-packages holds a .pth line naming this interpreter's
-site-packages: the dependencies come from there (no download), while the repository's editable install is not
-seen (a .pth line adds a directory without running the .pth files in it).
+The fresh environment is a venv without pip whose site-packages holds .pth lines naming this interpreter's
+site-packages directories: the dependencies come from there (no download), while the repository's editable
+install is not seen (a .pth line adds a directory without running the .pth files in it).
 """
 
 from __future__ import annotations
@@ -38,13 +38,19 @@ def fresh_venv(directory: Path) -> Path:
     run([sys.executable, "-m", "venv", "--without-pip", directory], timeout=120)
     python = directory / "bin" / "python"
     site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60).stdout
-    Path(site.strip(), "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    Path(site.strip(), "dependencies.pth").write_text("".join(f"{path}\n" for path in _site_packages()))
     kernel = directory / "share" / "jupyter" / "kernels" / directory.name
     kernel.mkdir(parents=True)
     (kernel / "kernel.json").write_text(json.dumps({
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": directory.name, "language": "python"}))
     return directory
+
+
+def _site_packages() -> list[str]:
+    """This interpreter's site-packages and those its .pth files add (a worktree's venv shares another's)."""
+    own = sysconfig.get_paths()["purelib"]
+    return [own, *(path for path in sys.path if path.endswith("site-packages") and path != own)]
 
 
 def build_wheel(root: Path) -> Path:
