@@ -328,10 +328,10 @@ def command_help(name: str, config: Config = None) -> str:
         default = FLAGS[flag].default
         lines.append(f"  --{flag}={'' if default is None else _shown(default)}\n      {FLAGS[flag].help}")
     if command.takes_config and config is not None:
-        values = dict(nn_config.flat(config))
+        described = {key: help_text for key, _, help_text in nn_config.describe()}
         lines += ["", f"Config of {config.get('experiment') or 'this config'} (--config.KEY=VALUE):"]
-        lines += [f"  {key}={_shown(values.get(key))}\n      {help_text}"
-                  for key, _, help_text in nn_config.describe()]
+        lines += [f"  {key}={_shown(value)}" + (f"\n      {described[key]}" if described.get(key) else "")
+                  for key, value in nn_config.flat(config)]
     elif command.takes_config:
         lines += ["", "Config (--config.KEY=VALUE; the experiment sets its own values of some: add "
                       "--experiment=NAME to see them):"]

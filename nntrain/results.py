@@ -10,7 +10,7 @@ import tensorflow as tf
 from nntrain import artifacts, rundir
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain.data import examples
+from nntrain.data import csv_source, examples
 from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
 
@@ -54,12 +54,14 @@ def predict(model_dir: str, split: str | np.ndarray | None = None, limit: int = 
 
 def predict_files(model_dir: str, path: str, checkpoint: str = "final") -> list[dict]:
     """`nntrain predict`: one answer per example of `path` (image files or a folder of them, a CSV file with the
-    training CSV's feature columns, or a text file of one example per line): `input` (the file, or the row or
+    training CSV's feature columns (by name), or a text file of one example per line): `input` (the file, or the row or
     line number), then `class_index`, `class_name` (None where the data names no classes) and `probability` of
     that class, or `outputs` for a regression model."""
     config = nn_config.load_saved(model_dir)
     raw = raw_data.load(config.data)
-    names, features = examples.read(path, raw.train.element_spec[0], config.data.label_column)
+    kind, _, source_path = config.data.source.partition(":")
+    columns = csv_source.feature_columns(source_path, config.data.label_column) if kind == "csv" else None
+    names, features = examples.read(path, raw.train.element_spec[0], columns)
     outputs = artifacts.load_model(model_dir, checkpoint).predict(_model_inputs(features, raw), verbose=0)
     return [{"input": name, **_answer(output, config.model.head, raw.class_names)}
             for name, output in zip(names, outputs)]

@@ -13,9 +13,10 @@ from nntrain.errors import NntrainError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def read(path: str, stored: tf.TensorSpec, label_column: str) -> tuple[list[str], np.ndarray]:
-    """(a name per example, the examples) of `path`: image files (a file or a folder of them), the feature
-    columns of a CSV file (its `label_column`, if there, left out), or a text file's non-empty lines."""
+def read(path: str, stored: tf.TensorSpec, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
+    """(a name per example, the examples) of `path`: image files (a file or a folder of them), a CSV file's
+    `columns` (the training CSV's feature columns, found by name; None: every column, in order), or a text
+    file's non-empty lines."""
     if not tf.io.gfile.exists(path):
         raise NntrainError(f"--input={path}: no such file or folder")
     if tf.io.gfile.isdir(path):
@@ -28,7 +29,10 @@ def read(path: str, stored: tf.TensorSpec, label_column: str) -> tuple[list[str]
     with tf.io.gfile.GFile(path, "rb") as f:
         text = f.read().decode("utf-8-sig", errors="replace")
     if path.lower().endswith(".csv"):
-        return _csv(path, text, label_column)
+        return _csv(path, text, columns)
+    if stored.dtype != tf.string:
+        raise NntrainError(f"--input={path}: a text file, but this model takes {stored.dtype.name} examples of shape "
+                           f"{tuple(stored.shape)}: give {'image files' if stored.dtype == tf.uint8 else 'a CSV'}")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise NntrainError(f"--input={path}: no text: give one example per line")
@@ -55,15 +59,27 @@ def _images(files: list[str], stored: tf.TensorSpec) -> np.ndarray:
     return np.stack(decoded)
 
 
-def _csv(path: str, text: str, label_column: str) -> tuple[list[str], np.ndarray]:
+def _csv(path: str, text: str, columns: list[str] | None) -> tuple[list[str], np.ndarray]:
     rows = list(csv.reader(text.splitlines()))
-    if len(rows) < 2:
-        raise NntrainError(f"--input={path}: a CSV needs a header row and at least one row of features")
-    header, body = rows[0], [row for row in rows[1:] if row]
-    keep = [i for i, name in enumerate(header) if name != label_column]
-    try:
-        features = np.array([[float(row[i]) for i in keep] for row in body], dtype=np.float32)
-    except (ValueError, IndexError) as e:
-        raise NntrainError(f"--input={path}: every row needs a number in each of the columns "
-                           f"{', '.join(header[i] for i in keep)} ({e})") from e
-    return [f"{path}:{number}" for number in range(2, len(body) + 2)], features
+    if not rows:
+        raise NntrainError(f"--input={path}: an empty file: give a header row and one row of features per example")
+    header = [name.strip() for name in rows[0]]
+    columns = columns or header  # a model not trained on a CSV: its features in the file's order
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise NntrainError(f"--input={path}: no column {missing[0]!r}: the model takes the columns "
+                           f"{', '.join(columns)} (in any order, by name)")
+    keep = [header.index(name) for name in columns]
+    names, features = [], []
+    for number, row in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            features.append([float(row[i]) for i in keep])
+        except (ValueError, IndexError) as e:
+            raise NntrainError(f"--input={path}, line {number}: every row needs a number in each of the columns "
+                               f"{', '.join(columns)} ({e})") from e
+        names.append(f"{path}:{number}")
+    if not names:
+        raise NntrainError(f"--input={path}: a header row and no rows of features")
+    return names, np.array(features, dtype=np.float32)
