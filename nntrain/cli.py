@@ -470,7 +470,6 @@ def run(argv: list[str] | None = None) -> None:
     if argv[1:] in (["--version"], ["-V"]):
         print(version())
         sys.exit(0)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown nntrain's
     FLAGS.unparse_flags()
     app.run(_main, argv=argv, flags_parser=_parse_flags)
 

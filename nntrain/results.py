@@ -71,7 +71,7 @@ def _model_inputs(features: np.ndarray, raw: raw_data.RawData) -> np.ndarray:
     """Examples as the source stores them -> the model's inputs (the preprocessing its training used)."""
     if raw.byte_level:
         raise NntrainError("this run is a byte-level language model: it continues text, use `nntrain generate` "
-                           "(or nntrain.generate) instead")
+                           "instead")
     stored = raw.train.element_spec[0]
     if features.shape[1:] != tuple(stored.shape):
         raise NntrainError(f"examples of shape {features.shape[1:]}: this model takes a batch of "

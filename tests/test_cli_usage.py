@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image
 import nntrain
 from nntrain import cli
 from nntrain import config as nn_config
+from nntrain.experiments import text_gpt
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--config.train.epochs=1", "--config.train.steps_per_epoch=4", "--config.train.batch_size=4"]
@@ -174,3 +176,36 @@ def test_predict_reads_a_csv_and_a_text_file(tmp_path, capfd, monkeypatch):
     answers = [json.loads(line) for line in out.splitlines()]
     assert [answer["input"] for answer in answers] == ["new.csv:2", "new.csv:3"]
     assert [answer["class_index"] for answer in answers] == [1, 0]
+
+
+@pytest.mark.slow
+def test_verbosity_governs_nntrain_log_lines(tmp_path):
+    train = [sys.executable, "-m", "nntrain.cli", "train", "--experiment=xor", "--strategy=cpu", *TINY]
+    loud, quiet = (subprocess.run([*train, f"--model_dir={tmp_path}/{name}", *flags], capture_output=True, text=True,
+                                  timeout=300) for name, flags in (("loud", []), ("quiet", ["-v", "-1"])))
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "trainer.py" in loud.stderr and "done in" in loud.stderr
+    assert "trainer.py" not in quiet.stderr and "done in" not in quiet.stderr and "4/4" in quiet.stdout
+
+
+C_RECORDS = (".cc:", "absl::InitializeLog", "XNNPACK", "cuInit", "oneDNN")  # TensorFlow's C++ log records
+
+
+@pytest.mark.slow
+def test_tensorflow_records_stay_off_the_terminal_in_a_library_call_export_and_generate(tmp_path, capfd):
+    small_gpt = [f"--config.{key}={value}" for key, value in text_gpt.RUNLOCAL.items()]
+    _cli(["train", "--experiment=text_gpt", "--strategy=cpu", f"--model_dir={tmp_path}/gpt", *small_gpt], capfd)
+    _cli(["train", "--experiment=xor", "--strategy=cpu", f"--model_dir={tmp_path}/xor", *TINY], capfd)
+    env = {key: value for key, value in os.environ.items() if key not in ("NNTRAIN_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")}
+    library = (f"import nntrain; print(nntrain.predict({str(tmp_path / 'xor')!r}, limit=2).predicted); "
+               f"nntrain.export({str(tmp_path / 'xor')!r}, {str(tmp_path / 'lib_export')!r}, export_format='tflite')")
+    commands = {"library": [sys.executable, "-c", library],
+                "export": [sys.executable, "-m", "nntrain.cli", "export", f"--model_dir={tmp_path}/xor",
+                           f"--export_dir={tmp_path}/cli_export", "--format=tflite"],
+                "generate": [sys.executable, "-m", "nntrain.cli", "generate", f"--model_dir={tmp_path}/gpt",
+                             "--max_new_tokens=3"]}
+    for name, command in commands.items():
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not [line for line in result.stderr.splitlines() if any(part in line for part in C_RECORDS)], (
+            name, result.stderr[-3000:])
