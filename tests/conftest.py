@@ -7,8 +7,8 @@ import keras
 import pytest
 import tensorflow as tf
 
-from nntrain import launch
 from nntrain.config import base_config
+from nntrain.distribute import launch
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
 _CPUS = tf.config.list_physical_devices("CPU")
@@ -80,9 +80,16 @@ def data_config():
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory) -> Path:
-    """nntrain's wheel, built once per session, installed (not editable) in a fresh venv (tests/wheel_env.py)."""
+def wheel(tmp_path_factory) -> Path:
+    """nntrain's wheel, built once per session from a copy of the package files (tests/wheel_env.py)."""
     import wheel_env
 
-    built = wheel_env.build_wheel(tmp_path_factory.mktemp("wheel"))
-    return wheel_env.install(built, tmp_path_factory.mktemp("envs") / "installed")
+    return wheel_env.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel installed (not editable) in a fresh venv, shared by test_wheel.py and test_docs.py."""
+    import wheel_env
+
+    return wheel_env.install(wheel, tmp_path_factory.mktemp("envs") / "installed")

@@ -7,12 +7,30 @@ the environment; conftest.py's `installed` fixture is shared with tests/test_doc
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
 from nbclient.exceptions import CellExecutionError
 from test_notebooks import MNIST, execute_notebook, text_of
-from wheel_env import clean_env, fresh_venv, run
+from wheel_env import REPO, clean_env, fresh_venv, run
+
+
+def test_the_wheel_ships_the_experiments_as_a_subpackage(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"nntrain/experiments/__init__.py", "nntrain/experiments/xor.py", "nntrain/run/trainer.py"} <= names
+    assert not any(name.startswith("experiments/") for name in names)
+
+
+def test_the_editable_install_finds_this_checkouts_experiments():
+    """`--experiment=NAME` in a checkout (editable install) runs the file in its experiments/, not another copy's."""
+    import nntrain.experiments
+
+    from nntrain import config as nn_config
+
+    assert nn_config.EXPERIMENTS_DIR == REPO / "experiments"
+    assert Path(nntrain.experiments.__file__).parent == REPO / "experiments"
+    assert (nn_config.experiment_module("xor")[1]).parent == REPO / "experiments"
 
 
 def test_the_installed_wheel_is_imported_and_ships_the_experiments(installed, tmp_path):

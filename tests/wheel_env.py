@@ -56,7 +56,8 @@ def _site_packages() -> list[str]:
 def build_wheel(root: Path) -> Path:
     """nntrain's wheel, built in `root` from a copy of the package files (the checkout gets no build/ or egg-info)."""
     source = root / "source"
-    shutil.copytree(REPO / "nntrain", source / "nntrain", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("nntrain", "experiments"):  # experiments/ installs as nntrain.experiments (setup.cfg package_dir)
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in PACKAGING_FILES:
         shutil.copy(REPO / name, source / name)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", root / "dist",

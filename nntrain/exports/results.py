@@ -7,12 +7,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from nntrain import artifacts, rundir
 from nntrain import config as nn_config
 from nntrain import data as nn_data
+from nntrain import rundir
 from nntrain.data import csv_source, examples
 from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
+from nntrain.exports import artifacts
 
 
 @dataclasses.dataclass(frozen=True)
