@@ -6,6 +6,7 @@ the environment; conftest.py's `installed` fixture is shared with tests/test_doc
 
 from __future__ import annotations
 
+import configparser
 import json
 import zipfile
 from pathlib import Path
@@ -20,6 +21,16 @@ def test_the_wheel_ships_the_experiments_as_a_subpackage(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"nntrain/experiments/__init__.py", "nntrain/experiments/xor.py", "nntrain/run/trainer.py"} <= names
     assert not any(name.startswith("experiments/") for name in names)
+
+
+def test_the_license_setup_cfg_names_is_in_the_repository_and_the_wheel(wheel):
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    assert setup["metadata"]["license"] == "Apache-2.0"
+    text = (REPO / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
+    shipped = [name for name in zipfile.ZipFile(wheel).namelist() if name.endswith("/LICENSE")]
+    assert len(shipped) == 1 and zipfile.ZipFile(wheel).read(shipped[0]).decode() == text
 
 
 def test_the_editable_install_finds_this_checkouts_experiments():

@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGING_FILES = ("setup.cfg", "pyproject.toml", "README.md")
+PACKAGING_FILES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 
 
 def run(command: list, **kwargs) -> subprocess.CompletedProcess:
