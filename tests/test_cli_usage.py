@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import cli_failures
+from nntrain.experiments import text_gpt
 from PIL import Image
 
 import nntrain
 from nntrain import cli
 from nntrain import config as nn_config
-from nntrain.experiments import text_gpt
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--config.train.epochs=1", "--config.train.steps_per_epoch=4", "--config.train.batch_size=4"]
@@ -209,3 +209,27 @@ def test_tensorflow_records_stay_off_the_terminal_in_a_library_call_export_and_g
         assert result.returncode == 0, result.stderr[-3000:]
         assert not [line for line in result.stderr.splitlines() if any(part in line for part in C_RECORDS)], (
             name, result.stderr[-3000:])
+
+
+def test_a_user_callback_sees_one_train_batch_end_per_execution_as_the_readme_says(tmp_path):
+    """README: on_train_batch_end runs once per execution of steps_per_execution steps, with the block's last step
+    as `batch`; steps_per_execution=1 calls it every step."""
+    import keras
+
+    class Batches(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(batch)
+
+    for steps_per_execution, expected in ((4, [3, 7, 11]), (1, list(range(12)))):
+        batches = Batches()
+        config = nntrain.load_config("xor", {"train.epochs": 1, "train.steps_per_epoch": 12,
+                                             "train.steps_per_execution": steps_per_execution})
+        nntrain.train(config, str(tmp_path / str(steps_per_execution)), strategy="cpu", verbose=0,
+                      callbacks=[batches])
+        assert batches.seen == expected
+    readme = (REPO / "README.md").read_text()
+    assert "`on_train_batch_end` once\nper execution of `train.steps_per_execution` steps" in readme
