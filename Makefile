@@ -32,4 +32,4 @@ lint: install
 	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs exports
