@@ -252,7 +252,8 @@ _CONFIG = ("experiment", "config")
 _STRATEGY = ("strategy", "tpu")
 COMMANDS: dict[str, Command] = {
     "train": Command(_train, "train an experiment into --model_dir (re-running resumes)",
-                     (*_CONFIG, "model_dir", *_STRATEGY, "worker_hosts", "task_index"), takes_config=True),
+                     (*_CONFIG, "model_dir", *_STRATEGY, "worker_hosts", "task_index", "worker_timeout"),
+                     takes_config=True),
     "evaluate": Command(_evaluate, "evaluate a trained --model_dir on its eval split", ("model_dir", "checkpoint")),
     "predict": Command(_predict, "a trained --model_dir's answers for --input files: one JSON line per example",
                        ("model_dir", "input", "checkpoint")),

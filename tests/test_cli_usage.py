@@ -4,8 +4,10 @@ runs that stay usable from another working directory."""
 from __future__ import annotations
 
 import configparser
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,14 @@ def test_a_flag_of_another_command_or_an_ignored_override_is_refused(tmp_path, c
         ("export with a data override", ["export", f"--model_dir={tmp_path}/run", "--export_dir=x",
                                          "--config.data.source=idx:elsewhere"], "applies no overrides"),
     ], tmp_path, capfd) == []
+
+
+def test_each_command_lists_every_flag_it_reads():
+    """The flag tables that strict flags and --help use hold every FLAGS.NAME a command's function reads."""
+    for name, command in cli.COMMANDS.items():
+        source = inspect.getsource(command.run)
+        read = set(re.findall(r"FLAGS\.(\w+)", source)) | set(re.findall(r'_require\("(\w+)"\)', source))
+        assert read <= {*command.flags, "json"}, (name, read - set(command.flags))
 
 
 def test_version_names_nntrain_and_its_stack_without_importing_tensorflow():
