@@ -19,8 +19,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The data flags go to runs/mnist.flags, for any command: --flagfile=runs/mnist.flags (README "Use").
 train: install
-	$(BIN)/nntrain train --experiment=mnist_mlp --model_dir=$(MODEL_DIR) $(MNIST_FLAGS)
+	mkdir -p runs && printf '%s\n' $(MNIST_FLAGS) > runs/mnist.flags
+	$(BIN)/nntrain train --experiment=mnist_mlp --model_dir=$(MODEL_DIR) --flagfile=runs/mnist.flags
 	$(BIN)/nntrain evaluate --model_dir=$(MODEL_DIR)
 
 test: install
@@ -30,4 +32,4 @@ lint: install
 	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs exports

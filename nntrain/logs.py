@@ -1,5 +1,6 @@
-"""nntrain's log lines and where they go: absl's handler under the CLI (so --log_dir, --alsologtostderr and
---logtostderr work), `HH:MM:SS message` on stderr in a library or notebook; stdout kept for one JSON document."""
+"""nntrain's log lines and where they go: absl's handler under the CLI (so --log_dir, --alsologtostderr,
+--logtostderr and --verbosity/-v work), `HH:MM:SS message` on stderr in a library or notebook; stdout kept for one
+JSON document."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ _library_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datef
 
 def _configure() -> None:
     """Library use: our own short lines on stderr. The CLI (absl flags parsed): records go to absl's handler."""
-    _logger.setLevel(logging.INFO)
     under_absl = flags.FLAGS.is_parsed()
+    verbosity = flags.FLAGS["verbosity"]
+    given = under_absl and verbosity.present  # --verbosity / -v: -1 warnings only, 0 info, 1 debug
+    _logger.setLevel(absl_logging.converter.absl_to_standard(verbosity.value) if given else logging.INFO)
     _logger.propagate = under_absl
     if under_absl:
         _logger.removeHandler(_library_handler)

@@ -83,3 +83,19 @@ def data_config():
     config.download = False
     config.shuffle_buffer = 64
     return config
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """nntrain's wheel, built once per session from a copy of the package files (tests/wheel_env.py)."""
+    import wheel_env
+
+    return wheel_env.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel installed (not editable) in a fresh venv, shared by test_wheel.py and test_docs.py."""
+    import wheel_env
+
+    return wheel_env.install(wheel, tmp_path_factory.mktemp("envs") / "installed")

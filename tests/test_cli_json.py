@@ -31,6 +31,9 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     seen["train"], err = _json_of(["train", *TINY, "--model_dir=run"], capfd)
     assert seen["train"]["epoch"] == 1 and "5/5 - " in err  # Keras's progress went to stderr
     seen["evaluate"], _ = _json_of(["evaluate", "--model_dir=run"], capfd)
+    (tmp_path / "rows.csv").write_text("a,b\n0,1\n1,1\n")
+    seen["predict"], _ = _json_of(["predict", "--model_dir=run", "--input=rows.csv"], capfd)
+    seen["config"], _ = _json_of(["config", *TINY[:1]], capfd)
     seen["export"], _ = _json_of(["export", "--model_dir=run", "--export_dir=exported"], capfd)
     seen["doctor"], _ = _json_of(["doctor", "--model_dir=run"], capfd)
     seen["bench"], _ = _json_of(["bench", *TINY, "--steps=8"], capfd)
@@ -54,6 +57,8 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     assert set(seen) == set(cli.COMMANDS)
     assert seen["evaluate"]["accuracy"] >= 0 and seen["launch"] == {"workers": 2, "exit_code": 0}
     assert {"checks"} <= set(seen["doctor"]) and "trials" in seen["tune"]
+    assert [row["input"] for row in seen["predict"]["predictions"]] == ["rows.csv:2", "rows.csv:3"]
+    assert seen["config"]["experiment"] == "xor"
     assert seen["convert"]["splits"]["train"]["examples"] == 4 and seen["generate"]["prompt"] == "def "
 
 

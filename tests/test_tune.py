@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras_tuner
 import pytest
@@ -267,3 +268,16 @@ def test_stepped_floats_are_declared_values_everywhere(tmp_path, progress):
     assert f"config.optimizer.momentum = {value!r}\n" in (tmp_path / "best_config.py").read_text()
     with pytest.raises(nntrain.NntrainError, match=r"float_range\(0.2, 0.4, step=0\): step must be > 0"):
         float_range(0.2, 0.4, step=0)
+
+
+def test_find_batch_size_keeps_ten_steps_per_epoch(monkeypatch):
+    """On 8,000 examples with throughput that always grows, the search stops at 512 (15 steps per epoch), not 4096."""
+    from nntrain.tuning import find_batch_size
+
+    monkeypatch.setattr(find_batch_size, "_throughput", lambda config, strategy, steps: (
+        float(config.train.batch_size), 8000 // config.train.batch_size, 8000))
+    found = find_batch_size.find_batch_size(nntrain.load_config("mnist_mlp"), SimpleNamespace(num_replicas_in_sync=1))
+    assert [row["batch_size"] for row in found["rows"]] == [16, 32, 64, 128, 256, 512]
+    assert found["recommended"] == 512
+    assert found["stopped"] == ("the next batch size 1024 leaves fewer than 10 steps per epoch of the 8000 train "
+                                "examples")

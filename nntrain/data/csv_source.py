@@ -153,3 +153,11 @@ def _read_text(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
         return _read(path, label_column)
     except UnicodeDecodeError as e:
         raise NntrainError(f"csv file {path} is not UTF-8 text ({e}): save it as UTF-8 (CSV UTF-8)") from None
+
+
+def feature_columns(pattern: str, label_column: str) -> list[str]:
+    """The feature columns of the CSV files of `pattern`, in order: the inputs a model trained on them takes."""
+    _, path = sorted(files(pattern).items())[0]
+    with tf.io.gfile.GFile(path, "rb") as f:
+        header = next(csv.reader(codecs.iterdecode(f, "utf-8-sig")), [])
+    return [name.strip() for name in header if name.strip() != label_column]

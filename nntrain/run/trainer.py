@@ -148,6 +148,7 @@ class _Run:
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
     """The config, and the run directory's files against it; writes nothing."""
     nn_config.validate(config)
+    nn_config.absolute_paths(config)  # a hand-made config too: its run works from any directory
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
