@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import ml_collections
 
@@ -16,6 +17,22 @@ if TYPE_CHECKING:  # they import TensorFlow, which `import nntrain` must not
 
     from nntrain.exports.results import Predictions
 
+_Call = TypeVar("_Call", bound=Callable)
+
+
+def _leaves_the_process_as_found(call: _Call) -> _Call:
+    """The one place where a library call's process-wide changes (Keras's dtype policy and seeds, TensorFlow's
+    op determinism, global seed and grappler options, Python's and NumPy's RNGs) are undone when it returns or
+    raises, so a notebook's next cell computes as it did before (nntrain/compat/process_state.py)."""
+    @functools.wraps(call)
+    def wrapper(*args, **kwargs):
+        from nntrain.compat import process_state
+
+        with process_state.kept():
+            return call(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = ()) -> ml_collections.ConfigDict:
     """An experiment's config (name or path) with overrides such as {"train.batch_size": "256"} applied."""
@@ -23,6 +40,7 @@ def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = (
     return nn_config.resolve(experiment, [(key, str(value)) for key, value in items])
 
 
+@_leaves_the_process_as_found
 def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str = "auto", tpu: str = "",
           verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains an experiment (a config, or an experiment name/path) into model_dir; returns final metrics.
@@ -42,6 +60,7 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
                          extra_callbacks=extra)
 
 
+@_leaves_the_process_as_found
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     """Metrics of a trained model (final, best or latest checkpoint) on its eval split."""
     from nntrain.exports import artifacts
@@ -49,6 +68,7 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     return artifacts.evaluate(model_dir, checkpoint)
 
 
+@_leaves_the_process_as_found
 def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_format: str = "saved_model",
            quantize: str = "none") -> dict:
     """Exports a trained model into export_dir: `model.keras`, a serving SavedModel that takes raw inputs and,
@@ -58,6 +78,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     return artifacts.export(model_dir, export_dir, checkpoint, export_format, quantize)
 
 
+@_leaves_the_process_as_found
 def predict(model_dir: str, split: str | None = None, limit: int = 16, checkpoint: str = "final") -> Predictions:
     """A trained model's answers (features, labels, outputs, predicted) on the first `limit` examples of a
     split (default: its eval split)."""
@@ -87,6 +108,7 @@ def doctor(model_dir: str | None = None) -> list[dict]:
     return diagnostics.run_checks(model_dir)
 
 
+@_leaves_the_process_as_found
 def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "", steps: int = 100) -> dict:
     """Steady-state throughput, input-pipeline headroom, FLOPs per example, MFU and peak memory of an experiment.
 
@@ -100,6 +122,7 @@ def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: 
     return benchmark.run(config, strategies.create_strategy(strategy, tpu), steps)
 
 
+@_leaves_the_process_as_found
 def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_cores: int = 8, gpus: int = 1,
               tpu: str = "", model_dir: str | None = None) -> dict:
     """Checks on CPU that an experiment will run on `target` (tpu | gpu): a checklist with a fix for each problem.
@@ -114,6 +137,7 @@ def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_
     return checklist.run(config, target, tpu_cores=tpu_cores, gpus=gpus, tpu=tpu, model_dir=model_dir)
 
 
+@_leaves_the_process_as_found
 def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides: Iterable[tuple[str, str]] | dict = (),
          search_space: dict | None = None, strategy: str = "auto", tpu: str = "", **options) -> dict:
     """Hyperparameter search (keras-tuner) over the experiment's search space; returns the leaderboard.
@@ -135,6 +159,7 @@ def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides:
                       search.Options(**options))
 
 
+@_leaves_the_process_as_found
 def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "",
                     max_batch_size: int | None = None, num_steps: int = 20) -> dict:
     """Training examples/s of doubling batch sizes and the largest that still speeds training (writes nothing)."""
@@ -147,6 +172,7 @@ def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "au
                                   num_steps=num_steps)
 
 
+@_leaves_the_process_as_found
 def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: str = "auto", tpu: str = "",
             min_lr: float = 1e-6, max_lr: float = 10.0, num_steps: int = 100) -> dict:
     """Learning-rate range test: writes lr_range.csv and lr_range.png into output_dir, suggests a range."""
@@ -158,6 +184,7 @@ def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: 
     return finder.find_lr(config, output_dir, strategies.create_strategy(strategy, tpu), min_lr, max_lr, num_steps)
 
 
+@_leaves_the_process_as_found
 def generate(model_dir: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
              seed: int = 0, checkpoint: str = "final") -> dict:
     """Text sampled from a trained byte-level language model (a run or its export) after `prompt`:
