@@ -11,6 +11,7 @@ import grpc
 import keras
 import keras_tuner
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorflow.core.framework import types_pb2
@@ -39,6 +40,7 @@ def test_mirrored_strategy_still_numbers_collectives_from_a_class_attribute():
     assert strategy_class._collective_key_base == default
 
 
+@pytest.mark.fast
 def test_tensorflow_registries_answer_as_nntrain_expects():
     assert tf_registry.has_kernels("MatMul") and not tf_registry.has_kernels("NoSuchOpAnywhere")
     assert isinstance(tf_registry.has_kernels("ConfigureDistributedTPU"), bool)
@@ -87,6 +89,7 @@ def test_keras_tuner_distributed_internals_are_where_nntrain_reaches_them():
         assert hasattr(keras_tuner_distributed.oracle_stub(channel), "GetSpace")
 
 
+@pytest.mark.fast
 def test_third_party_internals_are_reached_only_from_nntrain_compat():
     package = Path(nntrain.__file__).parent
     internal = re.compile(r"\b(keras_tuner\.src|tensorflow\.python|keras\.src)\b|\._collective_key_base|\._retry_queue")
@@ -104,6 +107,7 @@ class _SeenInside(keras.callbacks.Callback):
         self.op_determinism = process_state.save().op_determinism
 
 
+@pytest.mark.fast
 def test_library_calls_leave_the_process_as_found(tmp_path):
     """After nntrain.train and nntrain.tune in mixed_bfloat16 with op determinism (and a float16 run without XLA,
     which turns grappler's remapper off), Keras's policy and seeds, TensorFlow's determinism, seed and grappler

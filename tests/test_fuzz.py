@@ -93,6 +93,7 @@ plain_part = st.builds(lambda name, start, stop: f"{name}[{'' if start is None e
 
 @settings(FUZZ, max_examples=1500)
 @given(st.one_of(spec_text, st.lists(plain_part, min_size=1, max_size=3).map(" + ".join)))
+@pytest.mark.fast
 def test_split_specs_resolve_without_tfds_as_tfds_resolves_them(spec):
     """The fast path that spares a run TFDS's import gives TFDS's ranges, and leaves everything else to it."""
     plain = splits._plain_ranges(spec, SIZES)
