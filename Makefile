@@ -9,7 +9,7 @@ ifneq ($(wildcard $(MNIST_DIR)/t10k-images-idx3-ubyte*),)
 MNIST_FLAGS := --config.data.source=idx:$(MNIST_DIR) --config.data.train_split='test[:8000]' --config.data.eval_split='test[8000:]'
 endif
 
-.PHONY: install train test lint clean
+.PHONY: install train test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ train: install
 
 test: install
 	$(BIN)/pytest
+
+# A few minutes: the tests marked `fast`, which touch every package (tests/conftest.py checks that they do).
+test-fast: install
+	$(BIN)/pytest -m fast
 
 lint: install
 	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks

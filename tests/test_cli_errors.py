@@ -107,6 +107,7 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
     ]
 
 
+@pytest.mark.fast
 def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
@@ -208,6 +209,7 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
     ]
 
 
+@pytest.mark.fast
 def test_bad_data_fails_cleanly(tmp_path, capfd):
     failures = cli_failures(_bad_data_cases(tmp_path, tmp_path / "run"), tmp_path, capfd)
     assert not failures, "\n".join(failures)
@@ -254,6 +256,7 @@ def test_an_interrupted_convert_removes_its_output_and_runs_again(tmp_path, capf
             "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
 
 
+@pytest.mark.fast
 def test_console_script_reports_error_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", "--experiment=xor",
                              f"--model_dir={tmp_path / 'run'}", "--config.train.batch_size=-1"],
@@ -263,6 +266,7 @@ def test_console_script_reports_error_without_traceback(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.fast
 def test_help_is_fast_and_does_not_import_tensorflow():
     code = ("import sys, time; t = time.time(); from nntrain import cli\n"
             "try:\n    cli.run(['nntrain', '--help'])\nexcept SystemExit:\n    pass\n"

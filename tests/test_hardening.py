@@ -227,11 +227,13 @@ def test_memory_estimate_above_the_host_is_refused_before_training(tmp_path, mon
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.fast
 def test_host_memory_is_positive_and_bounded_by_physical_memory():
     physical = guards.os.sysconf("SC_PAGE_SIZE") * guards.os.sysconf("SC_PHYS_PAGES")
     assert 0 < guards.host_memory_bytes() <= physical
 
 
+@pytest.mark.fast
 def test_writable_check_passes_where_it_can_write_and_leaves_nothing(tmp_path):
     rundir.check(str(tmp_path / "a" / "b"))
     assert list(tmp_path.iterdir()) == []

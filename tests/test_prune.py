@@ -28,6 +28,7 @@ def _prune_config(**overrides):
     return nntrain.load_config("mnist_mlp", {f"prune.{k}": v for k, v in overrides.items()}).prune
 
 
+@pytest.mark.fast
 def test_polynomial_schedule_of_zhu_and_gupta():
     config = _prune_config(target_sparsity=0.8, begin_step=100, end_step=300, power=3.0)
     assert prune.sparsity(config, 50, 1000) == 0.0
@@ -40,6 +41,7 @@ def test_polynomial_schedule_of_zhu_and_gupta():
 
 
 @pytest.mark.parametrize("value", ["1.0", "-0.1"])
+@pytest.mark.fast
 def test_sparsity_outside_0_1_is_an_error(value):
     with pytest.raises(NntrainError, match=rf"config.prune.target_sparsity={float(value)} .*\[0, 1\)"):
         nntrain.load_config("mnist_mlp", {"prune.target_sparsity": value})

@@ -139,6 +139,7 @@ def test_failed_and_diverging_trials_do_not_stop_the_search(tmp_path, progress):
     assert (tmp_path / "best_config.py").is_file()
 
 
+@pytest.mark.fast
 def test_search_space_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(nntrain.NntrainError, match="unknown config key 'model.hiden_sizes'"):
         nntrain.tune("xor", str(tmp_path), search_space={"model.hiden_sizes": layers((1,), (8,))}, strategy="cpu")
@@ -150,6 +151,7 @@ def test_search_space_mistakes_are_one_line_errors(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written before everything was checked
 
 
+@pytest.mark.fast
 def test_every_experiment_declares_a_valid_search_space():
     from nntrain import config as nn_config
 
