@@ -2,6 +2,7 @@
 slides); batched prompts give each row its own text; seeds; top-k, top-p and temperature."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from test_gpt_decoding import tiny_gpt
 
@@ -85,6 +86,7 @@ def draws(probabilities, seeds=400, temperature=1.0, top_k=0, top_p=1.0):
     return drawn.numpy().tolist()
 
 
+@pytest.mark.fast
 def test_top_k_top_p_and_temperature_shape_the_distribution():
     probabilities = [0.5, 0.3, 0.15, 0.05]
     plain = draws(probabilities)

@@ -37,8 +37,15 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
         raise NntrainError(f"--top_k={top_k}: it must be >= 0 (0 samples from every token, 1 is greedy)")
     if not 0 < top_p <= 1:
         raise NntrainError(f"--top_p={top_p}: it must be in (0, 1] (1 samples from every token)")
+    try:
+        prompt_bytes = prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # a command line's bytes that are not UTF-8 arrive as surrogates (PEP 383)
+        code = ord(prompt[e.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise NntrainError(f"--prompt is not UTF-8 text ({what} at position {e.start}): give UTF-8 text (a terminal "
+                           "or locale set to UTF-8)") from None
     sample = _load(model_dir, checkpoint)
-    text = sample(prompts=tf.constant([prompt.encode("utf-8")]), max_new_tokens=tf.constant(max_new_tokens),
+    text = sample(prompts=tf.constant([prompt_bytes]), max_new_tokens=tf.constant(max_new_tokens),
                   temperature=tf.constant(temperature, tf.float32), top_k=tf.constant(top_k),
                   top_p=tf.constant(top_p, tf.float32), seed=tf.constant(seed))[serving.TEXT].numpy()[0]
     return {"prompt": prompt, "completion": text.decode("utf-8", errors="replace"), "new_tokens": len(text)}
