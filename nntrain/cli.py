@@ -41,6 +41,8 @@ flags.DEFINE_string("worker_hosts", "", "Multi-worker: every worker's HOST:PORT,
 flags.DEFINE_integer("task_index", None, "Multi-worker: this worker's index in --worker_hosts (0 is the chief).")
 flags.DEFINE_integer("workers", 2, "`launch`: local worker processes to start; `data-service`: tf.data workers.")
 flags.DEFINE_integer("port", 5050, "`data-service`: the dispatcher's port (0: any free port).")
+flags.DEFINE_string("host", "127.0.0.1", "`data-service`: this machine's address that trainers reach it at (its "
+                    "workers tell trainers to fetch there; 127.0.0.1: this machine only).")
 flags.DEFINE_float("max_seconds", 0, "`data-service`: stop after this many seconds (0: run until Ctrl-C).")
 flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
 flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
@@ -172,8 +174,9 @@ def _data_service(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.data import service
 
     start = time.monotonic()
-    service.serve(FLAGS.port, FLAGS.workers, FLAGS.max_seconds)
-    return Output({"port": FLAGS.port, "workers": FLAGS.workers, "seconds": round(time.monotonic() - start, 3)})
+    service.serve(FLAGS.port, FLAGS.workers, FLAGS.max_seconds, FLAGS.host)
+    return Output({"port": FLAGS.port, "host": FLAGS.host, "workers": FLAGS.workers,
+                   "seconds": round(time.monotonic() - start, 3)})
 
 
 def _bench(config: Config, overrides: list[tuple[str, str]]) -> Output:
@@ -259,7 +262,7 @@ COMMANDS: dict[str, Command] = {
                          "paths, memory", (*_CONFIG, "target", "tpu_cores", "gpus", "tpu", "model_dir"),
                          takes_config=True),
     "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on --port, every interface",
-                            ("port", "workers", "max_seconds")),
+                            ("port", "host", "workers", "max_seconds")),
     "generate": Command(_generate, "sample text from a trained language model (text_gpt) after --prompt",
                         ("model_dir", "checkpoint", "prompt", "max_new_tokens", "temperature", "top_k", "seed")),
     "convert": Command(_convert, "write --split(s) of --source as --shards TFRecord files + metadata.json in "

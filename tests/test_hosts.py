@@ -293,6 +293,10 @@ def test_data_service_host_killed_mid_epoch(network, tmp_path):
     logs.mkdir()
     service = net.start(0, ["data-service", "--port=5050", "--workers=1", f"--host={net.address(0)}"],
                         logs / "service.log")
+    up = hosts.wait_until(lambda: "tf.data service: dispatcher at" in (logs / "service.log").read_text()
+                          or service.poll() is not None, START_TIMEOUT)
+    assert up and service.poll() is None, (logs / "service.log").read_text()[-3000:]
+    assert f"grpc://{net.address(0)}:5050" in (logs / "service.log").read_text()
     args = [*TRAIN[:5], "--config.train.batch_size=32", f"--config.train.steps_per_epoch={STEPS}",
             "--config.train.epochs=4", "--config.train.checkpoint_every_steps=5", "--config.train.tensorboard=false",
             f"--worker_timeout={TIMEOUT}", f"--config.data.service=grpc://{net.address(0)}:5050"]

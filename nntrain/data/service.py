@@ -50,19 +50,21 @@ class LocalService:
 
     dispatcher: tf.data.experimental.service.DispatchServer
     workers: list[tf.data.experimental.service.WorkerServer]
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        """The dispatcher's grpc://127.0.0.1:PORT, for data.service."""
-        return "grpc://127.0.0.1:" + self.dispatcher.target.rpartition(":")[2]
+        """The dispatcher's grpc://HOST:PORT, for data.service."""
+        return f"grpc://{self.host}:" + self.dispatcher.target.rpartition(":")[2]
 
     def stop(self) -> None:
         for server in [*self.workers, self.dispatcher]:
             server.stop()
 
 
-def start(port: int = 0, workers: int = 2) -> LocalService:
-    """Starts a dispatcher on `port` (0: any free port) and `workers` workers, reached at 127.0.0.1 (see LISTENS)."""
+def start(port: int = 0, workers: int = 2, host: str = "127.0.0.1") -> LocalService:
+    """Starts a dispatcher on `port` (0: any free port) and `workers` workers; trainers reach them at `host`, this
+    machine's address on their network (the workers tell trainers where to fetch; they listen everywhere: LISTENS)."""
     if workers < 1:
         raise NntrainError(f"--workers={workers}: a tf.data service needs at least 1 worker")
     if not 0 <= port < 65536:
@@ -73,16 +75,17 @@ def start(port: int = 0, workers: int = 2) -> LocalService:
         raise NntrainError(f"cannot start a tf.data dispatcher on port {port} ({e.message.splitlines()[0]}): "
                            "choose another --port") from e
     address = "127.0.0.1:" + dispatcher.target.rpartition(":")[2]
-    config = _service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%", port=0)
+    config = _service.WorkerConfig(dispatcher_address=address, worker_address=f"{host}:%port%", port=0)
     servers = [_service.WorkerServer(config) for _ in range(workers)]
-    return LocalService(dispatcher, servers)
+    return LocalService(dispatcher, servers, host)
 
 
-def serve(port: int, workers: int, max_seconds: float = 0) -> None:
-    """Runs a local tf.data service until Ctrl-C (or for `max_seconds`, when > 0)."""
+def serve(port: int, workers: int, max_seconds: float = 0, host: str = "127.0.0.1") -> None:
+    """Runs a tf.data service until Ctrl-C (or for `max_seconds`, when > 0), reached by trainers at `host`."""
     if not 0 <= max_seconds < float("inf"):
         raise NntrainError(f"--max_seconds={max_seconds}: use 0 (run until Ctrl-C) or a number of seconds > 0")
-    service = start(port, workers)
+    addresses.host_port(f"{host}:{port}", "--host", "--host=10.0.0.5")
+    service = start(port, workers, host)
     log(f"tf.data service: dispatcher at {service.address} with {workers} worker(s); train with "
         f"--config.data.service={service.address}; Ctrl-C stops it")
     log(f"tf.data service: {LISTENS}")

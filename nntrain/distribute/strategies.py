@@ -162,7 +162,7 @@ def connect(index: int, hosts: list[str]) -> tf.distribute.MultiWorkerMirroredSt
         "(it cannot bind to one address) without authentication: keep the workers on a private network")
     with watchdog.exit_unless_done(timeout, f"worker {index}: not every worker of {','.join(hosts)} joined within "
                                    f"--worker_timeout={timeout:g} s: start each with the same command and its own "
-                                   f"--task_index (TensorFlow's log: {path})"):
+                                   f"--task_index (TensorFlow's log: {path})", path):
         return tf.distribute.MultiWorkerMirroredStrategy()
 
 
