@@ -229,6 +229,24 @@ def test_sigstop_the_chief_past_the_timeout(network, tmp_path):
     assert "worker 0 lost contact with worker" in given_up_in_one_line(run.log(0))
 
 
+def test_a_worker_whose_peers_never_come_gives_up_with_exit_1(network, tmp_path):
+    """Worker 0 of 2 started alone (its peer's host is up, nothing listens): one line after --worker_timeout and
+    exit status 1, which a scheduler reads as a failure (it was 137, SIGKILL from its own watcher: out of memory)."""
+    net = network(2, "alone")
+    cluster = f"{net.address(0)}:{PORT},{net.address(1)}:{PORT}"
+    log = tmp_path / "worker0.log"
+    alone = net.start(0, [*TRAIN[:-1], "--worker_timeout=8", f"--model_dir={tmp_path / 'run'}",
+                          f"--worker_hosts={cluster}", "--task_index=0"], log)
+    waiting = hosts.wait_until(lambda: "waits up to 8 s" in log.read_text() or alone.poll() is not None,
+                               START_TIMEOUT)
+    assert waiting, log.read_text()[-3000:]
+    since = time.monotonic()
+    assert alone.wait(timeout=60) == 1, log.read_text()[-3000:]
+    assert time.monotonic() - since < 8 + 10
+    assert f"worker 0: not every worker of {cluster} joined within --worker_timeout=8 s" in \
+        given_up_in_one_line(log)
+
+
 TUNE_TIMEOUT = 20  # --worker_timeout of the search: the chief's wait for its first worker on a busy machine too
 ORACLE_PORT = 8000
 

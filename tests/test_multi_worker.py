@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from nntrain.compat import mwms_reduce
-from nntrain.distribute import cluster, launch, tf_config
+from nntrain.distribute import cluster, launch, resolvers, tf_config
 from nntrain.errors import NntrainError
 from nntrain.run import checkpoints
 
@@ -198,3 +198,43 @@ def test_sigterm_to_one_worker_makes_both_save_the_same_step_and_resume_exactly(
     assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-2000:]
     for resumed, expected in zip(_weights(model_dir / "model.keras"), _weights(reference / "model.keras"), strict=True):
         np.testing.assert_array_equal(resumed, expected)
+
+
+def test_cluster_from_a_tfjob_tf_config_and_from_a_slurm_step(monkeypatch):
+    """The cluster spec each scheduler's environment gives: Kubeflow TFJob (TF_CONFIG, workers only), Vertex AI
+    (TF_CONFIG with a chief pool) and a Slurm step of 3 tasks (srun's variables), two tasks sharing a node."""
+    for name in ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST",
+                 "SLURM_STEP_TASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    tfjob = [f"mnist-worker-{i}.default.svc:2222" for i in range(3)]
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": tfjob}, "task": {"type": "worker", "index": 1},
+                                                "environment": "cloud"}))
+    resolver = resolvers.resolve()
+    assert resolver.cluster_spec().as_dict() == {"worker": tfjob}
+    assert (resolver.task_type, resolver.task_id, resolvers.tasks(resolver)) == ("worker", 1, tfjob)
+    vertex = {"chief": ["workerpool0-0:2222"], "worker": ["workerpool1-0:2222", "workerpool1-1:2222"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": vertex, "task": {"type": "chief", "index": 0}}))
+    resolver = resolvers.resolve()
+    assert resolvers.this_task(resolver) == "chief 0"
+    assert resolvers.tasks(resolver) == ["workerpool0-0:2222", "workerpool1-0:2222", "workerpool1-1:2222"]
+    for bad, phrase in [("{", "TF_CONFIG is not valid"), ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not valid"),
+                        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+                         "task worker 1 is not in its cluster")]:
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(NntrainError, match=phrase):
+            resolvers.resolve()
+
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(NntrainError, match="needs TF_CONFIG .* or a Slurm step"):
+        resolvers.resolve()
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "3")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-03]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1(x3)")
+    resolver = resolvers.resolve()
+    assert resolver.cluster_spec().as_dict() == {"worker": ["node01:8888", "node02:8888", "node03:8888"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 2)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # Slurm binds GPUs; TensorFlow's resolver is told not to
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-02]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2,1")
+    assert resolvers.tasks(resolvers.resolve()) == ["node01:8888", "node01:8889", "node02:8888"]

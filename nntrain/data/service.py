@@ -8,17 +8,21 @@ example once. `nntrain data-service --port=P --workers=N` starts a dispatcher an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
+import threading
 import time
+from collections.abc import Iterator
 
 import tensorflow as tf
 
-from nntrain.distribute import addresses
+from nntrain.distribute import addresses, watchdog
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+WATCH_INTERVAL_SECONDS = 2.0  # how often a trainer checks that its dispatcher still answers
 LISTENS = ("TensorFlow binds the dispatcher and workers to every interface (tf.data service cannot bind one "
            "address) without authentication: use it on a private network or firewall its ports")
 _service = tf.data.experimental.service
@@ -36,6 +40,39 @@ def check_reachable(address: str) -> None:
     except OSError as e:
         raise NntrainError(f"no tf.data service dispatcher answers at {address} ({e.strerror or e}): start one with "
                            f"`nntrain data-service --port={port} --workers=2`, or unset data.service") from e
+
+
+@contextlib.contextmanager
+def watched(address: str, timeout: float) -> Iterator[None]:
+    """While the block trains from the dispatcher at `address` (nothing to watch when empty), ends the process in
+    one line, exit 1, once the dispatcher has refused or ignored connections for `timeout` seconds: tf.data's client
+    waits for a lost service forever, and training with it (seen with the service's host killed mid-epoch)."""
+    if not address:
+        yield
+        return
+    host, port = addresses.host_port(address.removeprefix("grpc://"), "data.service", address)
+    interval, stop = min(WATCH_INTERVAL_SECONDS, timeout / 4), threading.Event()
+
+    def watch() -> None:
+        answered = time.monotonic()
+        while not stop.wait(interval):
+            try:
+                socket.create_connection((host, port), timeout=interval).close()
+                answered = time.monotonic()
+            except OSError as e:
+                if time.monotonic() - answered > timeout and not stop.is_set():
+                    watchdog.exit_now(f"the tf.data service dispatcher at {address} has not answered for "
+                                      f"{timeout:g} s (--worker_timeout; {e.strerror or e}): training cannot get "
+                                      "batches; start the service again, then the same train command resumes from "
+                                      "the last checkpoint")
+
+    thread = threading.Thread(target=watch, name="nntrain-data-service-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def distribute(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
