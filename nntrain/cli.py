@@ -58,8 +58,9 @@ flags.DEFINE_string("role", "", "`tune` on several machines: chief (serves the s
 flags.DEFINE_string("oracle_address", "127.0.0.1:8000", "`tune --role`: HOST:PORT the chief listens on and "
                     "workers connect to (127.0.0.1: this machine only).")
 flags.DEFINE_string("worker_id", None, "`tune --role=worker`: this worker's name (default: worker-HOST-PID).")
-flags.DEFINE_float("worker_timeout", 120.0, "Multi-worker `train`: seconds to wait for every worker to join, "
-                   "and for a silent peer; `tune --role`: for a silent worker (or chief) before giving up.")
+flags.DEFINE_float("worker_timeout", 120.0, "Multi-worker `train`: seconds to wait for every worker to join (a "
+                   "silent peer is lost after TensorFlow's 10 s heartbeat); `train` with data.service: for a silent "
+                   "dispatcher; `tune --role`: for a silent worker (or chief) before giving up.")
 flags.DEFINE_integer("max_batch_size", None, "`find-batch-size`: the largest batch size to try (default: the "
                      "train split's size).")
 flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed at each batch size.")

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import pytest
 
+from nntrain.distribute import resolvers
+
 pytestmark = pytest.mark.hosts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,11 +72,21 @@ class Training:
         self.processes: list[subprocess.Popen] = []
         logs.mkdir(parents=True, exist_ok=True)
 
-    def start(self, round_: int = 0) -> list[subprocess.Popen]:
+    def start(self, round_: int = 0, slurm: bool = False) -> list[subprocess.Popen]:
+        """Every worker, told the cluster by --worker_hosts/--task_index, or (`slurm`) by the variables srun sets
+        for a step of one task per host (the hosts' addresses as node names)."""
         cluster = ",".join(f"{self.net.address(i)}:{PORT}" for i in range(self.net.count))
-        self.processes = [self.net.start(i, [*self.args, f"--model_dir={self.model_dir}", f"--worker_hosts={cluster}",
-                                             f"--task_index={i}"], self.log(i, round_))
-                          for i in range(self.net.count)]
+        nodes = f"{hosts.SUBNET}.[1-{self.net.count}]"
+        self.processes = []
+        for i in range(self.net.count):
+            if slurm:
+                flags = ["--strategy=multi_worker"]
+                env = {"SLURM_PROCID": str(i), "SLURM_STEP_NUM_TASKS": str(self.net.count),
+                       "SLURM_STEP_NODELIST": nodes, "SLURM_STEP_TASKS_PER_NODE": f"1(x{self.net.count})"}
+            else:
+                flags, env = [f"--worker_hosts={cluster}", f"--task_index={i}"], {}
+            self.processes.append(self.net.start(i, [*self.args, f"--model_dir={self.model_dir}", *flags],
+                                                 self.log(i, round_), env))
         return self.processes
 
     def log(self, i: int, round_: int = 0) -> Path:
@@ -172,9 +184,10 @@ def test_kill_9_one_worker_mid_epoch(network, reference, tmp_path):
     took = time.monotonic() - killed
     assert codes[:2] == [1, 1] and took < TIMEOUT, (codes, took, run.tail(0), run.tail(1))
     lines = [given_up_in_one_line(run.log(i)) for i in (0, 1)]
-    # Each names the peer it lost first: worker 2, or worker 0 when worker 0 (the coordination leader) left first.
-    assert all(re.search(rf"worker {i} lost contact with worker [02] ", line) for i, line in enumerate(lines)), lines
-    assert any("lost contact with worker 2 " in line for line in lines), lines
+    # Each names the peers TensorFlow's error names: worker 2, and worker 0 too once it (the coordination leader) left.
+    assert all(re.search(rf"worker {i} lost contact with workers? [02](, [02])? \(", line)
+               for i, line in enumerate(lines)), lines
+    assert any(re.search(r"lost contact with workers? (0, )?2 ", line) for line in lines), lines
     restart_and_finish(run, 1, reference())
 
 
@@ -198,13 +211,15 @@ def test_partition_one_worker_mid_epoch(network, reference, tmp_path):
 
 
 def test_slow_lossy_link_ends_like_the_clean_run(network, reference, tmp_path):
-    """50 ms each way and 1% loss on worker 1's link: the run completes, bit-identical to the clean run."""
+    """50 ms each way and 1% loss on worker 1's link, the cluster from a Slurm step's variables (as `srun` sets
+    them): the run completes, bit-identical to the clean run."""
     net = network(3, "slow")
     net.slow(1, delay_ms=50, loss_percent=1)
     run = Training(net, tmp_path / "run", tmp_path / "logs")
-    run.start()
+    run.start(slurm=True)
     codes = run.wait()
     assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]
+    assert f"TensorFlow's gRPC server listens on every interface at port {resolvers.SLURM_PORT_BASE}" in run.log(1).read_text()
     assert_same_weights(run.model_dir, reference())
 
 
