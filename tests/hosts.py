@@ -1,7 +1,7 @@
 """Several hosts on one machine, for tests: Linux network namespaces on a bridge of their own, and real faults.
 
-In the spirit of Jepsen: real processes on distinct addresses, real network faults (a link down, a slow or lossy
-link) and real signals (SIGKILL, SIGSTOP), then a check that nothing was lost. `Hosts(n)` makes:
+In the spirit of Jepsen: real processes on distinct addresses, real network faults (a link down, a slow link,
+a flapping one) and real signals (SIGKILL, SIGSTOP), then a check that nothing was lost. `Hosts(n)` makes:
 
     switch namespace (bridge br0) --veth h0/h1/...-- host namespaces, each eth0 at 10.77.0.(i + 1)/24
 
@@ -13,13 +13,15 @@ deletes them (which deletes their links and the bridge); every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,13 +110,34 @@ class Hosts:
     def heal(self, i: int) -> None:
         _ip("-n", self.switch, "link", "set", f"h{i}", "up")
 
-    def slow(self, i: int, delay_ms: int, loss_percent: float) -> None:
-        """Delay and loss on host i's link, both ways (netem on both ends of its veth)."""
-        netem = ["netem", "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%"]
-        subprocess.run(["tc", "-n", self.switch, "qdisc", "add", "dev", f"h{i}", "root", *netem], check=True,
-                       capture_output=True, timeout=COMMAND_TIMEOUT)
-        subprocess.run(["tc", "-n", self.names[i], "qdisc", "add", "dev", "eth0", "root", *netem], check=True,
-                       capture_output=True, timeout=COMMAND_TIMEOUT)
+    def slow(self, i: int, rate_mbit: int, latency_ms: int) -> None:
+        """Host i's link limited to `rate_mbit` both ways, packets queued up to `latency_ms` (tbf on both ends of its
+        veth). This kernel has no netem (`tc qdisc ... netem`: "Specified qdisc kind is unknown"), so no fixed delay."""
+        tbf = ["tbf", "rate", f"{rate_mbit}mbit", "burst", "32kbit", "latency", f"{latency_ms}ms"]
+        for namespace, device in ((self.switch, f"h{i}"), (self.names[i], "eth0")):
+            subprocess.run(["tc", "-n", namespace, "qdisc", "add", "dev", device, "root", *tbf], check=True,
+                           capture_output=True, timeout=COMMAND_TIMEOUT)
+
+    @contextlib.contextmanager
+    def flapping(self, i: int, down_ms: int, every_ms: int) -> Iterator[None]:
+        """While the block runs, host i's link goes down for `down_ms` of every `every_ms`: the packets of those
+        moments are lost (loss without netem; TCP retransmits them)."""
+        stop = threading.Event()
+
+        def flap() -> None:
+            while not stop.wait(every_ms / 1000):
+                self.partition(i)
+                time.sleep(down_ms / 1000)
+                self.heal(i)
+
+        thread = threading.Thread(target=flap, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=COMMAND_TIMEOUT * 2)
+            self.heal(i)
 
     def close(self) -> None:
         """Kills what runs in the hosts (also processes they started) and deletes every namespace made."""

@@ -210,16 +210,19 @@ def test_partition_one_worker_mid_epoch(network, reference, tmp_path):
     restart_and_finish(run, 1, reference())
 
 
-def test_slow_lossy_link_ends_like_the_clean_run(network, reference, tmp_path):
-    """50 ms each way and 1% loss on worker 1's link, the cluster from a Slurm step's variables (as `srun` sets
-    them): the run completes, bit-identical to the clean run."""
+def test_slow_flapping_link_ends_like_the_clean_run(network, reference, tmp_path):
+    """Worker 1's link at 20 Mbit/s with up to 50 ms of queueing, and down 10 ms of every second (its packets then
+    lost; this kernel has no netem for a 50 ms / 1% link), the cluster from a Slurm step's variables (as `srun`
+    sets them): the run completes, bit-identical to the clean run."""
     net = network(3, "slow")
-    net.slow(1, delay_ms=50, loss_percent=1)
+    net.slow(1, rate_mbit=20, latency_ms=50)
     run = Training(net, tmp_path / "run", tmp_path / "logs")
-    run.start(slurm=True)
-    codes = run.wait()
+    with net.flapping(1, down_ms=10, every_ms=1000):
+        run.start(slurm=True)
+        codes = run.wait()
     assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]
-    assert f"TensorFlow's gRPC server listens on every interface at port {resolvers.SLURM_PORT_BASE}" in run.log(1).read_text()
+    listens = f"TensorFlow's gRPC server listens on every interface at port {resolvers.SLURM_PORT_BASE}"
+    assert listens in run.log(1).read_text()
     assert_same_weights(run.model_dir, reference())
 
 
@@ -241,7 +244,7 @@ def test_sigstop_the_chief_past_the_timeout(network, tmp_path):
     continued = time.monotonic()
     assert chief.wait(timeout=TIMEOUT + 30) == 1, run.tail(0)
     assert time.monotonic() - continued < TIMEOUT + 15
-    assert "worker 0 lost contact with worker" in given_up_in_one_line(run.log(0))
+    assert "worker 0 lost contact with its peers (this worker sent no heartbeat" in given_up_in_one_line(run.log(0))
 
 
 def test_a_worker_whose_peers_never_come_gives_up_with_exit_1(network, tmp_path):

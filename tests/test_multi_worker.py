@@ -238,3 +238,19 @@ def test_cluster_from_a_tfjob_tf_config_and_from_a_slurm_step(monkeypatch):
     monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-02]")
     monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2,1")
     assert resolvers.tasks(resolvers.resolve()) == ["node01:8888", "node01:8889", "node02:8888"]
+
+
+def test_the_lost_peer_is_named_from_tensorflows_messages():
+    """The messages TensorFlow 2.21 gave in tests/test_hosts.py's faults, shortened."""
+    unhealthy = ("Error reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending "
+                 "heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.")
+    assert cluster._lost_peers(unhealthy, 0) == "worker 1 (stopped or unreachable)"
+    assert cluster._lost_peers("remote target /job:worker/replica:0/task:0 ... /job:worker/replica:0/task:2", 1) == \
+        "workers 0, 2 (stopped or unreachable)"
+    silent_leader = "Deadline Exceeded\n\nRPC: /tensorflow.CoordinationService/Heartbeat"
+    assert cluster._lost_peers(silent_leader, 2) == "worker 0 (stopped or unreachable)"
+    myself = ("Unexpected heartbeat request from an already-in-error task: /job:worker/replica:0/task:0 with existing "
+              "error: UNAVAILABLE: Task /job:worker/replica:0/task:0 heartbeat timeout.\n\nRPC: "
+              "/tensorflow.CoordinationService/Heartbeat")
+    assert cluster._lost_peers(myself, 0).startswith("its peers (this worker sent no heartbeat")
+    assert cluster._lost_peers("Deadline Exceeded", 1) == "its peers (a worker stopped or is unreachable)"

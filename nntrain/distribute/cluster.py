@@ -66,6 +66,8 @@ def _lost_peers(message: str, me: int) -> str:
     peers = sorted({int(task) for task in re.findall(r"/job:worker(?:/replica:\d+)?/task:(\d+)", message)} - {me})
     if not peers and me != 0 and COORDINATION_HEARTBEAT in message:  # e.g. "Deadline Exceeded ... RPC: ...Heartbeat"
         peers = [0]
+    if not peers and f"task:{me} heartbeat timeout" in message:  # e.g. its process was stopped (SIGSTOP) or starved
+        return "its peers (this worker sent no heartbeat for longer than TensorFlow's timeout: stopped or starved)"
     if not peers:
         return "its peers (a worker stopped or is unreachable)"
     return f"worker{'s' if len(peers) > 1 else ''} {', '.join(map(str, peers))} (stopped or unreachable)"
