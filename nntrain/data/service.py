@@ -121,7 +121,8 @@ def serve(port: int, workers: int, max_seconds: float = 0, host: str = "127.0.0.
     """Runs a tf.data service until Ctrl-C (or for `max_seconds`, when > 0), reached by trainers at `host`."""
     if not 0 <= max_seconds < float("inf"):
         raise NntrainError(f"--max_seconds={max_seconds}: use 0 (run until Ctrl-C) or a number of seconds > 0")
-    addresses.host_port(f"{host}:{port}", "--host", "--host=10.0.0.5")
+    if not host.strip() or any(c.isspace() for c in host):
+        raise NntrainError(f"--host={host!r}: give this machine's address that trainers reach, e.g. --host=10.0.0.5")
     service = start(port, workers, host)
     log(f"tf.data service: dispatcher at {service.address} with {workers} worker(s); train with "
         f"--config.data.service={service.address}; Ctrl-C stops it")
