@@ -274,10 +274,16 @@ _OVERRIDES: list[tuple[str, str]] = []
 _CHILD_ARGS: list[str] = []  # after `--`: the command `launch` runs in each worker
 
 
-def _fail(message: str, code: int = USAGE_ERROR) -> None:
+def _fail(message: str, code: int = USAGE_ERROR, at_once: bool = False) -> None:
+    """Prints the one line (and the JSON document) and exits `code`; `at_once`: without Python's or TensorFlow's
+    shutdown (os._exit), for errors that say so (`exit_at_once`)."""
     print(f"nntrain: error: {message}", file=sys.stderr)
     if FLAGS.is_parsed() and FLAGS.json:
         print(json.dumps({"error": message, "exit_code": code}))
+    if at_once:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -373,7 +379,7 @@ def _main(argv: list[str]) -> None:
         with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
-        _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))
+        _fail(str(e), getattr(e, "exit_code", USAGE_ERROR), getattr(e, "exit_at_once", False))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume", 130)
     if FLAGS.json:

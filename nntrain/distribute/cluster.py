@@ -32,6 +32,9 @@ class WorkerLost(NntrainError):
     """A peer worker stopped: this worker cannot go on alone."""
 
     exit_code = 1
+    # Once its line is printed the process ends at once: TensorFlow's shutdown waits for the lost peers (17 s after
+    # a peer's kill -9 on a loaded machine, tests/test_hosts.py), and nothing is left to save.
+    exit_at_once = True
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
