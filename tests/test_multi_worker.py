@@ -234,6 +234,7 @@ def test_cluster_from_a_tfjob_tf_config_and_from_a_slurm_step(monkeypatch):
     resolver = resolvers.resolve()
     assert resolver.cluster_spec().as_dict() == {"worker": ["node01:8888", "node02:8888", "node03:8888"]}
     assert (resolver.task_type, resolver.task_id) == ("worker", 2)
+    assert resolver.num_accelerators() == {}  # this machine's GPUs (none), not the slot TensorFlow's resolver counts
     assert "CUDA_VISIBLE_DEVICES" not in os.environ  # Slurm binds GPUs; TensorFlow's resolver is told not to
     monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-02]")
     monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2,1")

@@ -56,14 +56,22 @@ def _from_tf_config(raw: str) -> tf.distribute.cluster_resolver.TFConfigClusterR
     return tf.distribute.cluster_resolver.TFConfigClusterResolver()
 
 
+class _SlurmWorkers(tf.distribute.cluster_resolver.SlurmClusterResolver):
+    """One worker per Slurm task, computing on the devices the task sees. TensorFlow's resolver also hands out
+    GPUs: with none (gpus_per_node=0) it fails (range() step 0) and by default it asks nvidia-smi; so it is given
+    one GPU slot per task, told not to set CUDA_VISIBLE_DEVICES (Slurm binds GPUs itself, e.g. `srun
+    --gpus-per-task=1`), and asked for the GPUs this task sees (its own answer, the slot, made the strategy compute
+    on a GPU:0 that did not exist: other numbers than the same run from TF_CONFIG)."""
+
+    def num_accelerators(self, task_type=None, task_id=None, config_proto=None) -> dict[str, int]:
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        return {"GPU": gpus} if gpus else {}
+
+
 def _from_slurm() -> tf.distribute.cluster_resolver.SlurmClusterResolver:
-    """One worker per Slurm task. TensorFlow's resolver also hands out GPUs: with none (gpus_per_node=0) it fails
-    (range() step 0) and by default it asks nvidia-smi; so it is given one GPU slot per task and told not to set
-    CUDA_VISIBLE_DEVICES (Slurm binds GPUs itself, e.g. `srun --gpus-per-task=1`)."""
     total = int(os.environ["SLURM_STEP_NUM_TASKS"])
     try:
-        return tf.distribute.cluster_resolver.SlurmClusterResolver(
-            port_base=SLURM_PORT_BASE, gpus_per_node=total, gpus_per_task=1, auto_set_gpu=False)
+        return _SlurmWorkers(port_base=SLURM_PORT_BASE, gpus_per_node=total, gpus_per_task=1, auto_set_gpu=False)
     except (RuntimeError, ValueError) as e:
         raise NntrainError(f"the Slurm step's variables do not describe a cluster ({e}): run nntrain under srun "
                            "with --ntasks set") from e
