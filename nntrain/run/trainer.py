@@ -100,7 +100,9 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     """
     start = time.time()
     files = _validate(config, model_dir)
-    run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
+    strategy = strategy or strategies.create_strategy("auto")
+    with cluster.peer_failures(strategy):  # building broadcasts the initial weights: a peer may be lost already
+        run = _build_and_restore(config, strategy, files)
     nan_guard = _begin(run)  # the first writes
     try:
         history = _fit(run, nan_guard, verbose, extra_callbacks)
