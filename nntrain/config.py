@@ -83,6 +83,8 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | ...)"),
             "head": Field("classification", "classification | binary | regression"),
             "num_outputs": Field(1, "regression head units"),
+            "init_from": Field("", "RUN_DIR | FILE.keras: start from the weights of its layers of the same name and "
+                                   "shape (a head for other classes stays new); a resumed run never reads it"),
         },
         "optimizer": {
             "name": Field("adam", "sgd | adam | adamw | adagrad | rmsprop"),

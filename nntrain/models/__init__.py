@@ -11,7 +11,7 @@ import keras
 import ml_collections
 
 from nntrain.data.spec import DatasetSpec
-from nntrain.models import cnn, gpt, mlp, resnet, transformer
+from nntrain.models import backbone, cnn, gpt, mlp, resnet, transformer
 from nntrain.registry import MODELS
 
 Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], keras.KerasTensor]
@@ -19,7 +19,8 @@ Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], 
 # model.name -> function from the input tensor, model config and data spec to the output tensor;
 # nntrain.register_model adds more.
 for _name, _builder in {"mlp": mlp.build, "cnn": cnn.build, "resnet": resnet.build,
-                        "transformer": transformer.build, "gpt": gpt.build}.items():
+                        "transformer": transformer.build, "gpt": gpt.build,
+                        "backbone": backbone.build}.items():
     MODELS.register(_name)(_builder)
 
 
