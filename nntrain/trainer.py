@@ -85,7 +85,7 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
     with strategy.scope():
         model = models.build(config.model, spec)
         if init and config.model.init_from:
-            nn_init_from.apply(model, config.model.init_from)
+            nn_init_from.apply(model, config.model.init_from, spec.class_names)
         prune.attach(model, config.prune)
         model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
                       metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
