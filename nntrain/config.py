@@ -131,6 +131,13 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
                                           "slower)"),
             "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
         },
+        "finetune": {  # two-phase fine-tuning of a backbone (model.name=backbone, or any model: all but its head)
+            "freeze_epochs": Field(0, "epochs that train only the head, the backbone frozen (BatchNormalization in "
+                                      "inference mode); 0: no frozen phase"),
+            "unfreeze_layers": Field(0, "then train the backbone's top N layers (0: all); BatchNormalization stays "
+                                        "frozen whenever freeze_epochs or this is set"),
+            "backbone_lr_scale": Field(1.0, "the backbone's learning rate as a fraction of the schedule's"),
+        },
         "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
             "target_sparsity": Field(0.0, "fraction of each kernel set to zero by end_step; 0 turns pruning off"),
             "initial_sparsity": Field(0.0, "sparsity at begin_step"),
@@ -407,6 +414,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
+    non_negative("finetune.freeze_epochs")
+    non_negative("finetune.unfreeze_layers")
+    positive("finetune.backbone_lr_scale")
     require(0.0 <= config.prune.target_sparsity < 1.0, "prune.target_sparsity", "it must be in [0, 1), e.g. 0.8")
     require(0.0 <= config.prune.initial_sparsity <= config.prune.target_sparsity, "prune.initial_sparsity",
             "it must be in [0, prune.target_sparsity]")

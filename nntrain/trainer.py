@@ -15,7 +15,7 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir, runstate
+from nntrain import cluster, distribute, execution, finetune, guards, models, optim, preemption, prune, rundir, runstate
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import init_from as nn_init_from
@@ -90,6 +90,7 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
         model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
                       metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
                       jit_compile=run.jit_compile)
+        finetune.setup(model, config)
     return model, run
 
 
@@ -247,7 +248,7 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: run
     it comes after the metrics line that describes the epoch."""
     train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
-        *optim.callbacks(config, resumed=step > 0),
+        *optim.callbacks(config, resumed=step > 0), *finetune.callbacks(config),
         *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:

@@ -1,0 +1,171 @@
+"""Two-phase fine-tuning of a Keras Applications backbone whose weights come from a local file: the file's
+weights are loaded, the frozen phase changes no backbone weight, the unfrozen one does; the run's model.keras
+loads in plain Keras and its export answers raw images of any size; imagenet weights are never downloaded."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import cli_failures
+from PIL import Image
+
+import nntrain
+from nntrain.compat import keras_lr_scale
+from nntrain.models import backbone
+
+SIZE = 32  # MobileNetV3's smallest input
+COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
+
+
+def write_images(root: Path, per_class: int = 12, shape: tuple[int, int] = (40, 36)) -> Path:
+    """An images: folder of noisy RGB images, a color per class (stored larger than SIZE: resized on reading)."""
+    rng = np.random.default_rng(0)
+    for index, color in enumerate(COLORS):
+        folder = root / f"class{index}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(color, 50, (*shape, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def pretrained_weights(path: Path, images: np.ndarray) -> Path:
+    """A MobileNetV3Small weights file (no top) standing in for ImageNet's: random weights (another seed than a
+    run's) with each BatchNormalization's statistics set from `images`, so its features are not ~0 in inference."""
+    keras.utils.set_random_seed(123)
+    network = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            inputs = keras.Model(network.input, layer.input)(images).numpy()
+            layer.moving_mean.assign(inputs.mean(axis=(0, 1, 2)))
+            layer.moving_variance.assign(inputs.var(axis=(0, 1, 2)))
+    network.save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("finetune")
+    folder = write_images(root / "images")
+    sample = np.stack([np.asarray(Image.open(p).resize((SIZE, SIZE)), np.float32) for p in
+                       sorted(folder.rglob("*.png"))[::3]])
+    return {"images": folder, "weights": pretrained_weights(root / "mobilenet.weights.h5", sample)}
+
+
+def overrides(files: dict[str, Path], **more) -> dict:
+    return {"data.source": f"images:{files['images']}", "data.image_size": f"{SIZE},{SIZE}",
+            "data.train_split": "train[:75%]", "data.eval_split": "train[75%:]", "data.crop_padding": 2,
+            "model.backbone_weights": str(files["weights"]), "finetune.freeze_epochs": 1, "train.epochs": 2,
+            "train.batch_size": 9, "train.tensorboard": False, **more}
+
+
+class Recorder(keras.callbacks.Callback):
+    """The backbone's weights (BatchNormalization statistics included) before the first step and after each
+    epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights: list[list[np.ndarray]] = []
+
+    def _record(self) -> None:
+        self.weights.append([np.array(w) for w in self.model.get_layer(backbone.NAME).weights])
+
+    def on_train_begin(self, logs=None):
+        self._record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
+
+
+@pytest.fixture(scope="module")
+def run(files, tmp_path_factory) -> tuple[Path, Recorder]:
+    model_dir = tmp_path_factory.mktemp("run") / "run"
+    recorder = Recorder()
+    nntrain.train(nntrain.load_config("images_finetune", overrides(files)), str(model_dir), strategy="cpu",
+                  verbose=0, callbacks=[recorder])
+    return model_dir, recorder
+
+
+def test_the_file_is_loaded_and_the_frozen_phase_changes_no_backbone_weight(files, run):
+    _, recorder = run
+    start, frozen, tuned = recorder.weights
+    network = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    network.load_weights(files["weights"])
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(start, network.weights))  # before the first step
+    assert all(np.array_equal(a, b) for a, b in zip(start, frozen))  # epoch 1: frozen, BN statistics too
+    normalization = {id(w) for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)
+                     for w in layer.weights}
+    changed = [not np.array_equal(a, b) for a, b in zip(frozen, tuned)]
+    # epoch 2: every backbone weight trains but BatchNormalization's (frozen, in inference mode, as the guide says)
+    assert changed == [id(w) not in normalization for w in network.weights]
+
+
+PLAIN_KERAS = """
+import sys
+import keras
+import numpy as np
+model = keras.saving.load_model(sys.argv[1])
+print(model.predict(np.full((2, *model.input_shape[1:]), 0.5, np.float32), verbose=0).shape)
+assert not any(name.startswith("nntrain") for name in sys.modules)
+"""
+
+
+def test_model_keras_loads_in_plain_keras_and_the_export_answers_images_of_any_size(run, tmp_path):
+    model_dir, _ = run
+    env = {**os.environ, "PYTHONPATH": ""}
+    loaded = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(model_dir / "model.keras")], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path, env=env)
+    assert loaded.returncode == 0 and "(2, 3)" in loaded.stdout, loaded.stderr[-3000:]
+    result = nntrain.export(str(model_dir), str(tmp_path / "export"))
+    serve = tf.saved_model.load(result["saved_model"]).signatures["serve_encoded"]
+    encoded = []
+    for shape in ((17, 90), (300, 200)):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((*shape, 3), COLORS[0], np.uint8)).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    answers = serve(image_bytes=tf.constant(encoded))
+    assert answers["probabilities"].shape == (2, 3)
+    np.testing.assert_allclose(answers["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_imagenet_weights_missing_from_the_cache_name_the_file_and_its_url(files, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    args = ["train", "--experiment=images_finetune", f"--model_dir={tmp_path / 'run'}", "--strategy=cpu",
+            *[f"--config.{key}={value}" for key, value in overrides(files, **{"model.backbone_weights": "imagenet"})
+              .items()]]
+    url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
+    assert not cli_failures([("imagenet offline", args, url)], tmp_path, capfd)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_weights_file_that_does_not_fit_is_one_line(files, tmp_path, capfd):
+    keras.applications.MobileNetV3Large(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)).save_weights(
+        tmp_path / "large.weights.h5")
+    cases = []
+    for weights, phrase in ((tmp_path / "large.weights.h5", "does not fit MobileNetV3Small"),
+                            (tmp_path / "missing.weights.h5", "no such file"), (tmp_path / "w.npz", "ending in")):
+        args = ["train", "--experiment=images_finetune", f"--model_dir={tmp_path / 'run'}", "--strategy=cpu",
+                *[f"--config.{key}={value}" for key, value in overrides(files, **{
+                    "model.backbone_weights": str(weights)}).items()]]
+        cases.append((str(weights), args, phrase))
+    assert not cli_failures(cases, tmp_path, capfd)
+
+
+def test_keras_still_updates_each_variable_through_update_step():
+    """compat.keras_lr_scale: a scaled variable moves `factor` times as far under plain SGD."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    keras_lr_scale.scale_learning_rate(optimizer, model.layers[0].trainable_variables, 0.25)
+    before = [np.array(v) for v in model.trainable_variables]
+    optimizer.apply([tf.ones_like(v) for v in model.trainable_variables], model.trainable_variables)
+    steps = [float(np.max(np.abs(b - np.array(v)))) for b, v in zip(before, model.trainable_variables)]
+    np.testing.assert_allclose(steps, [0.025, 0.025, 0.1, 0.1], rtol=1e-6)
