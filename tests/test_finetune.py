@@ -5,9 +5,13 @@ loads in plain Keras and its export answers raw images of any size; imagenet wei
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -21,6 +25,7 @@ import nntrain
 from nntrain.compat import keras_lr_scale
 from nntrain.models import backbone
 
+REPO = Path(__file__).resolve().parent.parent
 SIZE = 32  # MobileNetV3's smallest input
 COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
 
@@ -169,3 +174,50 @@ def test_keras_still_updates_each_variable_through_update_step():
     optimizer.apply([tf.ones_like(v) for v in model.trainable_variables], model.trainable_variables)
     steps = [float(np.max(np.abs(b - np.array(v)))) for b, v in zip(before, model.trainable_variables)]
     np.testing.assert_allclose(steps, [0.025, 0.025, 0.1, 0.1], rtol=1e-6)
+
+
+def _cli(files: dict[str, Path], model_dir: Path, log: Path) -> subprocess.Popen:
+    settings = overrides(files, **{"finetune.freeze_epochs": FREEZE, "train.epochs": EPOCHS, "train.batch_size": 4,
+                                   "train.steps_per_epoch": STEPS, "train.steps_per_execution": 1,
+                                   "train.checkpoint_every_steps": 2, "finetune.backbone_lr_scale": 0.5})
+    args = ["train", "--experiment=images_finetune", f"--model_dir={model_dir}", "--strategy=cpu",
+            *[f"--config.{key}={value}" for key, value in settings.items()]]
+    with open(log, "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "nntrain.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+
+
+def _step(model_dir: Path) -> int:
+    try:
+        return json.loads((model_dir / "checkpoints" / "state.json").read_text())["step"]
+    except (OSError, ValueError):
+        return 0
+
+
+FREEZE, EPOCHS, STEPS = 2, 4, 15  # steps 1-30 frozen, 31-60 fine-tuned
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_frozen_and_in_the_unfrozen_phase_resumes_bit_identical(files, tmp_path):
+    reference = _cli(files, tmp_path / "reference", tmp_path / "reference.log")
+    model_dir, log = tmp_path / "run", tmp_path / "run.log"
+    saved = []
+    frozen, tuned = range(1, FREEZE * STEPS), range(FREEZE * STEPS + 1, EPOCHS * STEPS)
+    for after, phase in ((4, frozen), (FREEZE * STEPS + 4, tuned)):
+        process = _cli(files, model_dir, log)
+        deadline = time.time() + 300
+        while _step(model_dir) < after and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 143, log.read_text()[-3000:]
+        step = int(re.findall(r"stopped by SIGTERM after step (\d+)", log.read_text())[-1])
+        assert step in phase, (step, phase)
+        saved.append(step)
+    assert _cli(files, model_dir, log).wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert "fine-tuning" in log.read_text()  # the resumed run in the second phase unfroze again
+    assert reference.wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    resumed, uninterrupted = (keras.saving.load_model(d / "model.keras").get_weights()
+                              for d in (model_dir, tmp_path / "reference"))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, uninterrupted)) == 0.0, saved
+    epochs = [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, EPOCHS + 1))
