@@ -22,6 +22,7 @@ from conftest import cli_failures
 from PIL import Image
 
 import nntrain
+from nntrain import preflight_checks as preflight
 from nntrain.compat import keras_lr_scale
 from nntrain.models import backbone
 
@@ -221,3 +222,17 @@ def test_sigterm_in_the_frozen_and_in_the_unfrozen_phase_resumes_bit_identical(f
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(resumed, uninterrupted)) == 0.0, saved
     epochs = [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(backbone.BACKBONES))
+def test_every_backbone_passes_preflight_for_tpu_at_224_in_bfloat16(name):
+    config = nntrain.load_config("images_finetune", {
+        "data.source": "synthetic", "data.input_shape": "224,224,3", "data.num_classes": 5, "data.num_examples": 64,
+        "data.train_split": "train", "data.eval_split": "test", "train.batch_size": 64, "model.backbone": name,
+        "model.backbone_weights": "none"})
+    report = nntrain.preflight(config, "tpu", tpu_cores=8)
+    statuses = {check["check"]: check["status"] for check in report["checks"]}
+    assert report["ok"] and report["precision"] == "mixed_bfloat16", preflight.format_report(report)
+    for check in ("static shapes", "model ops", "xla compile", "precision", "eval split", "memory"):
+        assert statuses[check] == "pass", preflight.format_report(report)
