@@ -300,6 +300,8 @@ def _parse_value(key: str, text: str, field_type: type, current: Any) -> Any:
     if text.lower() in ("none", "null"):
         if current is None or field_type is type(None):
             return None
+        if field_type is str:  # a word such as data.augment=none or model.backbone_weights=none
+            return text
         raise NntrainError(f"--config.{key}: None is not allowed here, {_type_name(field_type)} expected")
     try:
         if field_type is bool:
