@@ -22,9 +22,9 @@ from conftest import cli_failures
 from PIL import Image
 
 import nntrain
-from nntrain import preflight_checks as preflight
 from nntrain.compat import keras_lr_scale
 from nntrain.models import backbone
+from nntrain.run import preflight
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 32  # MobileNetV3's smallest input

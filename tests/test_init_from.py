@@ -15,10 +15,11 @@ from conftest import cli_failures
 from PIL import Image
 
 import nntrain
-from nntrain import init_from, models
+from nntrain import models
 from nntrain.config import base_config
 from nntrain.data import idx
 from nntrain.data.spec import DatasetSpec
+from nntrain.run import init_from
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -92,7 +93,7 @@ def test_a_model_that_shares_no_layer_and_a_missing_source_are_one_line(tmp_path
     (tmp_path / "notarun").mkdir()
     base = ["train", "--experiment=xor", f"--model_dir={tmp_path / 'run'}", "--strategy=cpu"]
     cases = [("no shared layer", [*base, f"--config.model.init_from={tmp_path / 'ten.keras'}"], "shares no layer"),
-             ("missing file", [*base, f"--config.model.init_from={tmp_path / 'gone.keras'}"], "no such file"),
+             ("missing file", [*base, f"--config.model.init_from={tmp_path / 'gone.keras'}"], "is not there"),
              ("not a run", [*base, f"--config.model.init_from={tmp_path / 'notarun'}"], "neither a run directory")]
     assert not cli_failures(cases, tmp_path, capfd)
 

@@ -7,7 +7,7 @@ Each application (`keras.applications.MobileNetV3Small(weights="imagenet")`, ...
 `cached_weights_only()` replaces `get_file` while an application is built, so a file missing from the cache (or
 damaged) becomes one NntrainError naming where to place it and the URL it comes from, and nothing is downloaded.
 
-`tests/test_backbone.py::test_imagenet_weights_missing_from_the_cache_name_the_file_and_its_url` fails when Keras
+`tests/test_finetune.py::test_imagenet_weights_missing_from_the_cache_name_the_file_and_its_url` fails when Keras
 fetches weights another way.
 """
 

@@ -72,18 +72,20 @@ def backbone(name: str, weights: str, input_shape: tuple[int, int, int]) -> kera
         raise NntrainError(f"config.model.backbone_weights={weights!r} holds weights for RGB images, but the data "
                            f"has {input_shape[-1]} channel(s): set --config.data.channels=3 (images: sources) or "
                            "--config.model.backbone_weights=none")
-    kwargs = {"include_top": False, "input_shape": input_shape, "name": NAME,
+    kwargs = {"include_top": False, "input_shape": input_shape,
               **({"include_preprocessing": True} if app.own_preprocessing else {})}
     if kind == "imagenet":
         with keras_applications.cached_weights_only(f"{name}'s ImageNet weights (model.backbone_weights=imagenet)"):
             try:
-                return app.constructor(weights="imagenet", **kwargs)
+                network = app.constructor(weights="imagenet", **kwargs)
             except ValueError as e:  # e.g. a size the weights do not fit
                 raise NntrainError(f"config.model.backbone={name} with imagenet weights: {e}") from e
-    network = app.constructor(weights=None, **kwargs)
-    if pretrained:
-        load_weights(network, str(weights), name)
-    return network
+    else:
+        network = app.constructor(weights=None, **kwargs)
+        if pretrained:
+            load_weights(network, str(weights), name)
+    # Named NAME by wrapping: some applications look their architecture up by their `name` argument.
+    return keras.Model(network.inputs, network.outputs, name=NAME)
 
 
 def load_weights(network: keras.Model, path: str, name: str) -> None:

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from nntrain import artifacts, rundir, runstate
+from nntrain import rundir
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 from nntrain.models import heads
+from nntrain.run import checkpoints, runstate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +37,30 @@ class Loaded:
 
 
 def source_model(init_from: str) -> tuple[keras.Model, tuple[str, ...] | None]:
-    """The model `init_from` names, a run directory's (final, else its latest checkpoint) or a .keras file, and the
-    names of the classes it was trained on (None: not known)."""
+    """The model `init_from` names, a run directory's (model.keras, else its latest checkpoint) or a .keras file,
+    and the names of the classes it was trained on (None: not known)."""
     where = f"config.model.init_from={init_from!r}"
-    if init_from.endswith(".keras"):
-        problem = rundir.keras_file_problem(init_from)
-        if problem:
-            raise NntrainError(f"{where}: {'no such file' if problem == 'missing' else problem}: give a .keras "
-                               "file or a run directory")
-        try:
-            return keras.saving.load_model(init_from, compile=False), None
-        except (ValueError, OSError, KeyError, TypeError) as e:
-            raise NntrainError(f"{where}: Keras cannot load it ({str(e).splitlines()[0][:200]})") from e
-    if not rundir.exists(rundir.join(init_from, rundir.CONFIG)):
-        raise NntrainError(f"{where} is neither a run directory (no {rundir.CONFIG} in it) nor a .keras file")
+    path, class_names = init_from, None
+    if not init_from.endswith(".keras"):
+        if not rundir.exists(rundir.join(init_from, rundir.CONFIG)):
+            raise NntrainError(f"{where} is neither a run directory (no {rundir.CONFIG} in it) nor a .keras file")
+        path = rundir.join(init_from, rundir.FINAL_MODEL)
+        latest = checkpoints.latest_checkpoint(rundir.checkpoint_dir(init_from))
+        if not rundir.exists(path) and latest:
+            path = latest[0]
+        names = (runstate.RunState.load(init_from).spec or {}).get("class_names")
+        class_names = tuple(names) if names else None
+    problem = rundir.keras_file_problem(path)
+    if problem == "missing" and path != init_from:
+        raise NntrainError(f"{where}: the run has no model yet (no {rundir.FINAL_MODEL}, no checkpoint): train it "
+                           "first")
+    if problem:
+        raise NntrainError(f"{where}: {path} is {'not there' if problem == 'missing' else problem}: give a .keras "
+                           "file or a run directory")
     try:
-        model = artifacts.load_model(init_from)
-    except NntrainError as e:
-        raise NntrainError(f"{where}: {e}") from e
-    names = (runstate.RunState.load(init_from).spec or {}).get("class_names")
-    return model, tuple(names) if names else None
+        return keras.saving.load_model(path, compile=False), class_names
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        raise NntrainError(f"{where}: Keras cannot load {path} ({str(e).splitlines()[0][:200]})") from e
 
 
 def apply(model: keras.Model, init_from: str, class_names: tuple[str, ...] | None = None) -> Loaded:
