@@ -85,7 +85,7 @@ def backbone(name: str, weights: str, input_shape: tuple[int, int, int]) -> kera
         if pretrained:
             load_weights(network, str(weights), name)
     # Named NAME by wrapping: some applications look their architecture up by their `name` argument.
-    return keras.Model(network.inputs, network.outputs, name=NAME)
+    return keras.Model(network.input, network.output, name=NAME)
 
 
 def load_weights(network: keras.Model, path: str, name: str) -> None:
