@@ -82,13 +82,20 @@ class Unfreeze(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if not self.frozen or epoch < self.config.finetune.freeze_epochs:
             return
-        layers = backbone_layers(self.model)
-        tuned = _tuned(self.config, layers)
-        _set_trainable(self.model, layers, tuned)
+        tuned, layers = unfreeze(self.model, self.config)
         self.model.make_train_function(force=True)
         self.frozen = False
-        log(f"epoch {epoch + 1}: fine-tuning {len(tuned)} of the backbone's {len(layers)} layers (BatchNormalization "
-            f"frozen) at {self.config.finetune.backbone_lr_scale:g} x the learning rate")
+        log(f"epoch {epoch + 1}: fine-tuning {tuned} of the backbone's {layers} layers (BatchNormalization frozen) "
+            f"at {self.config.finetune.backbone_lr_scale:g} x the learning rate")
+
+
+def unfreeze(model: keras.Model, config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """Makes the backbone's layers of the second phase trainable (as they are after the frozen epochs); returns
+    how many of its layers train, and of how many. Retrace the train step after it."""
+    layers = backbone_layers(model)
+    tuned = _tuned(config, layers)
+    _set_trainable(model, layers, tuned)
+    return len(tuned), len(layers)
 
 
 def callbacks(config: ml_collections.ConfigDict) -> list[keras.callbacks.Callback]:
