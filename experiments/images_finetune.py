@@ -41,9 +41,10 @@ def get_config():
 
 
 def get_search_space():
-    """What `nntrain tune` searches (docs/tuning.md): the head's learning rate, how long the backbone stays frozen
-    and how much of it trains after (MobileNetV3Small's backbone has 157 layers; 0: all)."""
+    """What `nntrain tune` searches (docs/tuning.md): the batch, the head's learning rate, how long the backbone
+    stays frozen and how much of it trains after (MobileNetV3Small's backbone has 157 layers; 0: all)."""
     return {
+        "train.batch_size": choice(16, 32, 64),
         "optimizer.learning_rate": log_range(1e-4, 3e-3),
         "finetune.freeze_epochs": choice(0, 2, 4),
         "finetune.unfreeze_layers": choice(0, 30, 60),
