@@ -236,3 +236,27 @@ def test_every_backbone_passes_preflight_for_tpu_at_224_in_bfloat16(name):
     assert report["ok"] and report["precision"] == "mixed_bfloat16", preflight.format_report(report)
     for check in ("static shapes", "model ops", "xla compile", "precision", "eval split", "memory"):
         assert statuses[check] == "pass", preflight.format_report(report)
+
+
+def test_a_model_without_a_nested_backbone_freezes_all_but_its_head(tmp_path):
+    """A cnn (e.g. one started with init_from): epoch 1 trains only its head, epoch 2 all but BatchNormalization."""
+    mnist = REPO.parent / "shared" / "data" / "mnist"
+    config = nntrain.load_config("fashion_mnist_cnn", {
+        "data.source": f"idx:{os.environ.get('NNTRAIN_MNIST_DIR', mnist)}", "data.train_split": "test[:64]",
+        "data.eval_split": "test[64:96]", "model.filters": "4,8", "model.dense_units": 8, "train.batch_size": 32,
+        "train.epochs": 2, "finetune.freeze_epochs": 1, "train.tensorboard": False})
+    weights = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            weights.append({w.path: np.array(w) for w in self.model.weights})
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.on_train_begin()
+
+    nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0, callbacks=[Record()])
+    start, frozen, tuned = weights
+    moved = [{path for path in start if not np.array_equal(before[path], after[path])}
+             for before, after in ((start, frozen), (frozen, tuned))]
+    assert moved[0] == {path for path in start if path.startswith("predictions/")}
+    assert moved[1] == {path for path in start if "batch_normalization" not in path}

@@ -26,12 +26,14 @@ def active(config: ml_collections.ConfigDict) -> bool:
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The backbone's layers, bottom to top: the nested `backbone` model's, else every layer but the head."""
-    names = [layer.name for layer in model.layers]
-    if BACKBONE in names:
+    """The backbone's layers, bottom to top: the nested `backbone` model's, else every layer but the head (inside
+    the one model an experiment's get_model nests under nntrain's input)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if any(layer.name == BACKBONE for layer in layers):
         return list(model.get_layer(BACKBONE).layers)
-    return [layer for layer in model.layers
-            if layer.name != heads.NAME and not isinstance(layer, keras.layers.InputLayer)]
+    if len(layers) == 1 and isinstance(layers[0], keras.Model):
+        return backbone_layers(layers[0])
+    return [layer for layer in layers if layer.name != heads.NAME]
 
 
 def _tuned(config: ml_collections.ConfigDict, layers: list[keras.layers.Layer]) -> list[keras.layers.Layer]:
@@ -49,20 +51,17 @@ def setup(model: keras.Model, config: ml_collections.ConfigDict) -> None:
         return
     layers = backbone_layers(model)
     if active(config):
-        _set_trainable(model, layers, _tuned(config, layers))
+        unfreeze(model, config)  # as in the second phase: the optimizer gets a slot for every weight that trains
     model.optimizer.build(model.trainable_variables)
     if scale != 1.0:
         keras_lr_scale.scale_learning_rate(model.optimizer, [v for layer in layers for v in layer.trainable_variables],
                                            scale)
     if config.finetune.freeze_epochs:
-        _set_trainable(model, layers, [])
+        _set_trainable(layers, [])
 
 
-def _set_trainable(model: keras.Model, layers: list[keras.layers.Layer], tuned: list[keras.layers.Layer]) -> None:
+def _set_trainable(layers: list[keras.layers.Layer], tuned: list[keras.layers.Layer]) -> None:
     """Makes exactly `tuned` of the backbone's `layers` trainable (the rest of the model stays trainable)."""
-    names = [layer.name for layer in model.layers]
-    if BACKBONE in names:
-        model.get_layer(BACKBONE).trainable = True  # its own flag; its layers' flags decide below
     chosen = {id(layer) for layer in tuned}
     for layer in layers:
         layer.trainable = id(layer) in chosen
@@ -94,7 +93,7 @@ def unfreeze(model: keras.Model, config: ml_collections.ConfigDict) -> tuple[int
     how many of its layers train, and of how many. Retrace the train step after it."""
     layers = backbone_layers(model)
     tuned = _tuned(config, layers)
-    _set_trainable(model, layers, tuned)
+    _set_trainable(layers, tuned)
     return len(tuned), len(layers)
 
 
