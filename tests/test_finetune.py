@@ -24,7 +24,8 @@ from PIL import Image
 import nntrain
 from nntrain.compat import keras_lr_scale
 from nntrain.models import backbone
-from nntrain.run import preflight
+from nntrain.run import finetune, preflight
+from nntrain.tuning.search_space import choice
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 32  # MobileNetV3's smallest input
@@ -260,3 +261,16 @@ def test_a_model_without_a_nested_backbone_freezes_all_but_its_head(tmp_path):
              for before, after in ((start, frozen), (frozen, tuned))]
     assert moved[0] == {path for path in start if path.startswith("predictions/")}
     assert moved[1] == {path for path in start if "batch_normalization" not in path}
+
+
+@pytest.mark.slow
+def test_a_tuning_trial_unfreezes_after_its_frozen_epochs(files, tmp_path, monkeypatch):
+    lines = []
+    monkeypatch.setattr(finetune, "log", lines.append)
+    space = {"finetune.unfreeze_layers": choice(10), "optimizer.learning_rate": choice(1e-3)}
+    result = nntrain.tune("images_finetune", str(tmp_path / "search"), overrides(files), search_space=space,
+                          strategy="cpu", max_trials=1, verbose=False)
+    assert len(result["trials"]) == 1 and result["trials"][0]["status"] == "completed", result
+    # MobileNetV3Small's top 10 layers hold 2 BatchNormalization layers
+    assert lines == ["epoch 2: fine-tuning 8 of the backbone's 157 layers (BatchNormalization frozen) at 0.1 x the "
+                     "learning rate"]
