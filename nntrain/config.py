@@ -89,7 +89,8 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "label_key": Field("", "tfrecord: the label's feature name, instead of the format's"),
         },
         "model": {
-            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | ...)"),
+            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | gpt | backbone | "
+                                 "...)"),
             "head": Field("classification", "classification | binary | regression"),
             "num_outputs": Field(1, "regression head units"),
             "init_from": Field("", "RUN_DIR | FILE.keras: start from the weights of its layers of the same name and "
