@@ -11,6 +11,7 @@ import difflib
 import importlib.util
 import json
 import math
+import os
 import re
 import traceback
 import types
@@ -52,6 +53,9 @@ def _experiments_dir() -> Path:
 EXPERIMENTS_DIR = _experiments_dir()
 
 
+PATH_SOURCES = ("idx", "npz", "images", "csv", "tfrecord", "text")  # data.source kinds whose argument is a path
+
+
 def _fields() -> dict[str, dict[str, Field] | Field]:
     """Every field an experiment can set, with its default and description (the one source of both)."""
     placeholder = config_dict.placeholder
@@ -89,9 +93,12 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "label_key": Field("", "tfrecord: the label's feature name, instead of the format's"),
         },
         "model": {
-            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | ...)"),
+            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | gpt | backbone | "
+                                 "...)"),
             "head": Field("classification", "classification | binary | regression"),
             "num_outputs": Field(1, "regression head units"),
+            "init_from": Field("", "RUN_DIR | FILE.keras: start from the weights of its layers of the same name and "
+                                   "shape (a head for other classes stays new); a resumed run never reads it"),
         },
         "optimizer": {
             "name": Field("adam", "sgd | adam | adamw | adagrad | rmsprop"),
@@ -137,6 +144,13 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "deterministic": Field(False, "TensorFlow op determinism (tf.config.experimental.enable_op_determinism; "
                                           "slower)"),
             "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
+        },
+        "finetune": {  # two-phase fine-tuning of a backbone (model.name=backbone, or any model: all but its head)
+            "freeze_epochs": Field(0, "epochs that train only the head, the backbone frozen (BatchNormalization in "
+                                      "inference mode); 0: no frozen phase"),
+            "unfreeze_layers": Field(0, "then train the backbone's top N layers (0: all); BatchNormalization stays "
+                                        "frozen whenever freeze_epochs or this is set"),
+            "backbone_lr_scale": Field(1.0, "the backbone's learning rate as a fraction of the schedule's"),
         },
         "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/run/prune.py
             "target_sparsity": Field(0.0, "fraction of each kernel set to zero by end_step; 0 turns pruning off"),
@@ -300,6 +314,8 @@ def _parse_value(key: str, text: str, field_type: type, current: Any) -> Any:
     if text.lower() in ("none", "null"):
         if current is None or field_type is type(None):
             return None
+        if field_type is str:  # a word such as data.augment=none or model.backbone_weights=none
+            return text
         raise NntrainError(f"--config.{key}: None is not allowed here, {_type_name(field_type)} expected")
     try:
         if field_type is bool:
@@ -414,6 +430,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
+    non_negative("finetune.freeze_epochs")
+    non_negative("finetune.unfreeze_layers")
+    positive("finetune.backbone_lr_scale")
     require(0.0 <= config.prune.target_sparsity < 1.0, "prune.target_sparsity", "it must be in [0, 1), e.g. 0.8")
     require(0.0 <= config.prune.initial_sparsity <= config.prune.target_sparsity, "prune.initial_sparsity",
             "it must be in [0, prune.target_sparsity]")
@@ -452,10 +471,52 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 def resolve(source: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
     """The config a run uses: an experiment (name or .py path) or a saved run's config.json, with overrides
     applied, validated."""
+    if "://" not in source and Path(source).expanduser().is_dir():
+        saved = Path(source) / "config.json"  # rundir.CONFIG: rundir imports TensorFlow, too slow here
+        raise NntrainError(f"'{source}' is a directory: give a run's config file (--config={saved}"
+                           f"{'' if saved.expanduser().is_file() else ', which it does not hold'}) or an experiment "
+                           "file (.py)")
     config = load_file(source) if source.endswith(".json") else load_experiment(source)
+    if source.endswith(".json"):
+        _check_experiment_model(config, source)
     apply_overrides(config, overrides)
     validate(config)
+    absolute_paths(config)
     return config
+
+
+def _check_experiment_model(config: ml_collections.ConfigDict, source: str) -> None:
+    """A config.json of a run whose model an experiment file's get_model() built holds no code: name the file."""
+    name = config.model.name
+    if name.endswith(registry.EXPERIMENT_MODEL) and registry.MODELS.find(name) is None:
+        raise NntrainError(f"{source} is the config of a run whose model the get_model() of experiment file "
+                           f"'{config.experiment}.py' builds (model.name={name!r}), and a config.json holds no code: "
+                           f"pass that file, --config=PATH/{config.experiment}.py (the same --model_dir resumes the "
+                           "run)")
+
+def absolute_paths(config: ml_collections.ConfigDict) -> None:
+    """Makes the local paths of `data.source` and `data.data_dir` absolute (`~` expanded), so that a run's saved
+    config reads the same files from any working directory; URLs (gs://, ram://) and names stay as they are."""
+    kind, colon, path = config.data.source.partition(":")
+    if colon and kind in PATH_SOURCES and path:
+        config.data.source = f"{kind}:{_absolute(path)}"
+    if config.data.data_dir:
+        config.data.data_dir = _absolute(config.data.data_dir)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def flat(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every field of `config`, in its order."""
+    def walk(node: ml_collections.ConfigDict, prefix: str) -> Iterator[tuple[str, Any]]:
+        for key, value in node.items():
+            if isinstance(value, ml_collections.ConfigDict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    return list(walk(config, ""))
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -22,7 +22,8 @@ from nntrain.distribute import cluster, execution, strategies, tf_config
 from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
 from nntrain.run import callbacks as nn_callbacks
-from nntrain.run import checkpoints, guards, optim, preemption, prune, runstate
+from nntrain.run import checkpoints, finetune, guards, optim, preemption, prune, runstate
+from nntrain.run import init_from as nn_init_from
 from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 # tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
@@ -53,13 +54,15 @@ def seed_everything(config: ml_collections.ConfigDict) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, skip_batches: int = 0) -> Prepared:
+def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, skip_batches: int = 0,
+            resuming: bool = False) -> Prepared:
     """Builds the datasets (the train stream after `skip_batches` batches) and the compiled model under
-    `strategy`; shared by train, tune and bench."""
+    `strategy`; shared by train, tune and bench. A model about to be `resuming` from its checkpoint skips
+    model.init_from."""
     seed_everything(config)
     data = datasets(config, strategy, skip_batches)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
-    model, run = build_model(config, data.spec, steps_per_epoch, strategy)
+    model, run = build_model(config, data.spec, steps_per_epoch, strategy, init=not resuming)
     return Prepared(data, model, run, steps_per_epoch, strategy)
 
 
@@ -72,8 +75,9 @@ def datasets(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
 
 
 def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, steps_per_epoch: int,
-                strategy: tf.distribute.Strategy) -> tuple[keras.Model, execution.Execution]:
-    """The model of `config`, seeded and compiled for `steps_per_epoch` steps per epoch under `strategy`.
+                strategy: tf.distribute.Strategy, init: bool = True) -> tuple[keras.Model, execution.Execution]:
+    """The model of `config`, seeded, started from model.init_from (if set and `init`) and compiled for
+    `steps_per_epoch` steps per epoch under `strategy`.
 
     `prepare` and the tuner's HyperModel both build models here, so a trial trains exactly like `train`.
     """
@@ -83,10 +87,13 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
     total_steps = steps_per_epoch * config.train.epochs
     with strategy.scope():
         model = models.build(config.model, spec)
+        if init and config.model.init_from:
+            nn_init_from.apply(model, config.model.init_from, spec.class_names)
         prune.attach(model, config.prune)
         model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
                       metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
                       jit_compile=run.jit_compile)
+        finetune.setup(model, config)
     return model, run
 
 
@@ -151,6 +158,7 @@ class _Run:
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
     """The config, and the run directory's files against it; writes nothing."""
     nn_config.validate(config)
+    nn_config.absolute_paths(config)  # a hand-made config too: its run works from any directory
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
@@ -162,7 +170,7 @@ def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribut
                        files: runstate.RunState) -> _Run:
     """Data and model, checked against the run's data; the checkpoint restored into the model. Writes nothing."""
     point = checkpoints.resume_point(rundir.checkpoint_dir(files.model_dir))
-    prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
+    prepared = prepare(config, strategy, skip_batches=point.step if point else 0, resuming=point is not None)
     guards.check_run(config, prepared)  # model_dir: rundir.check in _validate
     files.check_same_data(prepared.data.spec)
     with strategy.scope():
@@ -247,8 +255,8 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: run
     it comes after the metrics line that describes the epoch."""
     train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
-        *optim.callbacks(config, resumed=step > 0),
-        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
+        *optim.callbacks(config, resumed=step > 0), *finetune.callbacks(config),
+        *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(files))
