@@ -17,7 +17,8 @@ import tensorflow as tf
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import models, rundir
-from nntrain.distribute import cluster, execution, strategies
+from nntrain.data import service as data_service
+from nntrain.distribute import cluster, execution, strategies, tf_config
 from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
 from nntrain.run import callbacks as nn_callbacks
@@ -106,7 +107,9 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     """
     start = time.time()
     files = _validate(config, model_dir)
-    run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
+    strategy = strategy or strategies.create_strategy("auto")
+    with cluster.peer_failures(strategy):  # building broadcasts the initial weights: a peer may be lost already
+        run = _build_and_restore(config, strategy, files)
     nan_guard = _begin(run)  # the first writes
     try:
         history = _fit(run, nan_guard, verbose, extra_callbacks)
@@ -200,7 +203,8 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
     config, prepared, step = run.config, run.prepared, run.step
     model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
-    with preemption.watch() as signals, cluster.peer_failures(strategy):
+    with preemption.watch() as signals, cluster.peer_failures(strategy), \
+            data_service.watched(config.data.service, tf_config.worker_timeout()):
         callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
                                signals, run.checkpoint_state)
         fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
