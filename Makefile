@@ -27,7 +27,7 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check nntrain tests benchmarks notebooks
+	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) runs

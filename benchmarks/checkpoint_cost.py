@@ -19,7 +19,8 @@ import tempfile
 import time
 
 import nntrain
-from nntrain import callbacks, distribute, trainer
+from nntrain.distribute import strategies
+from nntrain.run import checkpoints, trainer
 
 REAL_TRAIN_EXAMPLES = {"mnist_mlp": 60_000, "cifar10_resnet": 50_000}
 
@@ -27,7 +28,7 @@ REAL_TRAIN_EXAMPLES = {"mnist_mlp": 60_000, "cifar10_resnet": 50_000}
 def measure(experiment: str, steps: int, repeats: int) -> dict:
     config = nntrain.load_config(experiment, {"data.source": "synthetic", "data.num_examples": 1024,
                                               "train.epochs": 1})
-    prepared = trainer.prepare(config, distribute.create_strategy("cpu"))
+    prepared = trainer.prepare(config, strategies.create_strategy("cpu"))
     model, per_execution = prepared.model, prepared.execution.steps_per_execution
     steps = max(per_execution, steps // per_execution * per_execution)
     model.fit(prepared.data.train, steps_per_epoch=steps, epochs=1, verbose=0)  # trace and warm up
@@ -37,7 +38,7 @@ def measure(experiment: str, steps: int, repeats: int) -> dict:
         model.fit(prepared.data.train, steps_per_epoch=steps, epochs=1, verbose=0)
         step_seconds.append((time.perf_counter() - start) / steps)
     with tempfile.TemporaryDirectory() as directory:
-        saver = callbacks.Checkpoints(directory, config.train.monitor)
+        saver = checkpoints.Checkpoints(directory, config.train.monitor)
         saver.set_model(model)
         saver.save(0)  # warm-up
         saver.saved_seconds.clear()

@@ -21,8 +21,9 @@ import time
 import keras
 
 import nntrain
-from nntrain import distribute, trainer
 from nntrain.benchmark import flops, runner, throughput
+from nntrain.distribute import strategies
+from nntrain.run import trainer
 
 
 class PositionEmbedding(keras.layers.Layer):
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     config = nntrain.load_config("text_gpt")
-    strategy = distribute.create_strategy("auto")
+    strategy = strategies.create_strategy("auto")
     prepared = trainer.prepare(config, strategy)
     run, data, model_config = prepared.execution, prepared.data, config.model
     length = data.spec.input_shape[0]
@@ -85,7 +86,7 @@ def main() -> None:
                   file=sys.stderr, flush=True)
     features, labels = next(iter(data.train))
     per_example = flops.per_example(config, data.spec, features, labels)
-    peak = flops.peak_matmul(strategy, distribute.accelerator(strategy), "float32").flops_per_second
+    peak = flops.peak_matmul(strategy, strategies.accelerator(strategy), "float32").flops_per_second
     ratios = [a / b for a, b in zip(*rates.values())]
     print("| model | examples/s | tokens/s | MFU |\n|---|---|---|---|")
     for name, values in rates.items():

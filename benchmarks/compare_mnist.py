@@ -34,9 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 import nntrain
-from nntrain import distribute, execution, trainer
 from nntrain.benchmark import runner, throughput
 from nntrain.data import idx
+from nntrain.distribute import execution, strategies
+from nntrain.run import trainer
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -127,7 +128,7 @@ def step_rate_pairs(config: ml_collections.ConfigDict, steps_per_execution: int,
     (c) is `trainer.prepare`'s pipeline and compiled model, the ones `nntrain bench` and `nntrain train` use.
     """
     train, _ = _tuned_datasets(config.train.batch_size)
-    prepared = trainer.prepare(config, distribute.create_strategy("auto"))
+    prepared = trainer.prepare(config, strategies.create_strategy("auto"))
     contenders = {"b": (_dense_256_128_10(steps_per_execution), train.repeat(), steps_per_execution),
                   "c": (prepared.model, prepared.data.train, prepared.execution.steps_per_execution)}
     results = []
@@ -284,7 +285,7 @@ def main() -> None:
     machine = _machine()
     _warm_up()
     config = nntrain.load_config("mnist_mlp", MNIST)
-    steps_per_execution = execution.resolve(config.train, distribute.create_strategy("auto"),
+    steps_per_execution = execution.resolve(config.train, strategies.create_strategy("auto"),
                                             math.ceil(TRAIN / config.train.batch_size)).steps_per_execution
     with tempfile.TemporaryDirectory() as directory:
         cifar = _cifar_shaped_npz(directory)

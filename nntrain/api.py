@@ -9,12 +9,12 @@ import ml_collections
 
 from nntrain import config as nn_config
 from nntrain import registry
-from nntrain.runtime import Runtime
+from nntrain.distribute.runtime import Runtime
 
 if TYPE_CHECKING:  # they import TensorFlow, which `import nntrain` must not
     import keras
 
-    from nntrain.results import Predictions
+    from nntrain.exports.results import Predictions
 
 
 def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = ()) -> ml_collections.ConfigDict:
@@ -31,19 +31,20 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
     file's `get_callbacks(config)`. Running it again with the same model_dir resumes
     exactly from the last checkpoint (step or epoch end).
     """
-    from nntrain import distribute, trainer
+    from nntrain.distribute import strategies
+    from nntrain.run import trainer
 
     if isinstance(config, str):
         config = load_config(config)
     nn_config.validate(config)
     extra = [*registry.experiment_callbacks(config), *callbacks]
-    return trainer.train(config, model_dir, distribute.create_strategy(strategy, tpu), verbose=verbose,
+    return trainer.train(config, model_dir, strategies.create_strategy(strategy, tpu), verbose=verbose,
                          extra_callbacks=extra)
 
 
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     """Metrics of a trained model (final, best or latest checkpoint) on its eval split."""
-    from nntrain import artifacts
+    from nntrain.exports import artifacts
 
     return artifacts.evaluate(model_dir, checkpoint)
 
@@ -52,7 +53,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
            quantize: str = "none") -> dict:
     """Exports a trained model into export_dir: `model.keras`, a serving SavedModel that takes raw inputs and,
     with export_format="tflite", `model.tflite` (quantize: none | dynamic | float16 | int8); scores each."""
-    from nntrain import artifacts
+    from nntrain.exports import artifacts
 
     return artifacts.export(model_dir, export_dir, checkpoint, export_format, quantize)
 
@@ -60,28 +61,28 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
 def predict(model_dir: str, split: str | None = None, limit: int = 16, checkpoint: str = "final") -> Predictions:
     """A trained model's answers (features, labels, outputs, predicted) on the first `limit` examples of a
     split (default: its eval split)."""
-    from nntrain import results
+    from nntrain.exports import results
 
     return results.predict(model_dir, split, limit, checkpoint)
 
 
 def history(model_dir: str) -> list[dict]:
     """A run's metrics, one dict per finished epoch."""
-    from nntrain import results
+    from nntrain.exports import results
 
     return results.history(model_dir)
 
 
 def detect_runtime() -> Runtime:
     """Where this runs (Colab or not; TPU, GPU or CPU), the strategy to train with there, and advice."""
-    from nntrain import runtime
+    from nntrain.distribute import runtime
 
     return runtime.detect()
 
 
 def doctor(model_dir: str | None = None) -> list[dict]:
     """Checks of this machine's stack and devices, each with a fix where one is needed."""
-    from nntrain import diagnostics
+    from nntrain.distribute import diagnostics
 
     return diagnostics.run_checks(model_dir)
 
@@ -91,11 +92,12 @@ def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: 
 
     Uses the data pipeline and compiled model `train` would; writes nothing. See docs/benchmarks.md.
     """
-    from nntrain import benchmark, distribute
+    from nntrain import benchmark
+    from nntrain.distribute import strategies
 
     if isinstance(config, str):
         config = load_config(config)
-    return benchmark.run(config, distribute.create_strategy(strategy, tpu), steps)
+    return benchmark.run(config, strategies.create_strategy(strategy, tpu), steps)
 
 
 def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_cores: int = 8, gpus: int = 1,
@@ -105,7 +107,7 @@ def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_
     Compiles the real train step with XLA; checks static shapes, model ops, the batch for the replica count,
     paths a TPU host can reach, and estimates memory per replica. `report["ok"]` is False if a check failed.
     """
-    from nntrain import preflight_checks as checklist
+    from nntrain.run import preflight as checklist
 
     if isinstance(config, str):
         config = load_config(config)
@@ -117,49 +119,49 @@ def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides:
     """Hyperparameter search (keras-tuner) over the experiment's search space; returns the leaderboard.
 
     `experiment` is a name or path (its get_search_space() is the space) or a config (then pass `search_space`,
-    or the experiment it was loaded from must be in nntrain/experiments/). `options`: tuner (random | bayesian |
+    or the experiment it was loaded from must be in experiments/). `options`: tuner (random | bayesian |
     hyperband | grid), max_trials, objective, executions_per_trial, resume, lr_scaling (auto | linear | sqrt |
     none), role (chief | worker), oracle_address, worker_id, worker_timeout, verbose. Writes results.csv,
     results.json and best_config.py into model_dir. See docs/tuning.md.
     """
-    from nntrain import distribute
+    from nntrain.distribute import strategies
     from nntrain.tuning import search
     from nntrain.tuning import search_space as spaces
 
     config = load_config(experiment, overrides) if isinstance(experiment, str) else experiment
     if search_space is None:
         search_space = spaces.load(experiment if isinstance(experiment, str) else config.get("experiment", ""))
-    return search.run(config, search_space, model_dir, distribute.create_strategy(strategy, tpu),
+    return search.run(config, search_space, model_dir, strategies.create_strategy(strategy, tpu),
                       search.Options(**options))
 
 
 def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "",
                     max_batch_size: int | None = None, num_steps: int = 20) -> dict:
     """Training examples/s of doubling batch sizes and the largest that still speeds training (writes nothing)."""
-    from nntrain import distribute
+    from nntrain.distribute import strategies
     from nntrain.tuning import find_batch_size as finder
 
     if isinstance(config, str):
         config = load_config(config)
-    return finder.find_batch_size(config, distribute.create_strategy(strategy, tpu), max_batch_size=max_batch_size,
+    return finder.find_batch_size(config, strategies.create_strategy(strategy, tpu), max_batch_size=max_batch_size,
                                   num_steps=num_steps)
 
 
 def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: str = "auto", tpu: str = "",
             min_lr: float = 1e-6, max_lr: float = 10.0, num_steps: int = 100) -> dict:
     """Learning-rate range test: writes lr_range.csv and lr_range.png into output_dir, suggests a range."""
-    from nntrain import distribute
+    from nntrain.distribute import strategies
     from nntrain.tuning import find_lr as finder
 
     if isinstance(config, str):
         config = load_config(config)
-    return finder.find_lr(config, output_dir, distribute.create_strategy(strategy, tpu), min_lr, max_lr, num_steps)
+    return finder.find_lr(config, output_dir, strategies.create_strategy(strategy, tpu), min_lr, max_lr, num_steps)
 
 
 def generate(model_dir: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
              seed: int = 0, checkpoint: str = "final") -> dict:
     """Text sampled from a trained byte-level language model (a run or its export) after `prompt`:
     {prompt, completion, new_tokens}; the same seed gives the same text."""
-    from nntrain import generate as generation
+    from nntrain.exports import generate as generation
 
     return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint)

@@ -15,12 +15,13 @@ from collections.abc import Callable
 import ml_collections
 from absl import app, flags
 
-from nntrain import api, logs, quiet, tf_config
+from nntrain import api, logs, quiet
 from nntrain import config as nn_config
+from nntrain.distribute import tf_config
 from nntrain.errors import NntrainError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("experiment", None, "Experiment name (see nntrain/experiments/) or path to an experiment .py file.")
+flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file.")
 flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file or a run's config.json "
                     "(then --config.KEY=VALUE overrides it).")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
@@ -136,7 +137,7 @@ def _evaluate(config: Config, overrides: list[tuple[str, str]]) -> Output:
 
 
 def _export(config: Config, overrides: list[tuple[str, str]]) -> Output:
-    from nntrain import artifacts
+    from nntrain.exports import artifacts
 
     result = api.export(_require("model_dir"), _require("export_dir"), FLAGS.checkpoint, FLAGS.format,
                         FLAGS.quantize)
@@ -153,14 +154,14 @@ def _doctor(config: Config, overrides: list[tuple[str, str]]) -> Output:
 
 
 def _launch(config: Config, overrides: list[tuple[str, str]]) -> Output:
-    from nntrain import launch
+    from nntrain.distribute import launch
 
     code = launch.launch(FLAGS.workers, _CHILD_ARGS)
     return Output({"workers": FLAGS.workers, "exit_code": code}, "", code)
 
 
 def _preflight(config: Config, overrides: list[tuple[str, str]]) -> Output:
-    from nntrain import preflight_checks
+    from nntrain.run import preflight as preflight_checks
 
     report = api.preflight(config, target=FLAGS.target, tpu_cores=FLAGS.tpu_cores, gpus=FLAGS.gpus, tpu=FLAGS.tpu,
                            model_dir=FLAGS.model_dir)

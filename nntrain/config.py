@@ -24,9 +24,6 @@ from ml_collections import config_dict
 from nntrain import registry
 from nntrain.errors import NntrainError
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
-RESOLVED_CONFIG_NAME = "config.json"
-
 LOSSES = ("mse", "binary_crossentropy", "sparse_categorical_crossentropy")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "exponential", "polynomial", "linear", "cosine")
@@ -41,6 +38,18 @@ class Field:
 
     default: Any
     help: str
+
+
+def _experiments_dir() -> Path:
+    """experiments/ of the repository, installed as the package nntrain.experiments (setup.cfg package_dir): found
+    through the import system, so the editable install and the wheel both resolve it."""
+    spec = importlib.util.find_spec("nntrain.experiments")
+    if spec is None:  # an editable install made before experiments/ moved to the top of the repository
+        raise ImportError("nntrain.experiments is not installed: reinstall nntrain (make install, or pip install -e .)")
+    return Path(spec.submodule_search_locations[0])
+
+
+EXPERIMENTS_DIR = _experiments_dir()
 
 
 def _fields() -> dict[str, dict[str, Field] | Field]:
@@ -129,7 +138,7 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
                                           "slower)"),
             "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
         },
-        "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/prune.py
+        "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/run/prune.py
             "target_sparsity": Field(0.0, "fraction of each kernel set to zero by end_step; 0 turns pruning off"),
             "initial_sparsity": Field(0.0, "sparsity at begin_step"),
             "begin_step": Field(0, "optimizer step of the first mask update"),
@@ -171,12 +180,12 @@ def describe() -> list[tuple[str, Any, str]]:
 
 
 def experiment_names() -> list[str]:
-    """Names of the experiments shipped in `nntrain/experiments/`."""
+    """Names of the experiments shipped in `experiments/`."""
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
-    """Loads `nntrain/experiments/NAME.py` or a path to an experiment file and returns its config."""
+    """Loads `experiments/NAME.py` or a path to an experiment file and returns its config."""
     module, path = experiment_module(name_or_path)
     if not hasattr(module, "get_config"):
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
@@ -214,7 +223,7 @@ def _misspelt_key(path: Path, error: BaseException) -> str | None:
 
 
 def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:
-    """The executed experiment file (`nntrain/experiments/NAME.py` or a path) and its path."""
+    """The executed experiment file (`experiments/NAME.py` or a path) and its path."""
     if not name_or_path:
         raise NntrainError("no experiment given: pass --experiment=NAME or a path "
                            f"(available: {', '.join(experiment_names())})")
@@ -458,7 +467,7 @@ def save(config: ml_collections.ConfigDict, model_dir: str) -> str:
     """Writes the resolved config into model_dir atomically and returns its path."""
     from nntrain import rundir  # TensorFlow: only once a run writes
 
-    path = rundir.join(model_dir, RESOLVED_CONFIG_NAME)
+    path = rundir.join(model_dir, rundir.CONFIG)
     rundir.write_json(path, to_dict(config))
     return path
 
@@ -467,11 +476,11 @@ def load_saved(model_dir: str) -> ml_collections.ConfigDict:
     """Reads the resolved config a run wrote into model_dir."""
     from nntrain import rundir  # TensorFlow: only once a run is read
 
-    data = rundir.read_json(rundir.join(model_dir, RESOLVED_CONFIG_NAME))
+    data = rundir.read_json(rundir.join(model_dir, rundir.CONFIG))
     if data is None:
-        raise NntrainError(f"'{model_dir}' holds no nntrain run ({RESOLVED_CONFIG_NAME} missing): "
+        raise NntrainError(f"'{model_dir}' holds no nntrain run ({rundir.CONFIG} missing): "
                            "train into it first with `nntrain train --model_dir=...`")
-    return from_dict(data, rundir.join(model_dir, RESOLVED_CONFIG_NAME))
+    return from_dict(data, rundir.join(model_dir, rundir.CONFIG))
 
 
 def load_file(path: str) -> ml_collections.ConfigDict:

@@ -88,21 +88,20 @@ def _builder_of(get_model: Callable, experiment_config: ml_collections.ConfigDic
     def build(inputs, model_config: ml_collections.ConfigDict, spec):
         import keras
 
-        from nntrain.models import heads
-
         config = experiment_config.copy_and_resolve_references()
         config.model = model_config
-        where = f"experiment '{experiment_config.experiment}': get_model(config, spec)"
+        where = experiment_model_call(experiment_config.experiment)
         model = _user_call(where, get_model, config, spec)
         if not isinstance(model, keras.Model):
             raise NntrainError(f"{where} returned {type(model).__name__}, not a keras.Model: return the model")
-        shape, units = model.output_shape, heads.units(config.model, spec)
-        if isinstance(shape, tuple) and shape[-1] != units:  # else the loss fails in fit, after the run's first files
-            raise NntrainError(f"{where} returned a model of output shape {shape}, but model.head="
-                               f"'{config.model.get('head')}' on this data needs {units} units: end it with "
-                               "nntrain.models.heads.output(x, config.model, spec)")
         return model(inputs)
+    build.experiment = experiment_config.experiment  # models.build checks its output units against model.head
     return build
+
+
+def experiment_model_call(experiment: str) -> str:
+    """How errors name an experiment file's get_model call."""
+    return f"experiment '{experiment}': get_model(config, spec)"
 
 
 def experiment_callbacks(config: ml_collections.ConfigDict) -> list:

@@ -26,14 +26,13 @@ import zipfile
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from nntrain import config as nn_config
-from nntrain import guards
 from nntrain.compat import keras_saving
 from nntrain.errors import NntrainError
 
-CONFIG = nn_config.RESOLVED_CONFIG_NAME  # config.py (which imports no TensorFlow) names it
+CONFIG = "config.json"  # the resolved config (config.save, config.load_saved)
 METRICS = "metrics.jsonl"
 DATASET = "dataset.json"  # the data spec: shapes, split sizes, class names (data/spec.py)
 CHECKPOINTS = "checkpoints"
@@ -44,6 +43,12 @@ STATE = "state.json"
 BEST = "best.keras"
 TMP_PREFIX = "tmp-"
 MOVE_ASIDE = "restore it, or move the run aside and train into a new --model_dir"
+
+
+class NonFiniteWeights(NntrainError):
+    """A weight became NaN or infinite: the model is not saved."""
+
+    exit_code = 1
 
 
 class Damaged(NntrainError):
@@ -233,11 +238,26 @@ def write_jsonl(path: str, records: list[dict]) -> None:
 
 def save_model(model: keras.Model, path: str) -> None:
     """model.save (with optimizer state), committed as a whole file; never with a NaN/inf weight."""
-    guards.require_finite_weights(model, path)
+    require_finite_weights(model, path)
     keras_saving.patch()
     tmp = _staging(path)
     model.save(tmp, overwrite=True)
     _commit(tmp, path)
+
+
+def require_finite_weights(model: keras.Model, path: str) -> None:
+    """Raises NonFiniteWeights, naming the first bad variable, before `path` is written.
+
+    The one rule for non-finite weights: every model save (checkpoints, best, final) goes through
+    `save_model`, which calls this first.
+    """
+    for variable in model.weights:
+        values = keras.ops.convert_to_numpy(variable.value)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise NonFiniteWeights(f"weight {variable.path} holds {bad} NaN/inf value(s): training stopped and "
+                                   f"{path} was not written; lower optimizer.learning_rate or set "
+                                   "optimizer.global_clip_norm, and check the data for extreme values")
 
 
 def copy(source: str, path: str) -> None:

@@ -7,8 +7,8 @@ import keras
 import pytest
 import tensorflow as tf
 
-from nntrain import launch
 from nntrain.config import base_config
+from nntrain.distribute import launch
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
 _CPUS = tf.config.list_physical_devices("CPU")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nntrain import launch
+from nntrain.distribute import launch
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import nntrain
-from nntrain import distribute
 from nntrain.benchmark import format_table
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,12 +102,12 @@ def test_einsum_flops_are_counted():
 
 def test_auto_strategy_on_cpu_is_plain_keras():
     """OneDeviceStrategy re-created its input iterators at every validation: nntrain's epochs took twice as long."""
-    strategy = distribute.create_strategy("auto")
+    strategy = strategies.create_strategy("auto")
     if tf.config.list_logical_devices("GPU"):  # one GPU: OneDeviceStrategy on it; several: MirroredStrategy
-        assert distribute.accelerator(strategy) == "gpu"
+        assert strategies.accelerator(strategy) == "gpu"
     else:
-        assert distribute.describe(strategy).startswith("default strategy (plain Keras) with 1 replica(s)")
-        assert distribute.accelerator(strategy) == "cpu" and distribute.kind(strategy) == "single"
+        assert strategies.describe(strategy).startswith("default strategy (plain Keras) with 1 replica(s)")
+        assert strategies.accelerator(strategy) == "cpu" and strategies.kind(strategy) == "single"
 
 
 def test_second_mirrored_strategy_trains_another_model(tmp_path):

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from nntrain.experiments import text_gpt
 
 from nntrain import cli
-from nntrain.experiments import text_gpt
 
 TINY = ["--experiment=xor", "--strategy=cpu", "--config.train.epochs=1", "--config.train.steps_per_epoch=5"]
 

@@ -81,7 +81,7 @@ def test_tflite_export_scores_close_to_the_keras_model(mnist_run, tmp_path, quan
 @pytest.mark.slow
 def test_a_failed_export_leaves_nothing_behind(mnist_run, tmp_path, monkeypatch):
     """A failure after files were written (here: the TFLite conversion) removes them and the directories made."""
-    from nntrain import tflite_export
+    from nntrain.exports import tflite as tflite_export
 
     def fail(*args):
         raise NntrainError("TFLite could not convert the model")
@@ -148,8 +148,8 @@ def test_int8_of_an_op_tflite_cannot_quantize_is_one_clear_error(tmp_path):
     """The converter's own failure (a matrix determinant: no TFLite kernel) becomes one NntrainError line."""
     import tensorflow as tf
 
-    from nntrain import tflite_export
     from nntrain.data import raw as raw_data
+    from nntrain.exports import tflite as tflite_export
 
     module = tf.Module()
     module.serve = tf.function(lambda features: {"outputs": tf.linalg.det(features)},

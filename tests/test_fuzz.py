@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nntrain import addresses, tf_config
 from nntrain import config as nn_config
 from nntrain.data import splits
+from nntrain.distribute import addresses, tf_config
 from nntrain.errors import NntrainError
 from nntrain.tuning import distributed
 

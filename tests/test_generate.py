@@ -13,12 +13,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from nntrain.experiments import text_gpt
 
 import nntrain
 from nntrain import api, cli
-from nntrain import generate as generation
 from nntrain.data import text
-from nntrain.experiments import text_gpt
+from nntrain.exports import generate as generation
 
 CONTEXT = text_gpt.RUNLOCAL["data.sequence_length"]
 

@@ -12,12 +12,13 @@ import keras
 import ml_collections
 import numpy as np
 import pytest
+from nntrain.experiments import text_gpt
 
 import nntrain
-from nntrain import bits_per_byte, models
+from nntrain import models
 from nntrain.data.spec import DatasetSpec
-from nntrain.experiments import text_gpt
-from nntrain.preemption import Preempted
+from nntrain.run import bits_per_byte
+from nntrain.run.preemption import Preempted
 
 LENGTH, VOCAB = 12, 257
 SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB, train_examples=1, vocab_size=VOCAB)
@@ -103,7 +104,7 @@ def test_preflight_passes_in_bfloat16_and_float16_with_xla(target, positions):
 def test_float16_gets_loss_scaling_and_float32_outputs():
     import tensorflow as tf
 
-    from nntrain import trainer
+    from nntrain.run import trainer
 
     config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.precision": "mixed_float16"})
     model, run = trainer.build_model(config, SPEC, 4, tf.distribute.get_strategy())

@@ -23,12 +23,13 @@ import pytest
 import tensorflow as tf
 from conftest import cli_failures, closed_port
 
-from nntrain import callbacks as nn_callbacks
-from nntrain import cli, guards, launch, rundir
+from nntrain import cli, rundir
 from nntrain import config as nn_config
 from nntrain.data import checks, service
 from nntrain.data.splits import Split
+from nntrain.distribute import launch
 from nntrain.errors import NntrainError
+from nntrain.run import checkpoints, guards
 from nntrain.tuning import distributed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,7 +149,7 @@ def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(6).reshape(2, 3) == 4, np.nan, 0.0).astype(np.float32))
-    with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 1 NaN/inf value\(s\)"):
+    with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 1 NaN/inf value\(s\)"):
         rundir.save_model(model, str(tmp_path / "model.keras"))
     assert list(tmp_path.iterdir()) == []
     kernel.assign(np.zeros((2, 3), np.float32))
@@ -160,9 +161,9 @@ def test_a_checkpoint_of_nan_weights_is_refused_not_skipped(tmp_path):
     """Checkpoints has no rule of its own: rundir.save_model's refusal stops training at the save."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
     model.layers[0].kernel.assign(np.full((2, 3), np.inf, np.float32))
-    saver = nn_callbacks.Checkpoints(str(tmp_path), "loss")
+    saver = checkpoints.Checkpoints(str(tmp_path), "loss")
     saver.set_model(model)
-    with pytest.raises(guards.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
+    with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
         saver.save(3)
     assert list(tmp_path.iterdir()) == []  # no checkpoint, no state.json
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, launch, tf_config
 from nntrain.compat import mwms_reduce
+from nntrain.distribute import cluster, launch, tf_config
 from nntrain.errors import NntrainError
+from nntrain.run import checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -99,7 +99,7 @@ def test_a_killed_save_leaves_no_temporary_files(tmp_path):
     for name in ("tmp-step-8.keras", "tmp-state.json", "step-4.keras"):
         (tmp_path / name).write_text("{}")
     (tmp_path / "state.json").write_text('{"latest": "step-4.keras", "step": 4}')
-    nn_callbacks.Checkpoints(str(tmp_path), "val_loss").on_train_begin()
+    checkpoints.Checkpoints(str(tmp_path), "val_loss").on_train_begin()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "step-4.keras"]
 
 

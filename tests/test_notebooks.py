@@ -14,7 +14,7 @@ import pytest
 from nbclient import NotebookClient
 
 import nntrain
-from nntrain import diagnostics
+from nntrain.distribute import diagnostics
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"

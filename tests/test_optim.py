@@ -6,8 +6,8 @@ import keras
 import pytest
 
 import nntrain
-from nntrain import optim
 from nntrain.errors import NntrainError
+from nntrain.run import optim
 
 
 def _config(**overrides):

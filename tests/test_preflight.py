@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 
 import nntrain
 from nntrain import config as nn_config
-from nntrain import preflight_checks as preflight
 from nntrain.errors import NntrainError
+from nntrain.run import guards, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 # Small enough to compile quickly. The TFDS mock holds 64 examples per split: one global batch of 64.
@@ -149,14 +149,14 @@ def test_memory_estimate_and_check():
     model = _model(keras.layers.Dense(8), shape=(4,))  # 4*8+8 + 8*1+1 = 49 parameters
     model.optimizer = keras.optimizers.Adam()
     model.optimizer.build(model.trainable_variables)
-    memory = preflight.estimate_memory(model, per_replica_batch=10)
+    memory = guards.estimate_memory(model, per_replica_batch=10)
     assert memory.parameters == 49 and memory.parameter_bytes == memory.gradient_bytes == 49 * 4
     assert memory.optimizer_bytes >= 2 * 49 * 4  # Adam: two slots per weight
     assert memory.activation_bytes == 10 * (8 + 8 + 1) * 4  # Dense(8), Flatten, Dense(1) outputs
     assert preflight.memory_check(memory, "tpu", 10).status == "pass"
-    huge = preflight.Memory(10**9, 4 * 10**9, 4 * 10**9, 8 * 10**9, 2 * 10**9)  # 18 GB > 16 GiB
+    huge = guards.Memory(10**9, 4 * 10**9, 4 * 10**9, 8 * 10**9, 2 * 10**9)  # 18 GB > 16 GiB
     assert preflight.memory_check(huge, "tpu", 10).status == "fail"
-    big = preflight.Memory(10**9, 2 * 10**9, 2 * 10**9, 4 * 10**9, 10**9)
+    big = guards.Memory(10**9, 2 * 10**9, 2 * 10**9, 4 * 10**9, 10**9)
     assert preflight.memory_check(big, "tpu", 10).status == "warn"
 
 

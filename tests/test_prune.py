@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import nntrain
-from nntrain import prune
 from nntrain.errors import NntrainError
+from nntrain.run import prune
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nntrain
-from nntrain import diagnostics, runtime
+from nntrain.distribute import diagnostics, runtime
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from conftest import cli_failures, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nntrain import callbacks as nn_callbacks
 from nntrain import cli
 from nntrain import config as nn_config
 from nntrain.errors import NntrainError
+from nntrain.run import checkpoints
 
 XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
        "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]
@@ -207,7 +207,7 @@ def test_fuzzed_run_files_are_read_or_refused_in_one_line(tmp_path, state, confi
     (run / "checkpoints" / "step-2.keras").write_bytes(b"PK\x03\x04 not a whole archive")
     (run / "config.json").write_text(config)
     before = snapshot(run)
-    for read in (lambda: nn_callbacks.resume_point(str(run / "checkpoints")),
+    for read in (lambda: checkpoints.resume_point(str(run / "checkpoints")),
                  lambda: nn_config.load_saved(str(run))):
         try:
             read()

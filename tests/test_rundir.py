@@ -11,11 +11,13 @@ import pytest
 import tensorflow as tf
 
 import nntrain
-from nntrain import artifacts, callbacks, rundir, runstate, trainer
 from nntrain import config as nn_config
+from nntrain import rundir
 from nntrain.compat import keras_metrics
 from nntrain.errors import NntrainError
-from nntrain.trainer import TrainingDiverged
+from nntrain.exports import artifacts
+from nntrain.run import callbacks, runstate, trainer
+from nntrain.run.trainer import TrainingDiverged
 
 
 def _strict_lines(text: str) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import closed_port
 
-from nntrain import distribute
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,11 +26,11 @@ def _no_metadata_server(monkeypatch):
 CONNECT = """
 import sys, time
 import tensorflow
-from nntrain import distribute
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 start = time.time()
 try:
-    distribute.create_strategy("tpu", sys.argv[1])
+    strategies.create_strategy("tpu", sys.argv[1])
 except NntrainError as e:
     print(f"{time.time() - start:.1f}")
     print(e)
@@ -51,5 +51,5 @@ def test_unreachable_tpu_address_fails_within_30_seconds():
 def test_unknown_tpu_name_says_names_need_google_cloud():
     start = time.time()
     with pytest.raises(NntrainError, match="could not look up TPU 'my-tpu': the GCE metadata server did not answer"):
-        distribute.create_strategy("tpu", "my-tpu")
+        strategies.create_strategy("tpu", "my-tpu")
     assert time.time() - start < 30

@@ -17,9 +17,10 @@ import tensorflow as tf
 from keras.src.saving import saving_lib
 
 import nntrain
-from nntrain import artifacts, distribute, execution
 from nntrain.compat import keras_saving
-from nntrain.trainer import TrainingDiverged
+from nntrain.distribute import execution, strategies
+from nntrain.exports import artifacts
+from nntrain.run.trainer import TrainingDiverged
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -148,12 +149,12 @@ def test_mirrored_follows_single_device_loss_curve(tmp_path):
 
 def test_execution_defaults_per_strategy():
     config = nntrain.load_config("xor", {"train.steps_per_execution": 4, "train.jit_compile": True})
-    mirrored = execution.resolve(config.train, distribute.create_strategy("mirrored"), steps_per_epoch=100)
+    mirrored = execution.resolve(config.train, strategies.create_strategy("mirrored"), steps_per_epoch=100)
     assert (mirrored.steps_per_execution, mirrored.jit_compile) == (1, False)
     config = nntrain.load_config("xor", {"train.precision": "mixed_float16"})
-    single = execution.resolve(config.train, distribute.create_strategy("cpu"), steps_per_epoch=3)
+    single = execution.resolve(config.train, strategies.create_strategy("cpu"), steps_per_epoch=3)
     assert (single.precision, single.steps_per_execution, single.jit_compile) == ("mixed_float16", 3, True)
-    assert execution.resolve(nntrain.load_config("xor").train, distribute.create_strategy("cpu"), 100).precision \
+    assert execution.resolve(nntrain.load_config("xor").train, strategies.create_strategy("cpu"), 100).precision \
         == "float32"
 
 

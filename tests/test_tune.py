@@ -20,7 +20,7 @@ from keras_tuner.src import protos
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import nntrain
-from nntrain import launch
+from nntrain.distribute import launch
 from nntrain.tuning import distributed, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
 from nntrain.tuning.search_space import choice, float_range, layers, log_range

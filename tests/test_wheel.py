@@ -2,7 +2,7 @@
 trains a shipped experiment and the quickstart notebook runs against it; the notebooks' install cell stops with
 a clear message when nntrain is missing and its source is unset or does not install.
 
-The fresh environment is a venv without pip whose site-packages holds a .pth line naming this interpreter's
+The fresh environment is a venv without pip whose site-packages holds .pth lines naming this interpreter's
 site-packages: the dependencies come from there (no download), while the repository's editable install is not
 seen (a .pth line adds a directory without running the .pth files in it).
 """
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,9 @@ def _fresh_venv(directory: Path) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", directory], timeout=120)
     python = directory / "bin" / "python"
     site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60).stdout
-    Path(site.strip(), "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # This interpreter's site-packages, and those its .pth files add (a worktree venv shares another's packages).
+    sites = dict.fromkeys([sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith("site-packages"))])
+    Path(site.strip(), "dependencies.pth").write_text("".join(f"{path}\n" for path in sites))
     kernel = directory / "share" / "jupyter" / "kernels" / directory.name
     kernel.mkdir(parents=True)
     (kernel / "kernel.json").write_text(json.dumps({
@@ -56,7 +59,8 @@ def wheel(tmp_path_factory) -> Path:
     """nntrain's wheel, built from a copy of the package files (the checkout gets no build/ or egg-info)."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
-    shutil.copytree(REPO / "nntrain", source / "nntrain", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("nntrain", "experiments"):  # experiments/ installs as nntrain.experiments (setup.cfg package_dir)
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in PACKAGING_FILES:
         shutil.copy(REPO / name, source / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", root / "dist",
@@ -72,6 +76,23 @@ def installed(wheel, tmp_path_factory) -> Path:
     _run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--ignore-installed", "--quiet", wheel],
          timeout=300, env=_clean_env(venv))
     return venv
+
+
+def test_the_wheel_ships_the_experiments_as_a_subpackage(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"nntrain/experiments/__init__.py", "nntrain/experiments/xor.py", "nntrain/run/trainer.py"} <= names
+    assert not any(name.startswith("experiments/") for name in names)
+
+
+def test_the_editable_install_finds_this_checkouts_experiments():
+    """`--experiment=NAME` in a checkout (editable install) runs the file in its experiments/, not another copy's."""
+    import nntrain.experiments
+
+    from nntrain import config as nn_config
+
+    assert nn_config.EXPERIMENTS_DIR == REPO / "experiments"
+    assert Path(nntrain.experiments.__file__).parent == REPO / "experiments"
+    assert (nn_config.experiment_module("xor")[1]).parent == REPO / "experiments"
 
 
 def test_the_installed_wheel_is_imported_and_ships_the_experiments(installed, tmp_path):

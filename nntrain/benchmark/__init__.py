@@ -2,6 +2,8 @@
 
     run(config, strategy, steps=DEFAULT_STEPS) -> dict     # one flat, JSON-ready result
     format_table(result) -> str                            # the same result for people
+
+It may import every layer below it (the foundation through `run`, `exports` and `tuning`); never `api` or `cli`.
 """
 
 from nntrain.benchmark.report import format_table

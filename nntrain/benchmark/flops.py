@@ -16,9 +16,10 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from nntrain import models, optim
+from nntrain import models
 from nntrain.compat import tf_flops
 from nntrain.data.spec import DatasetSpec
+from nntrain.run import optim
 
 PEAK_SIZE = {"cpu": 2048, "gpu": 8192, "tpu": 8192}  # n of the n x n matmuls that measure the peak
 PEAK_CHAIN = 4  # matmuls per timed call

@@ -7,7 +7,7 @@ import sys
 
 import tensorflow as tf
 
-from nntrain import distribute
+from nntrain.distribute import strategies
 
 
 def host_peak_bytes() -> int:
@@ -18,7 +18,7 @@ def host_peak_bytes() -> int:
 
 def device_peak_bytes(strategy: tf.distribute.Strategy) -> int | None:
     """Peak memory TensorFlow allocated on the strategy's GPUs so far, summed; None without a GPU."""
-    gpus = [d.rsplit("device:", 1)[-1] for d in distribute.devices(strategy) if "GPU" in d.upper()]
+    gpus = [d.rsplit("device:", 1)[-1] for d in strategies.devices(strategy) if "GPU" in d.upper()]
     if not gpus:
         return None
     return sum(tf.config.experimental.get_memory_info(gpu)["peak"] for gpu in gpus)

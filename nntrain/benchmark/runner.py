@@ -9,10 +9,11 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import config as nn_config
-from nntrain import distribute, trainer
 from nntrain.benchmark import flops, memory, throughput
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import trainer
 
 DEFAULT_STEPS = 100
 WARMUP_EXECUTIONS = 3  # the first execution (which compiles) and two more, before the clock starts
@@ -49,7 +50,7 @@ def run(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, ste
     log("counting FLOPs per example")
     features, labels = _replica_batch(data.train, strategy)
     flops_per_example = flops.per_example(config, data.spec, features, labels)
-    device = distribute.accelerator(strategy)
+    device = strategies.accelerator(strategy)
     log("measuring this machine's peak matmul FLOP/s")
     peak = flops.peak_matmul(strategy, device, keras.mixed_precision.global_policy().compute_dtype)
 
@@ -59,7 +60,7 @@ def run(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, ste
     achieved = flops_per_example * examples_per_second
     return {
         "experiment": name,
-        "strategy": distribute.describe(strategy),
+        "strategy": strategies.describe(strategy),
         "device": device,
         "replicas": data.num_replicas,
         "global_batch_size": data.global_batch_size,

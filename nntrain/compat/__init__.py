@@ -1,1 +1,4 @@
-"""Small adapters around upstream bugs; each module says which bug it works around and when to delete it."""
+"""Small adapters around upstream bugs; each module says which bug it works around and when to delete it.
+
+Part of the foundation: it imports nothing of nntrain, and every package may import it.
+"""

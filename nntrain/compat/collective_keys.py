@@ -6,7 +6,7 @@ second strategy in a process (a notebook, a test session, a tuner trial) that tr
 the first one's collective instances. TensorFlow's own tests give each strategy another base; `distinct_keys()`
 does the same while one strategy is created.
 
-Delete this module, and its call in `nntrain/distribute.py`, once MirroredStrategy allocates its own keys;
+Delete this module, and its call in `nntrain/distribute/strategies.py`, once MirroredStrategy allocates its own keys;
 `tests/test_compat.py::test_mirrored_strategy_still_numbers_collectives_from_a_class_attribute` fails when
 TensorFlow renames or drops the attribute.
 """

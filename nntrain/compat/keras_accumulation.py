@@ -7,7 +7,7 @@ upstream bug to wait for. A schedule over N updates would so end after N steps, 
 `count_updates(optimizer)` overrides that private method on the one instance nntrain builds, so the optimizer and
 its schedule stay Keras built-ins: `model.keras` loads with `keras.saving.load_model` in a process without nntrain
 (where, trained on, the schedule counts steps again, as Keras documents). Training and resuming build the
-optimizer through `nntrain.optim.optimizer`, so they always count updates.
+optimizer through `nntrain.run.optim.optimizer`, so they always count updates.
 
 Keras's public `optimizer.iterations` counts updates (steps // k); the step count a checkpoint, a resume and
 the data stream need is the private `_iterations`: `training_steps(optimizer)`.

@@ -9,7 +9,7 @@ Keras's TensorFlow trainer calls `strategy.reduce` in two ways that MultiWorkerM
 and reduces scalars across replicas only (`axis=None`: a scalar has no batch axis to fold, so the result is
 the one Keras wants). Nothing else changes.
 
-Delete this module, and its one call in `nntrain/distribute.py`, once a Keras release fixes #20585: without it,
+Delete this module, and its one call in `distribute/strategies.py`, once a Keras release fixes #20585: without it,
 `tests/test_multi_worker.py::test_killed_worker_stops_its_peer_and_both_resume_in_step` fails with the errors above
 while Keras still has the bug, and passes once Keras is fixed.
 """

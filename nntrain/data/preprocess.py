@@ -9,6 +9,7 @@ from typing import Any
 import ml_collections
 import tensorflow as tf
 
+from nntrain.data.text import VOCAB_SIZE
 from nntrain.errors import NntrainError
 
 ADAPT_EXAMPLES = 20_000  # the text vocabulary is learnt from the first examples of the train split
@@ -32,6 +33,14 @@ class Preprocess:
     vectorizer: Any = None  # text sources: the TextVectorization layer that holds the vocabulary
 
 
+def _identity(inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return inputs, targets
+
+
+# Packed sequences (text: sources) are model-ready already, in training and in the serving export (token ids in).
+PACKED_TEXT = Preprocess(_identity, _identity, VOCAB_SIZE, to_inputs=tf.identity)
+
+
 def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_classes: int | None = None) -> Preprocess:
     """The preprocessing of a source, fitted on its train split (only text needs fitting: the vocabulary).
 
@@ -40,8 +49,7 @@ def fit(train: tf.data.Dataset, data_config: ml_collections.ConfigDict, num_clas
     when data.one_hot_labels is set; others -> float32 vectors, (1,) at least.
     """
     if data_config.source.startswith("text:"):  # packed token sequences: nothing to fit or convert
-        from nntrain.data.text import PREPROCESS
-        return PREPROCESS
+        return PACKED_TEXT
     one_hot = num_classes if data_config.one_hot_labels and num_classes else None
     dtype = train.element_spec[0].dtype
     vocab_size = vectorizer = None

@@ -7,7 +7,7 @@ import dataclasses
 import ml_collections
 import tensorflow as tf
 
-from nntrain.data import preprocess, text
+from nntrain.data import preprocess
 from nntrain.data.sources import open_source
 
 
@@ -24,7 +24,7 @@ class RawData:
     @property
     def byte_level(self) -> bool:
         """Whether this is a `text:` source: packed byte tokens stored, raw text served."""
-        return self.preprocess is text.PREPROCESS
+        return self.preprocess is preprocess.PACKED_TEXT
 
 
 def load(data_config: ml_collections.ConfigDict) -> RawData:

@@ -14,7 +14,7 @@ import time
 
 import tensorflow as tf
 
-from nntrain import addresses
+from nntrain.distribute import addresses
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 

@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain.data import splits
-from nntrain.data.preprocess import Preprocess
 from nntrain.errors import NntrainError
 
 END_OF_FILE = 256
@@ -105,14 +104,6 @@ def prompt_window(texts: tf.Tensor, context: int) -> tuple[tf.Tensor, tf.Tensor]
     starts = tf.RaggedTensor.from_tensor(tf.fill([tf.shape(texts)[0], 1], END_OF_FILE))
     tokens = tf.concat([starts, chars.with_flat_values(ids)], axis=1)[:, -context:]
     return tokens.to_tensor(0, shape=[None, context]), tf.cast(tokens.row_lengths(), tf.int32)
-
-
-def _identity(inputs: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return inputs, targets
-
-
-# Packed sequences are model-ready already, in training and in the serving export (token ids in).
-PREPROCESS = Preprocess(_identity, _identity, VOCAB_SIZE, to_inputs=tf.identity)
 
 
 def unigram_entropy(files: list[str]) -> float:

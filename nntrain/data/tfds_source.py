@@ -13,8 +13,8 @@ import threading
 import ml_collections
 import tensorflow as tf
 
-from nntrain import addresses
 from nntrain.data import splits
+from nntrain.distribute import addresses
 from nntrain.errors import NntrainError
 
 PROBE_ENV = "NNTRAIN_TFDS_PROBE_ADDRESS"  # HOST:PORT that must accept a connection before downloading

@@ -1,6 +1,9 @@
 """Model builders: `build(model_config, spec)` makes the uncompiled keras.Model that `model_config.name` names.
 
 Each builder reads only `model_config` and `spec` (keras-tuner fills a copy of the config and calls `build`).
+
+Owns the builders and the output heads. The package may import the foundation (`errors`, `logs`, `quiet`,
+`compat`, `rundir`), `registry`, `config`, `distribute` and `data` (the DatasetSpec); never `run` or anything above.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import keras
 import ml_collections
 
 from nntrain.data.spec import DatasetSpec
-from nntrain.models import cnn, gpt, mlp, resnet, transformer
-from nntrain.registry import MODELS
+from nntrain.errors import NntrainError
+from nntrain.models import cnn, gpt, heads, mlp, resnet, transformer
+from nntrain.registry import MODELS, experiment_model_call
 
 Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], keras.KerasTensor]
 
@@ -36,4 +40,17 @@ def build(model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> keras.M
     name = model_config.get("name")
     builder = MODELS.get(name)
     inputs = keras.Input(shape=tuple(spec.input_shape), dtype=spec.input_dtype, name="features")
-    return keras.Model(inputs, builder(inputs, model_config, spec), name=str(name).replace(".", "_"))
+    outputs = builder(inputs, model_config, spec)
+    if getattr(builder, "experiment", None) is not None:  # an experiment file's get_model (registry)
+        _check_units(builder.experiment, outputs, model_config, spec)
+    return keras.Model(inputs, outputs, name=str(name).replace(".", "_"))
+
+
+def _check_units(experiment: str, outputs, model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> None:
+    """An experiment's own model ends in the units its head needs (else the loss fails in fit, after the run's
+    first files)."""
+    shape, units = getattr(outputs, "shape", None), heads.units(model_config, spec)
+    if isinstance(outputs, keras.KerasTensor) and shape[-1] != units:
+        raise NntrainError(f"{experiment_model_call(experiment)} returned a model of output shape {shape}, but "
+                           f"model.head='{model_config.get('head')}' on this data needs {units} units: end it with "
+                           "nntrain.models.heads.output(x, config.model, spec)")

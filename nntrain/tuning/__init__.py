@@ -10,4 +10,7 @@
     search          `tune(...)`: checks, resume, local / chief / worker runs
     find_batch_size throughput of power-of-two batch sizes
     find_lr         learning-rate range test
+
+It may import every layer below it: the foundation, `registry`, `config`, `distribute`, `data`, `models`, `run` and
+`exports`; never `benchmark`, `api` or `cli`.
 """

@@ -20,8 +20,8 @@ from concurrent import futures
 import grpc
 import keras_tuner
 
-from nntrain import addresses, watchdog
 from nntrain.compat import keras_tuner_distributed as kt_internals
+from nntrain.distribute import addresses, watchdog
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 

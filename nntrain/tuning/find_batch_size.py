@@ -17,9 +17,9 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import config as nn_config
-from nntrain import trainer
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import trainer
 
 MIN_GAIN = 0.10  # a doubling must raise examples/s by 10% over every smaller batch to count as faster
 PATIENCE = 2  # doublings without such a gain before the search stops

@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain import config as nn_config
-from nntrain import rundir, trainer
+from nntrain import rundir
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import trainer
 
 CSV_NAME = "lr_range.csv"
 PNG_NAME = "lr_range.png"

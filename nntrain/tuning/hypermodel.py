@@ -16,9 +16,10 @@ import keras_tuner
 import ml_collections
 import tensorflow as tf
 
-from nntrain import callbacks as nn_callbacks
 from nntrain import data as nn_data
-from nntrain import optim, registry, trainer
+from nntrain import registry
+from nntrain.run import callbacks as nn_callbacks
+from nntrain.run import optim, trainer
 from nntrain.tuning import search_space
 
 # Extra metrics each trial reports beside Keras's: shown in the leaderboard, never the objective.

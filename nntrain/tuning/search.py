@@ -22,9 +22,11 @@ import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import distribute, guards, rundir
+from nntrain import rundir
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 from nntrain.logs import log, tensorflow_messages_hidden
+from nntrain.run import guards
 from nntrain.tuning import distributed, hparams, results, scaling, search_space, tuners
 from nntrain.tuning.hypermodel import HyperModel
 
@@ -105,7 +107,7 @@ def _check(config: ml_collections.ConfigDict, space: dict, model_dir: str, strat
         raise NntrainError(f"--role={options.role!r} is not allowed: use chief or worker (or leave it out)")
     if options.role:
         distributed.parse_address(options.oracle_address)
-    if distribute.kind(strategy) == "multi_worker":
+    if strategies.kind(strategy) == "multi_worker":
         raise NntrainError("trials run on one machine (keras-tuner supports single-worker strategies): use "
                            "--strategy=auto|cpu|one_device|mirrored|tpu, and --role=chief/worker to search "
                            "on several machines")

@@ -8,9 +8,9 @@ import os
 import keras_tuner
 import tensorflow as tf
 
-from nntrain.callbacks import monitor_mode
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run.callbacks import monitor_mode
 from nntrain.tuning import results
 from nntrain.tuning.hypermodel import HyperModel
 

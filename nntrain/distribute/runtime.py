@@ -45,7 +45,7 @@ def detect() -> Runtime:
     quiet.import_tensorflow_quietly()  # TensorFlow's start-up lines would fill a notebook cell
     import tensorflow as tf
 
-    from nntrain import diagnostics
+    from nntrain.distribute import diagnostics
 
     colab = in_colab()
     if tpu_attached():

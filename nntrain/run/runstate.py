@@ -3,7 +3,7 @@ checked before anything is written, compared with the new run, put back if the r
 
 During a run, `RunState` is the one writer of metrics.jsonl: it keeps the lines in memory and rewrites the file
 whole (`rundir.write_jsonl`) once per epoch. Checkpoints (checkpoints/state.json and the .keras files it names)
-are read by `callbacks.resume_point`; `undo` reads only state.json's step.
+are read by `checkpoints.resume_point`; `undo` reads only state.json's step.
 """
 
 from __future__ import annotations

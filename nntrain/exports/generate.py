@@ -17,10 +17,10 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from nntrain import artifacts, serving
-from nntrain import config as nn_config
+from nntrain import rundir
 from nntrain.data.text import END_OF_FILE, VOCAB_SIZE
 from nntrain.errors import NntrainError
+from nntrain.exports import artifacts, serving
 
 
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
@@ -61,7 +61,7 @@ def _sample(probabilities: np.ndarray, temperature: float, top_k: int, rng: np.r
 
 def _load(model_dir: str, checkpoint: str) -> tuple[Callable[[bytes], np.ndarray], int]:
     """(text -> next-token probabilities, context length) of the byte-level language model of a run or an export."""
-    if tf.io.gfile.exists(os.path.join(model_dir, nn_config.RESOLVED_CONFIG_NAME)):
+    if tf.io.gfile.exists(os.path.join(model_dir, rundir.CONFIG)):
         model = artifacts.load_model(model_dir, checkpoint)
         if model.output_shape[-1] != VOCAB_SIZE:
             raise _not_bytes(model_dir, f"it predicts {model.output_shape[-1]} classes, not bytes")

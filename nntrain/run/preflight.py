@@ -15,14 +15,14 @@ import re
 
 import keras
 import ml_collections
-import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from nntrain import trainer
 from nntrain.compat import tf_registry
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import trainer
+from nntrain.run.guards import Memory, estimate_memory
 
 TARGETS = ("tpu", "gpu")
 TARGET_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}
@@ -41,21 +41,6 @@ class Check:
     status: str  # pass | warn | fail
     detail: str
     fix: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Memory:
-    """Bytes one replica holds during a train step (activations: layer outputs kept for the backward pass)."""
-
-    parameters: int
-    parameter_bytes: int
-    gradient_bytes: int
-    optimizer_bytes: int
-    activation_bytes: int
-
-    @property
-    def total_bytes(self) -> int:
-        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes
 
 
 def run(config: ml_collections.ConfigDict, target: str = "tpu", tpu_cores: int = TPU_CORES_PER_HOST, gpus: int = 1,
@@ -278,26 +263,6 @@ def precision_check(precision: str, target: str, model: keras.Model, logs: dict)
         return Check("precision", "warn", "float32 on TPU runs matmuls at a fraction of bfloat16 speed",
                      "--config.train.precision=auto (mixed_bfloat16)")
     return Check("precision", "pass", f"{precision}: a finite loss in one XLA step, float32 outputs")
-
-
-def estimate_memory(model: keras.Model, per_replica_batch: int) -> Memory:
-    """Weights, gradients and optimizer slots from the built model; activations from every layer's output."""
-    def nbytes(variables) -> int:
-        return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables))
-
-    activations = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            outputs = tf.nest.flatten(layer.output)
-        except (AttributeError, ValueError):  # a layer called more than once: no single output
-            continue
-        itemsize = np.dtype(layer.compute_dtype).itemsize
-        activations += sum(int(np.prod([d or 1 for d in out.shape[1:]])) * itemsize for out in outputs)
-    return Memory(parameters=model.count_params(), parameter_bytes=nbytes(model.weights),
-                  gradient_bytes=nbytes(model.trainable_weights), optimizer_bytes=nbytes(model.optimizer.variables),
-                  activation_bytes=activations * per_replica_batch)
 
 
 def memory_check(memory: Memory, target: str, per_replica_batch: int) -> Check:

@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from nntrain import addresses
+from nntrain.distribute import addresses
 from nntrain.errors import NntrainError
 
 WORKER_TIMEOUT_ENV = "NNTRAIN_WORKER_TIMEOUT"  # --worker_timeout, for the strategy built later in this process

@@ -1,6 +1,6 @@
 """Precision, steps_per_execution and jit_compile: defaults that work for each strategy and device.
 
-Known failures this steers around (see DESIGN.md):
+Known failures this steers around:
 - MirroredStrategy + steps_per_execution > 1 fails (keras-team/keras#19246), and + jit_compile fails on
   logical CPU devices ("Trying to access resource ... located in device CPU:1").
 - mixed_float16 on CPU runs ~200x slower unless XLA compiles it or grappler's remapper is off (oneDNN fuses
@@ -15,7 +15,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from nntrain import distribute
+from nntrain.distribute import strategies
 from nntrain.logs import log
 
 TPU_STEPS_PER_EXECUTION = 32
@@ -32,8 +32,8 @@ class Execution:
 def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
             steps_per_epoch: int) -> Execution:
     """Chooses precision, steps_per_execution and jit_compile; logs every change made to a user's setting."""
-    strategy_kind = distribute.kind(strategy)
-    device = distribute.accelerator(strategy)
+    strategy_kind = strategies.kind(strategy)
+    device = strategies.accelerator(strategy)
     precision = train_config.precision
     if precision == "auto":
         precision = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}[device]

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from nntrain.data.raw import RawData
 from nntrain.errors import NntrainError
-from nntrain.serving import Predictor, stored_signature
+from nntrain.exports.serving import Predictor, stored_signature
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 CALIBRATION_EXAMPLES = 300

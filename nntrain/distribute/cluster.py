@@ -1,4 +1,4 @@
-"""Multi-worker runs: who writes what, and a clear exit when a peer is lost (TF_CONFIG: nntrain/tf_config.py).
+"""Multi-worker runs: who writes what, and a clear exit when a peer is lost (TF_CONFIG: tf_config.py).
 
 Every worker runs the same command with the same `model_dir`, which all workers must be able to read (the
 same path on one machine, `gs://...` on several hosts). The chief (worker 0) writes everything a run leaves
@@ -9,17 +9,15 @@ workers never write one file. All workers resume from the chief's checkpoint, so
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
-from nntrain import distribute, quiet, rundir, tf_config, watchdog
+from nntrain import rundir
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
-from nntrain.logs import log
 
 # What a collective op raises when a peer has died or stopped answering.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
@@ -30,28 +28,6 @@ class WorkerLost(NntrainError):
     """A peer worker stopped: this worker cannot go on alone."""
 
     exit_code = 1
-
-
-def connect(index: int, hosts: list[str]) -> tf.distribute.MultiWorkerMirroredStrategy:
-    """The strategy, once every worker of `hosts` has joined; one line and exit after --worker_timeout.
-
-    From here on TensorFlow's C++ log records go to a file (`tf_log_path`), so a lost peer is one line.
-    """
-    timeout, path = tf_config.worker_timeout(), tf_log_path()
-    quiet.native_stderr_to_file(path)
-    log(f"multi-worker: worker {index} of {len(hosts)} waits up to {timeout:g} s (--worker_timeout) for the others; "
-        f"TensorFlow's log: {path}")
-    log(f"multi-worker: TensorFlow's gRPC server listens on every interface at port {hosts[index].rpartition(':')[2]} "
-        "(it cannot bind to one address) without authentication: keep the workers on a private network")
-    with watchdog.exit_unless_done(timeout, f"worker {index}: not every worker of {','.join(hosts)} joined within "
-                                   f"--worker_timeout={timeout:g} s: start each with the same command and its own "
-                                   f"--task_index (TensorFlow's log: {path})"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def tf_log_path() -> str:
-    """Where this process's TensorFlow C++ log records go once it joins a multi-worker run."""
-    return os.path.join(tempfile.gettempdir(), f"nntrain-tensorflow-{os.getpid()}.log")
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -72,12 +48,12 @@ def peer_failures(strategy: tf.distribute.Strategy) -> Iterator[None]:
     try:
         yield
     except PEER_ERRORS as e:
-        if distribute.kind(strategy) != "multi_worker":
+        if strategies.kind(strategy) != "multi_worker":
             raise
         me = strategy.cluster_resolver.task_id
         raise WorkerLost(f"worker {me} lost contact with {_lost_peers(e.message or '', me)} "
                          f"({type(e).__name__}); start all workers again with the same command to resume from the "
-                         f"last checkpoint (TensorFlow's log: {tf_log_path()})") from e
+                         f"last checkpoint (TensorFlow's log: {strategies.tf_log_path()})") from e
 
 
 def _lost_peers(message: str, me: int) -> str:

@@ -1,31 +1,26 @@
-"""Checks for what passes config validation but would fail later, run before a command writes anything.
-
-Also the last line of defence of every save: a model with a non-finite weight is never written.
-"""
+"""Checks for what passes config validation but would fail later, run before a command writes anything."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
 import ml_collections
 import numpy as np
+import tensorflow as tf
 
+from nntrain import rundir
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 
 KERAS_LOSS_METRICS = ("accuracy", "acc", "crossentropy", "ce")  # Keras picks their kind from the loss at compile
 
 
-class NonFiniteWeights(NntrainError):
-    """A weight became NaN or infinite: the model is not saved."""
-
-    exit_code = 1
-
-
 def check_run(config: ml_collections.ConfigDict, prepared) -> None:
     """Everything `train` can check once data and model are built, before its first write.
 
-    `prepared` is trainer.Prepared (not imported: trainer imports the callbacks that import this module).
+    `prepared` is trainer.Prepared (not imported: trainer imports this module).
     """
     check_metrics(config.train.metrics)
     eval_steps, available = config.train.eval_steps, prepared.data.eval_steps
@@ -48,24 +43,57 @@ def check_metrics(metrics: tuple) -> None:
                                "mae, sparse_top_k_categorical_accuracy (keras.metrics)") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """Bytes one replica holds during a train step (activations: layer outputs kept for the backward pass)."""
+
+    parameters: int
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes
+
+
 def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
-    """Refuses, in seconds, a run whose estimate per replica (preflight's) exceeds this host's memory on CPU.
+    """Refuses, in seconds, a run whose estimate per replica (estimate_memory) exceeds this host's memory on CPU.
 
     Accelerators are not checked here: their memory is not known without running (see `nntrain preflight`).
     """
-    from nntrain import distribute, preflight_checks  # lazy: preflight_checks imports the trainer
-
-    if distribute.accelerator(strategy) != "cpu":
+    if strategies.accelerator(strategy) != "cpu":
         return
     if not model.optimizer.built:
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
-    memory = preflight_checks.estimate_memory(model, per_replica_batch)
+    memory = estimate_memory(model, per_replica_batch)
     available = host_memory_bytes()
     if memory.total_bytes * strategy.num_replicas_in_sync > available:
         raise NntrainError(f"train.batch_size: ~{memory.total_bytes / 2**30:,.1f} GiB per replica (preflight's "
                            f"estimate at {per_replica_batch} examples per replica) is more than this machine's "
                            f"{available / 2**30:,.1f} GiB: lower train.batch_size or the model size")
+
+
+def estimate_memory(model: keras.Model, per_replica_batch: int) -> Memory:
+    """Weights, gradients and optimizer slots from the built model; activations from every layer's output."""
+    def nbytes(variables) -> int:
+        return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables))
+
+    activations = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            outputs = tf.nest.flatten(layer.output)
+        except (AttributeError, ValueError):  # a layer called more than once: no single output
+            continue
+        itemsize = np.dtype(layer.compute_dtype).itemsize
+        activations += sum(int(np.prod([d or 1 for d in out.shape[1:]])) * itemsize for out in outputs)
+    return Memory(parameters=model.count_params(), parameter_bytes=nbytes(model.weights),
+                  gradient_bytes=nbytes(model.trainable_weights), optimizer_bytes=nbytes(model.optimizer.variables),
+                  activation_bytes=activations * per_replica_batch)
 
 
 def host_memory_bytes() -> int:
@@ -81,8 +109,6 @@ def host_memory_bytes() -> int:
 
 def check_export_dir(model_dir: str, export_dir: str) -> None:
     """export_dir is a new or empty directory outside the run, in a place that can be written."""
-    from nntrain import rundir  # TensorFlow's filesystems: local, gs://, ram://
-
     if rundir.is_local(export_dir) and os.path.isfile(export_dir):
         raise NntrainError(f"export_dir '{export_dir}' is an existing file: choose a new directory")
     rundir.check(export_dir, "export_dir")
@@ -98,24 +124,7 @@ def check_export_dir(model_dir: str, export_dir: str) -> None:
 
 def check_search_dir(model_dir: str) -> None:
     """`tune` writes a search into a directory it can write, never into the directory of a training run."""
-    from nntrain import rundir
-
     rundir.check(model_dir)
     if rundir.exists(rundir.join(model_dir, rundir.CONFIG)):
         raise NntrainError(f"model_dir '{model_dir}' holds a training run ({rundir.CONFIG}), "
                            "not a search: give `tune` its own --model_dir")
-
-
-def require_finite_weights(model: keras.Model, path: str) -> None:
-    """Raises NonFiniteWeights, naming the first bad variable, before `path` is written.
-
-    The one rule for non-finite weights: every model save (checkpoints, best, final) goes through
-    `rundir.save_model`, which calls this first.
-    """
-    for variable in model.weights:
-        values = keras.ops.convert_to_numpy(variable.value)
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-            bad = int(values.size - np.isfinite(values).sum())
-            raise NonFiniteWeights(f"weight {variable.path} holds {bad} NaN/inf value(s): training stopped and "
-                                   f"{path} was not written; lower optimizer.learning_rate or set "
-                                   "optimizer.global_clip_norm, and check the data for extreme values")

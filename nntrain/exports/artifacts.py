@@ -7,12 +7,14 @@ import tensorflow as tf
 
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain import rundir, serving, tflite_export
-from nntrain.bits_per_byte import add as add_bits_per_byte
-from nntrain.callbacks import latest_checkpoint
+from nntrain import rundir
 from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
-from nntrain.guards import check_export_dir
+from nntrain.exports import serving
+from nntrain.exports import tflite as tflite_export
+from nntrain.run.bits_per_byte import add as add_bits_per_byte
+from nntrain.run.checkpoints import latest_checkpoint
+from nntrain.run.guards import check_export_dir
 
 CHECKPOINTS = ("final", "best", "latest")
 FORMATS = ("saved_model", "tflite")

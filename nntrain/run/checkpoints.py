@@ -1,4 +1,5 @@
-"""Callbacks that make runs safe to stop: step checkpoints with exact resume, a metrics file, NaN handling."""
+"""Checkpoints that make runs safe to stop: step-N.keras and state.json with exact resume, the resume point and
+the restore of a checkpoint into a model."""
 
 from __future__ import annotations
 
@@ -7,49 +8,16 @@ import math
 import re
 import time
 import warnings
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from nntrain import rundir
-from nntrain.compat import keras_accumulation, keras_metrics
+from nntrain.compat import keras_accumulation
 from nntrain.errors import NntrainError
 from nntrain.logs import log
-from nntrain.preemption import Preempted, Watch
-
-if TYPE_CHECKING:
-    from nntrain.runstate import RunState
-
-MODES = ("auto", "min", "max")
-
-
-def _finite(logs: dict | None) -> bool:
-    loss = (logs or {}).get("loss")
-    return loss is not None and math.isfinite(float(loss))
-
-
-def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    """"max" if a higher `monitor` is better, else "min": the one rule of best checkpoint, early stopping and tuner.
-
-    Keras's own rule: `mode` min or max wins; with auto, a loss is minimised and a Keras metric goes the
-    direction it declares (r2_score, accuracy and auc up; mse and mae down).
-    """
-    if mode not in MODES:
-        raise NntrainError(f"train.monitor_mode={mode!r} is not allowed: use one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    name = monitor.removeprefix("val_")
-    direction = "down" if name == "loss" or name.endswith("_loss") else keras_metrics.direction(name)
-    if direction is None:
-        raise NntrainError(f"cannot tell whether a higher '{monitor}' is better: set train.monitor_mode=max "
-                           "or train.monitor_mode=min")
-    return "max" if direction == "up" else "min"
-
-
-def early_stopping(monitor: str, mode: str, patience: int) -> keras.callbacks.EarlyStopping:
-    """Keras's EarlyStopping, with the direction of `monitor_mode`."""
-    return keras.callbacks.EarlyStopping(monitor, patience=patience, mode=monitor_mode(monitor, mode))
+from nntrain.run.callbacks import finite_loss, monitor_mode
+from nntrain.run.preemption import Preempted, Watch
 
 
 def _rng_variables(model: keras.Model) -> list[keras.Variable]:
@@ -163,13 +131,13 @@ class Checkpoints(keras.callbacks.Callback):
         step, last = self._step(), int(self.state["step"])
         due = self.every_steps and step // self.every_steps > last // self.every_steps
         signum = self.signals.agreed(self.model.distribute_strategy) if self.signals else None
-        if (due or signum) and _finite(logs):
+        if (due or signum) and finite_loss(logs):
             self.save(step)
         if signum:
             raise Preempted(signum, self.state["step"], self.directory)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not _finite(logs):
+        if not finite_loss(logs):
             return
         step = self._step()
         if step != self.state["step"]:
@@ -186,7 +154,7 @@ class Checkpoints(keras.callbacks.Callback):
     def save(self, step: int, commit: bool = True) -> None:
         """Writes step-`step`.keras and (unless commit is False) state.json naming it.
 
-        Raises guards.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
+        Raises rundir.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
         """
         start = time.perf_counter()
         rundir.makedirs(self.directory)
@@ -206,77 +174,3 @@ class Checkpoints(keras.callbacks.Callback):
         rundir.write_json(rundir.join(self.directory, rundir.STATE), self.state)
         for name in dropped:
             rundir.remove(rundir.join(self.directory, name))
-
-
-class MetricsFile(keras.callbacks.Callback):
-    """Adds one strict-JSON line per epoch to metrics.jsonl through `run` (`RunState.add_metrics`).
-
-    Each line: the epoch, Keras's logs (non-finite values as null), the learning rate, the epoch's `seconds`
-    (training and validation) and `wall_time`, the Unix time the line was written (as TensorBoard's events do).
-    After a mid-epoch resume, that epoch's line averages the steps run since the resume.
-    """
-
-    def __init__(self, run: RunState):
-        super().__init__()
-        self.run = run
-        self.epoch_start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch_start = time.time()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not _finite(logs):  # a diverged epoch leaves no line
-            return
-        now = time.time()
-        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
-                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                  "seconds": round(now - self.epoch_start, 3), "wall_time": round(now, 3)}
-        self.run.add_metrics(record)
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Stops at the first non-finite loss and remembers where it happened and the last finite loss.
-
-    With steps_per_execution > 1 Keras reports once per block of steps: the step is then known to a block. A
-    resumed run passes the loss it had (its last metrics line) as the last finite loss so far.
-    """
-
-    def __init__(self, steps_per_epoch: int, last_finite_loss: float | None = None):
-        super().__init__()
-        self.steps_per_epoch = steps_per_epoch
-        self.epoch = 0
-        self.last_finite_loss = last_finite_loss
-        self.last_step = 0  # the step of the last report
-        self.first_nan_step: int | None = None
-        self.nan_step: int | None = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.last_step = self._step()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-
-    def _step(self) -> int:
-        return keras_accumulation.training_steps(self.model.optimizer)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step, previous = self._step(), self.last_step
-        self.last_step = step
-        if _finite(logs):
-            self.last_finite_loss = float(logs["loss"])
-            return
-        self.first_nan_step, self.nan_step = previous + 1, step
-        self.model.stop_training = True
-        log(f"non-finite loss {self.where()} (epoch {self.epoch + 1}): stopping")
-
-    def describe(self) -> str:
-        """Where the loss became non-finite, and the last finite loss (Keras's running mean over the epoch)."""
-        loss = (f"{self.last_finite_loss:.6g}" if self.last_finite_loss is not None
-                else "none (the first step was not finite)")
-        return f"loss became NaN/inf {self.where()}; last finite loss {loss}"
-
-    def where(self) -> str:
-        """'at step N', or 'within steps A-B' where Keras reported a block of steps."""
-        if self.first_nan_step == self.nan_step:
-            return f"at step {self.nan_step}"
-        return f"within steps {self.first_nan_step}-{self.nan_step}"

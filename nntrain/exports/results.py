@@ -6,10 +6,11 @@ import dataclasses
 
 import numpy as np
 
-from nntrain import artifacts, rundir
 from nntrain import config as nn_config
 from nntrain import data as nn_data
+from nntrain import rundir
 from nntrain.errors import NntrainError
+from nntrain.exports import artifacts
 
 
 @dataclasses.dataclass(frozen=True)

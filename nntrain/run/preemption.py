@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
-from nntrain import distribute
+from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -43,7 +43,7 @@ class Watch:
     def agreed(self, strategy: tf.distribute.Strategy) -> int | None:
         """The signal to stop on, the same on every worker: under multi-worker one all-reduce tells every worker
         that one of them was signalled (then all save the same step); elsewhere this process's own signal."""
-        if distribute.kind(strategy) != "multi_worker":
+        if strategies.kind(strategy) != "multi_worker":
             return self.signum
         if self._count_flagged is None:
             @tf.function

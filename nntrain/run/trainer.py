@@ -14,13 +14,15 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from nntrain import callbacks as nn_callbacks
-from nntrain import cluster, distribute, execution, guards, models, optim, preemption, prune, rundir, runstate
 from nntrain import config as nn_config
 from nntrain import data as nn_data
-from nntrain.bits_per_byte import callbacks as bits_per_byte_callbacks
+from nntrain import models, rundir
+from nntrain.distribute import cluster, execution, strategies
 from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
+from nntrain.run import callbacks as nn_callbacks
+from nntrain.run import checkpoints, guards, optim, preemption, prune, runstate
+from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 # tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
 _DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
@@ -97,12 +99,12 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     """
     start = time.time()
     files = _validate(config, model_dir)
-    run = _build_and_restore(config, strategy or distribute.create_strategy("auto"), files)
+    run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
     nan_guard = _begin(run)  # the first writes
     try:
         history = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
-    except (TrainingDiverged, guards.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
+    except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
         raise
@@ -124,7 +126,7 @@ class _Run:
     config: ml_collections.ConfigDict
     files: runstate.RunState
     prepared: Prepared
-    point: nn_callbacks.ResumePoint | None  # the checkpoint restored (None: from scratch)
+    point: checkpoints.ResumePoint | None  # the checkpoint restored (None: from scratch)
     step: int  # the step training starts after
     chief: bool  # multi-worker: the chief writes model_dir; worker N only its backups (cluster.py)
     out_dir: str  # where this worker's checkpoints go
@@ -156,12 +158,12 @@ def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.Run
 def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
                        files: runstate.RunState) -> _Run:
     """Data and model, checked against the run's data; the checkpoint restored into the model. Writes nothing."""
-    point = nn_callbacks.resume_point(rundir.checkpoint_dir(files.model_dir))
+    point = checkpoints.resume_point(rundir.checkpoint_dir(files.model_dir))
     prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
     guards.check_run(config, prepared)  # model_dir: rundir.check in _validate
     files.check_same_data(prepared.data.spec)
     with strategy.scope():
-        step = nn_callbacks.restore(prepared.model, point)
+        step = checkpoints.restore(prepared.model, point)
     _log_plan(config, prepared)
     return _Run(config, files, prepared, point, step, cluster.is_chief(strategy),
                 cluster.output_dir(files.model_dir, strategy))
@@ -213,7 +215,7 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
 def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
     """TrainingDiverged if the loss became NaN/inf; else the chief saves model.keras (never NaN weights)."""
     if nan_guard.nan_step is not None:
-        latest = nn_callbacks.latest_checkpoint(run.checkpoint_dir)
+        latest = checkpoints.latest_checkpoint(run.checkpoint_dir)
         kept = f"{latest[0]} (step {latest[1]})" if latest else "none (nothing saved yet)"
         raise TrainingDiverged(f"{nan_guard.describe()}; checkpoint kept: {kept}; lower optimizer.learning_rate "
                                "or set optimizer.global_clip_norm")
@@ -246,7 +248,7 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: run
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(files))
-    callbacks.append(nn_callbacks.Checkpoints(
+    callbacks.append(checkpoints.Checkpoints(
         rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
         every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals, state=state))
     if train.tensorboard and chief:
@@ -274,7 +276,7 @@ def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
     data, run = prepared.data, prepared.execution
     log(f"experiment {config.get('experiment', '?')}: {config.data.source} -> {config.model.name} "
         f"({prepared.model.count_params():,} parameters)")
-    log(f"strategy: {distribute.describe(prepared.strategy)}")
+    log(f"strategy: {strategies.describe(prepared.strategy)}")
     log(f"global batch {data.global_batch_size} = {data.per_replica_batch_size} per replica x "
         f"{data.num_replicas} replica(s); {prepared.steps_per_epoch} steps/epoch; {data.spec.train_examples} train / "
         f"{data.spec.eval_examples} eval examples")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import tensorflow as tf
 
-from nntrain import diagnostics, runtime
+from nntrain import quiet
 from nntrain.compat import collective_keys, mwms_reduce
+from nntrain.distribute import diagnostics, runtime, tf_config, watchdog
 from nntrain.errors import NntrainError
+from nntrain.logs import log
 
 STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
 
@@ -143,6 +146,26 @@ def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     except (ValueError, KeyError, TypeError) as e:
         raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
                            '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
-    from nntrain import cluster  # lazy: cluster imports this module
+    return mwms_reduce.patch(connect(index, workers))
 
-    return mwms_reduce.patch(cluster.connect(index, workers))
+
+def connect(index: int, hosts: list[str]) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The strategy, once every worker of `hosts` has joined; one line and exit after --worker_timeout.
+
+    From here on TensorFlow's C++ log records go to a file (`tf_log_path`), so a lost peer is one line.
+    """
+    timeout, path = tf_config.worker_timeout(), tf_log_path()
+    quiet.native_stderr_to_file(path)
+    log(f"multi-worker: worker {index} of {len(hosts)} waits up to {timeout:g} s (--worker_timeout) for the others; "
+        f"TensorFlow's log: {path}")
+    log(f"multi-worker: TensorFlow's gRPC server listens on every interface at port {hosts[index].rpartition(':')[2]} "
+        "(it cannot bind to one address) without authentication: keep the workers on a private network")
+    with watchdog.exit_unless_done(timeout, f"worker {index}: not every worker of {','.join(hosts)} joined within "
+                                   f"--worker_timeout={timeout:g} s: start each with the same command and its own "
+                                   f"--task_index (TensorFlow's log: {path})"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def tf_log_path() -> str:
+    """Where this process's TensorFlow C++ log records go once it joins a multi-worker run."""
+    return os.path.join(tempfile.gettempdir(), f"nntrain-tensorflow-{os.getpid()}.log")
