@@ -62,21 +62,29 @@ def problem(directory: str) -> str | None:
     return None
 
 
+class Mismatch(NntrainError):
+    """The bundle holds other variables than the model (`group` "model") or its optimizer ("optimizer") has."""
+
+    def __init__(self, group: str, detail: str):
+        self.group = group
+        super().__init__(detail)
+
+
 def read(model: keras.Model, directory: str, optimizer: bool = True) -> None:
     """Assigns the bundle's values to the model's variables (and the optimizer's, which must be built).
 
-    NntrainError, one line, if the bundle holds other variables than this model has.
+    Mismatch if the bundle holds other variables than this model (or optimizer) has; nothing is assigned then.
     """
     path = prefix(directory)
     names, variables = _named(model, optimizer)
     saved = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    wanted = {name: list(variable.shape) for name, variable in zip(names, variables)}
-    differ = [name for name in wanted if saved.get(name) != wanted[name]]
-    if differ or (optimizer and set(saved) != set(wanted)):
-        first = differ[0] if differ else sorted(set(saved) - set(wanted))[0]
-        raise NntrainError(f"checkpoint {directory} does not fit this model ({first}: saved "
-                           f"{saved.get(first, 'nothing')}, the model has {wanted.get(first, 'nothing')}): resume "
-                           "with the run's own config and data, or use a new --model_dir")
+    for group, _ in _groups(model, optimizer):
+        wanted = {name: list(v.shape) for name, v in zip(names, variables) if name.startswith(f"{group}/")}
+        held = {name: shape for name, shape in saved.items() if name.startswith(f"{group}/")}
+        if held != wanted:
+            first = next((n for n in wanted if held.get(n) != wanted[n]), None) or sorted(set(held) - set(wanted))[0]
+            raise Mismatch(group, f"{first}: {held.get(first, 'absent')} in the checkpoint, "
+                                  f"{wanted.get(first, 'absent')} here")
     values = tf.raw_ops.RestoreV2(prefix=path, tensor_names=names, shape_and_slices=[""] * len(names),
                                   dtypes=[tf.as_dtype(variable.dtype) for variable in variables])
     for variable, value in zip(variables, values):
