@@ -55,8 +55,8 @@ def problem(directory: str) -> str | None:
         return "missing"
     if not rundir.exists(path + DATA_SUFFIX):
         return f"its data file {PREFIX}{DATA_SUFFIX} is missing"
-    try:
-        tf.train.load_checkpoint(path)
+    try:  # (tf.train.load_checkpoint does not find a bundle on ram://)
+        tf.compat.v1.train.NewCheckpointReader(path)
     except (tf.errors.OpError, ValueError) as e:
         return f"not a readable checkpoint: {str(e).splitlines()[0][:200]}"
     return None
@@ -77,7 +77,7 @@ def read(model: keras.Model, directory: str, optimizer: bool = True) -> None:
     """
     path = prefix(directory)
     names, variables = _named(model, optimizer)
-    saved = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    saved = tf.compat.v1.train.NewCheckpointReader(path).get_variable_to_shape_map()
     for group, _ in _groups(model, optimizer):
         wanted = {name: list(v.shape) for name, v in zip(names, variables) if name.startswith(f"{group}/")}
         held = {name: shape for name, shape in saved.items() if name.startswith(f"{group}/")}
