@@ -102,8 +102,10 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
     nan_guard = _begin(run)  # the first writes
     try:
-        history = _fit(run, nan_guard, verbose, extra_callbacks)
+        history, signum = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
+        if signum:  # it came after the last epoch's checkpoint: the run is complete, and stops as asked
+            raise preemption.Preempted(signum, run.prepared.steps_per_epoch * config.train.epochs, run.out_dir)
     except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
@@ -187,8 +189,9 @@ def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
 
 
 def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
-         extra_callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.History | None:
-    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
+         extra_callbacks: Sequence[keras.callbacks.Callback]) -> tuple[keras.callbacks.History | None, int | None]:
+    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream.
+    Returns fit's History and a signal that came after the last epoch's checkpoint (one before stops fit)."""
     config, prepared, step = run.config, run.prepared, run.step
     model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
@@ -209,7 +212,7 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
                 data = datasets(config, strategy, initial_epoch * steps_per_epoch)
             history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                                 steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
-    return history
+    return history, signals.signum
 
 
 def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
