@@ -153,7 +153,7 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         rundir.makedirs(self.directory)
-        rundir.remove_partial_writes(self.directory, self.state["kept"])
+        rundir.remove_partial_writes(self.directory, [*self.state["kept"], self.state.get("latest")])
 
     def _step(self) -> int:
         return keras_accumulation.training_steps(self.model.optimizer)
