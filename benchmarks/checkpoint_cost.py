@@ -8,8 +8,8 @@ data. Each model is compiled as `nntrain train` compiles it, with steps_per_exec
 any step) and warmed up. Per pair, two `fit` calls of --steps steps through nntrain's own `Checkpoints` callback
 into a local temporary directory: `train.checkpoint_every_steps=5`, then 0 (both commit a checkpoint at the epoch
 end, whose write `fit` waits for). Figures: the ratio of their times (median over pairs), the training time lost
-per step checkpoint, a bundle's write time on an idle trainer, the peak host memory of a fit with step checkpoints
-above the memory before it (VmHWM), against the model + optimizer bytes; the resume (restore of the checkpoint into
+per step checkpoint, a bundle's write time on an idle trainer, the peak host memory of each fit above the memory
+before it (VmHWM; with step checkpoints against the model + optimizer bytes, and without); the resume (restore of the checkpoint into
 a built model); and, for comparison, the synchronous `.keras` save that step checkpoints were before.
 """
 
@@ -51,7 +51,7 @@ def measure(name: str, steps: int, pairs: int) -> dict:
     model.fit(data, steps_per_epoch=EVERY, epochs=1, verbose=0)  # trace and warm up
     nbytes = bundles.host_bytes(model)
     times: dict[int, list[float]] = {EVERY: [], 0: []}
-    saves, peaks = [], []
+    saves, peaks = [], {EVERY: [], 0: []}
     with tempfile.TemporaryDirectory() as directory:
         for pair in range(pairs):
             for every in (EVERY, 0):
@@ -62,8 +62,8 @@ def measure(name: str, steps: int, pairs: int) -> dict:
                 start = time.perf_counter()
                 model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[saver])
                 times[every].append(time.perf_counter() - start)
+                peaks[every].append(_memory()[1] - resident)
                 if every:
-                    peaks.append(_memory()[1] - resident)
                     saves.append(len(saver.saved_seconds) - 1)  # step checkpoints (the last is the epoch end)
         last = rundir.join(directory, f"{pairs - 1}-{EVERY}")
         path = rundir.join(last, rundir.read_state(last)["latest"])
@@ -83,7 +83,8 @@ def measure(name: str, steps: int, pairs: int) -> dict:
     lost = statistics.median((a - b) / n for a, b, n in zip(times[EVERY], times[0], saves))
     return {"model": name, "params": model.count_params(), "bytes": nbytes, "steps": steps,
             "with": statistics.median(times[EVERY]), "without": statistics.median(times[0]), "ratio": ratio,
-            "lost": lost, "write": statistics.median(writes), "peak": max(peaks), "resume": resume,
+            "lost": lost, "write": statistics.median(writes), "peak": max(peaks[EVERY]), "peak_without": max(peaks[0]),
+            "resume": resume,
             "keras_save": keras_save, "saves": saves[0]}
 
 
@@ -95,12 +96,12 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(name, args.steps, args.pairs) for name in args.models.split(",")]
     print(f"| model | parameters | model + optimizer | {args.steps} steps, every {EVERY} / none (s) | ratio | lost "
-          "per checkpoint | write (idle) | peak host memory above start | resume | `.keras` save (before) |")
+          "per checkpoint | write (idle) | peak host memory above start, every 5 / none | resume | `.keras` save (before) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['with']:.2f} / "
               f"{r['without']:.2f} | {r['ratio']:.2f}x | {r['lost'] * 1e3:,.0f} ms | {r['write'] * 1e3:,.0f} ms | "
-              f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) | {r['resume'] * 1e3:,.0f} ms | "
+              f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) / {r['peak_without'] / 2**20:,.0f} MiB | {r['resume'] * 1e3:,.0f} ms | "
               f"{r['keras_save'] * 1e3:,.0f} ms |")
 
 
