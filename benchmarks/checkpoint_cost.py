@@ -9,8 +9,8 @@ any step) and warmed up. Per pair, two `fit` calls of --steps steps through nntr
 into a local temporary directory: `train.checkpoint_every_steps=5`, then 0 (both commit a checkpoint at the epoch
 end, whose write `fit` waits for). Figures: the ratio of their times (median over pairs), the training time lost
 per step checkpoint, a bundle's write time on an idle trainer, the peak host memory of each fit above the memory
-before it (VmHWM; with step checkpoints against the model + optimizer bytes, and without); the resume (restore of the checkpoint into
-a built model); and, for comparison, the synchronous `.keras` save that step checkpoints were before.
+before it (VmHWM; with step checkpoints also against the model + optimizer bytes), the resume (restore of the
+checkpoint into a built model) and, for comparison, the synchronous `.keras` save that step checkpoints were.
 """
 
 from __future__ import annotations
@@ -96,12 +96,14 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(name, args.steps, args.pairs) for name in args.models.split(",")]
     print(f"| model | parameters | model + optimizer | {args.steps} steps, every {EVERY} / none (s) | ratio | lost "
-          "per checkpoint | write (idle) | peak host memory above start, every 5 / none | resume | `.keras` save (before) |")
+          "per checkpoint | write (idle) | peak host memory above start, every 5 / none | resume | "
+          "`.keras` save (before) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['with']:.2f} / "
               f"{r['without']:.2f} | {r['ratio']:.2f}x | {r['lost'] * 1e3:,.0f} ms | {r['write'] * 1e3:,.0f} ms | "
-              f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) / {r['peak_without'] / 2**20:,.0f} MiB | {r['resume'] * 1e3:,.0f} ms | "
+              f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) / {r['peak_without'] / 2**20:,.0f} MiB | "
+              f"{r['resume'] * 1e3:,.0f} ms | "
               f"{r['keras_save'] * 1e3:,.0f} ms |")
 
 
