@@ -193,6 +193,7 @@ class Checkpoints(keras.callbacks.Callback):
         value, best = logs.get(self.monitor), self.state["best"]
         if self.keep_best and value is not None and math.isfinite(float(value)) and (
                 best is None or (value > best if self.mode == "max" else value < best)):
+            self.wait()  # the epoch's checkpoint first: best.keras is only written of weights it accepted
             rundir.save_model(self.model, rundir.join(self.directory, rundir.BEST))
             update.update(best=float(value), best_epoch=epoch + 1)
         if self.pending is not None:
