@@ -151,6 +151,7 @@ class _Run:
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
     """The config, and the run directory's files against it; writes nothing."""
     nn_config.validate(config)
+    nn_config.absolute_paths(config)  # a hand-made config too: its run works from any directory
     nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
@@ -267,7 +268,7 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: run
     train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
         *optim.callbacks(config, resumed=step > 0),
-        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
+        *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
         callbacks.append(nn_callbacks.MetricsFile(files))
