@@ -191,13 +191,15 @@ def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
 
 
 def test_a_checkpoint_of_nan_weights_is_refused_not_skipped(tmp_path):
-    """Checkpoints has no rule of its own: rundir.save_model's refusal stops training at the save."""
+    """Checkpoints has no rule of its own: rundir.check_finite, in the writer, stops training at the save."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="dense")])
+    model.compile(optimizer="sgd", loss="mse")
     model.layers[0].kernel.assign(np.full((2, 3), np.inf, np.float32))
     saver = checkpoints.Checkpoints(str(tmp_path), "loss")
     saver.set_model(model)
-    with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3.keras was not written"):
-        saver.save(3)
+    saver.save(3)
+    with pytest.raises(rundir.NonFiniteWeights, match=r"dense/kernel holds 6 NaN/inf .*/step-3 was not written"):
+        saver.wait()
     assert list(tmp_path.iterdir()) == []  # no checkpoint, no state.json
 
 

@@ -5,10 +5,11 @@ The run directory (its layout and every file in it) belongs to nntrain/rundir.py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import ml_collections
@@ -112,8 +113,10 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
         run = _build_and_restore(config, strategy, files)
     nan_guard = _begin(run)  # the first writes
     try:
-        history = _fit(run, nan_guard, verbose, extra_callbacks)
+        history, signum = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
+        if signum:  # it came after the last epoch's checkpoint: the run is complete, and stops as asked
+            raise preemption.Preempted(signum, run.prepared.steps_per_epoch * config.train.epochs, run.out_dir)
     except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
@@ -198,30 +201,50 @@ def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
 
 
 def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
-         extra_callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.History | None:
-    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
-    config, prepared, step = run.config, run.prepared, run.step
-    model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
-    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
-    with preemption.watch() as signals, cluster.peer_failures(strategy), \
-            data_service.watched(config.data.service, tf_config.worker_timeout()):
-        callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
-                               signals, run.checkpoint_state)
-        fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
+         extra_callbacks: Sequence[keras.callbacks.Callback]) -> tuple[keras.callbacks.History | None, int | None]:
+    """Fits under the watch for SIGTERM/SIGINT; returns fit's History and a signal that came after the last
+    epoch's checkpoint (one before it stops fit: Preempted)."""
+    with preemption.watch() as signals, cluster.peer_failures(run.prepared.strategy), \
+            data_service.watched(run.config.data.service, tf_config.worker_timeout()):
+        callbacks = _callbacks(run.config, run.prepared.model, run.files, run.out_dir, run.chief, run.step,
+                               run.prepared.steps_per_epoch, nan_guard, signals, run.checkpoint_state)
+        fit = dict(validation_steps=run.config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
-        history = None
-        if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
-            history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch - steps_into_epoch,
-                                validation_data=prepared.data.eval, **fit)
-            initial_epoch += 1
-        if initial_epoch < config.train.epochs and not (history and model.stop_training):
-            data = prepared.data
-            if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
-                data = datasets(config, strategy, initial_epoch * steps_per_epoch)
-            history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
+        with _tensorboard_flushed_on_stop(callbacks):
+            history = _fit_epochs(run, fit)
+    return history, signals.signum
+
+
+def _fit_epochs(run: _Run, fit: dict) -> keras.callbacks.History | None:
+    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
+    config, prepared = run.config, run.prepared
+    model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
+    initial_epoch, steps_into_epoch = divmod(run.step, steps_per_epoch)
+    history = None
+    if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+        history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                            validation_data=prepared.data.eval, **fit)
+        initial_epoch += 1
+    if initial_epoch < config.train.epochs and not (history and model.stop_training):
+        data = prepared.data
+        if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
+            data = datasets(config, strategy, initial_epoch * steps_per_epoch)
+        history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
     return history
+
+
+@contextlib.contextmanager
+def _tensorboard_flushed_on_stop(callbacks: Sequence[keras.callbacks.Callback]) -> Iterator[None]:
+    """A run stopped by a signal ends at once (cli.py): TensorBoard's events are written out first."""
+    try:
+        yield
+    except preemption.Preempted:
+        for callback in callbacks:
+            if isinstance(callback, keras.callbacks.TensorBoard):
+                callback.on_train_end()
+        raise
 
 
 def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
