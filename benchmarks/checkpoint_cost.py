@@ -1,68 +1,110 @@
-"""What a step checkpoint costs: the time of one `Checkpoints.save` against the time of a training step.
+"""What step checkpoints cost: a ~50 M-parameter MLP with Adam and mnist_mlp, trained with a step checkpoint every
+5 steps and without step checkpoints, side by side, alternated in one process.
 
-  .venv/bin/python benchmarks/checkpoint_cost.py --repeats=5     # prints the markdown table of docs/benchmarks.md
+  .venv/bin/python benchmarks/checkpoint_cost.py --pairs=3     # prints the table of docs/benchmarks.md
 
-Random data of each experiment's shape (data.source=synthetic): the cost of a save depends on the model, not the
-data. Each experiment is compiled as `nntrain train` compiles it (default steps_per_execution), warmed up, then
-timed: `--steps` training steps (median step time over repeats), and `--repeats` checkpoint saves (median), each a
-whole commit (step-N.keras with optimizer state, weight check, state.json) into a local temporary directory.
-The share of training time uses each experiment's real epoch length (MNIST 60,000 and CIFAR-10 50,000 images at
-batch size 128) with the default train.checkpoint_every_steps=0 (one save per epoch), and with every 100 steps.
+Random data of each model's input shape (data.source=synthetic): a checkpoint's cost depends on the model, not the
+data. Each model is compiled as `nntrain train` compiles it, with steps_per_execution=1 (a save can start after
+any step) and warmed up. Per pair, two `fit` calls of --steps steps through nntrain's own `Checkpoints` callback
+into a local temporary directory: `train.checkpoint_every_steps=5`, then 0 (both commit a checkpoint at the epoch
+end, whose write `fit` waits for). Figures: the ratio of their times (median over pairs), the training time lost
+per step checkpoint, a bundle's write time on an idle trainer, the peak host memory of each fit above the memory
+before it (VmHWM; with step checkpoints also against the model + optimizer bytes), the resume (restore of the
+checkpoint into a built model) and, for comparison, the synchronous `.keras` save that step checkpoints were.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 import time
 
 import nntrain
+from nntrain import rundir
 from nntrain.distribute import strategies
-from nntrain.run import checkpoints, trainer
+from nntrain.run import bundles, checkpoints, trainer
 
-REAL_TRAIN_EXAMPLES = {"mnist_mlp": 60_000, "cifar10_resnet": 50_000}
+WIDE = {"data.input_shape": (1444,), "model.hidden_sizes": (1444,) * 24, "train.batch_size": 8}  # ~50 M params
+MODELS = {"mlp_50m": ("mnist_mlp", WIDE), "mnist_mlp": ("mnist_mlp", {})}
+EVERY = 5
 
 
-def measure(experiment: str, steps: int, repeats: int) -> dict:
+def _memory() -> tuple[int, int]:
+    """(resident, peak resident) bytes of this process; the peak since the last _reset_peak."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def measure(name: str, steps: int, pairs: int) -> dict:
+    experiment, overrides = MODELS[name]
     config = nntrain.load_config(experiment, {"data.source": "synthetic", "data.num_examples": 1024,
-                                              "train.epochs": 1})
+                                              "train.steps_per_execution": 1, "train.epochs": 1, **overrides})
     prepared = trainer.prepare(config, strategies.create_strategy("cpu"))
-    model, per_execution = prepared.model, prepared.execution.steps_per_execution
-    steps = max(per_execution, steps // per_execution * per_execution)
-    model.fit(prepared.data.train, steps_per_epoch=steps, epochs=1, verbose=0)  # trace and warm up
-    step_seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(prepared.data.train, steps_per_epoch=steps, epochs=1, verbose=0)
-        step_seconds.append((time.perf_counter() - start) / steps)
+    model, data = prepared.model, prepared.data.train
+    model.fit(data, steps_per_epoch=EVERY, epochs=1, verbose=0)  # trace and warm up
+    nbytes = bundles.host_bytes(model)
+    times: dict[int, list[float]] = {EVERY: [], 0: []}
+    saves, peaks = [], {EVERY: [], 0: []}
     with tempfile.TemporaryDirectory() as directory:
-        saver = checkpoints.Checkpoints(directory, config.train.monitor)
-        saver.set_model(model)
-        saver.save(0)  # warm-up
-        saver.saved_seconds.clear()
-        for step in range(1, repeats + 1):
-            saver.save(step)
-    save = statistics.median(saver.saved_seconds)
-    step = statistics.median(step_seconds)
-    epoch_steps = math.ceil(REAL_TRAIN_EXAMPLES[experiment] / config.train.batch_size)
-    return {"experiment": experiment, "params": model.count_params(), "step_ms": step * 1e3, "save_ms": save * 1e3,
-            "per_epoch_pct": 100 * save / (epoch_steps * step), "every_100_pct": 100 * save / (100 * step),
-            "epoch_steps": epoch_steps}
+        for pair in range(pairs):
+            for every in (EVERY, 0):
+                saver = checkpoints.Checkpoints(rundir.join(directory, f"{pair}-{every}"), "loss",
+                                                every_steps=every, state={})
+                resident, _ = _memory()
+                _reset_peak()
+                start = time.perf_counter()
+                model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[saver])
+                times[every].append(time.perf_counter() - start)
+                peaks[every].append(_memory()[1] - resident)
+                if every:
+                    saves.append(len(saver.saved_seconds) - 1)  # step checkpoints (the last is the epoch end)
+        last = rundir.join(directory, f"{pairs - 1}-{EVERY}")
+        path = rundir.join(last, rundir.read_state(last)["latest"])
+        writer, writes = bundles.Writer(), []
+        for index in range(3):
+            start = time.perf_counter()
+            writer.start(model, rundir.join(directory, f"idle-{index}"))
+            writer.wait()
+            writes.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        bundles.read(model, path)
+        resume = time.perf_counter() - start
+        start = time.perf_counter()
+        rundir.save_model(model, rundir.join(directory, "sync.keras"))
+        keras_save = time.perf_counter() - start
+    ratio = statistics.median(a / b for a, b in zip(times[EVERY], times[0]))
+    lost = statistics.median((a - b) / n for a, b, n in zip(times[EVERY], times[0], saves))
+    return {"model": name, "params": model.count_params(), "bytes": nbytes, "steps": steps,
+            "with": statistics.median(times[EVERY]), "without": statistics.median(times[0]), "ratio": ratio,
+            "lost": lost, "write": statistics.median(writes), "peak": max(peaks[EVERY]), "peak_without": max(peaks[0]),
+            "resume": resume,
+            "keras_save": keras_save, "saves": saves[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30, help="steps per fit (a multiple of 5)")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
-    rows = [measure(name, args.steps, args.repeats) for name in REAL_TRAIN_EXAMPLES]
-    print("| experiment | parameters | step (ms) | checkpoint save (ms) | per epoch (default) | every 100 steps |")
-    print("|---|---:|---:|---:|---:|---:|")
+    rows = [measure(name, args.steps, args.pairs) for name in args.models.split(",")]
+    print(f"| model | parameters | model + optimizer | {args.steps} steps, every {EVERY} / none (s) | ratio | lost "
+          "per checkpoint | write (idle) | peak host memory above start, every 5 / none | resume | "
+          "`.keras` save (before) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['experiment']} | {r['params']:,} | {r['step_ms']:.1f} | {r['save_ms']:.0f} | "
-              f"{r['per_epoch_pct']:.2f}% of {r['epoch_steps']} steps | {r['every_100_pct']:.1f}% |")
+        print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['with']:.2f} / "
+              f"{r['without']:.2f} | {r['ratio']:.2f}x | {r['lost'] * 1e3:,.0f} ms | {r['write'] * 1e3:,.0f} ms | "
+              f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) / {r['peak_without'] / 2**20:,.0f} MiB | "
+              f"{r['resume'] * 1e3:,.0f} ms | "
+              f"{r['keras_save'] * 1e3:,.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -42,6 +43,8 @@ flags.DEFINE_string("worker_hosts", "", "Multi-worker: every worker's HOST:PORT,
 flags.DEFINE_integer("task_index", None, "Multi-worker: this worker's index in --worker_hosts (0 is the chief).")
 flags.DEFINE_integer("workers", 2, "`launch`: local worker processes to start; `data-service`: tf.data workers.")
 flags.DEFINE_integer("port", 5050, "`data-service`: the dispatcher's port (0: any free port).")
+flags.DEFINE_string("host", "127.0.0.1", "`data-service`: this machine's address that trainers reach it at (its "
+                    "workers tell trainers to fetch there; 127.0.0.1: this machine only).")
 flags.DEFINE_float("max_seconds", 0, "`data-service`: stop after this many seconds (0: run until Ctrl-C).")
 flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
 flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
@@ -57,8 +60,9 @@ flags.DEFINE_string("role", "", "`tune` on several machines: chief (serves the s
 flags.DEFINE_string("oracle_address", "127.0.0.1:8000", "`tune --role`: HOST:PORT the chief listens on and "
                     "workers connect to (127.0.0.1: this machine only).")
 flags.DEFINE_string("worker_id", None, "`tune --role=worker`: this worker's name (default: worker-HOST-PID).")
-flags.DEFINE_float("worker_timeout", 120.0, "Multi-worker `train`: seconds to wait for every worker to join, "
-                   "and for a silent peer; `tune --role`: for a silent worker (or chief) before giving up.")
+flags.DEFINE_float("worker_timeout", 120.0, "Multi-worker `train`: seconds to wait for every worker to join (a "
+                   "silent peer is lost after TensorFlow's 10 s heartbeat); `train` with data.service: for a silent "
+                   "dispatcher; `tune --role`: for a silent worker (or chief) before giving up.")
 flags.DEFINE_integer("max_batch_size", None, "`find-batch-size`: the largest batch size to try (default: the "
                      "train split's size).")
 flags.DEFINE_integer("batch_steps", 20, "`find-batch-size`: training steps timed at each batch size.")
@@ -190,8 +194,9 @@ def _data_service(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.data import service
 
     start = time.monotonic()
-    service.serve(FLAGS.port, FLAGS.workers, FLAGS.max_seconds)
-    return Output({"port": FLAGS.port, "workers": FLAGS.workers, "seconds": round(time.monotonic() - start, 3)})
+    service.serve(FLAGS.port, FLAGS.workers, FLAGS.max_seconds, FLAGS.host)
+    return Output({"port": FLAGS.port, "host": FLAGS.host, "workers": FLAGS.workers,
+                   "seconds": round(time.monotonic() - start, 3)})
 
 
 def _bench(config: Config, overrides: list[tuple[str, str]]) -> Output:
@@ -282,7 +287,7 @@ COMMANDS: dict[str, Command] = {
                          "paths, memory", (*_CONFIG, "target", "tpu_cores", "gpus", "tpu", "model_dir"),
                          takes_config=True),
     "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on --port, every interface",
-                            ("port", "workers", "max_seconds")),
+                            ("port", "host", "workers", "max_seconds")),
     "generate": Command(_generate, "sample text from a trained language model (text_gpt) after --prompt",
                         ("model_dir", "checkpoint", "prompt", "max_new_tokens", "temperature", "top_k", "top_p",
                          "seed")),
@@ -292,12 +297,18 @@ COMMANDS: dict[str, Command] = {
 _COMMAND: list[str] = []
 _OVERRIDES: list[tuple[str, str]] = []
 _CHILD_ARGS: list[str] = []  # after `--`: the command `launch` runs in each worker
+_PROCESS = [False]  # run() was called as the process's entry point (no argv given)
 
 
-def _fail(message: str, code: int = USAGE_ERROR) -> None:
+def _fail(message: str, code: int = USAGE_ERROR, at_once: bool = False) -> None:
+    """Prints the one line (and the JSON document) and exits `code`; `at_once`: as the `nntrain` process, without
+    Python's or TensorFlow's shutdown (`_end_process`), for errors that say so (`exit_at_once`: a preempted run,
+    a lost peer)."""
     print(f"nntrain: error: {message}", file=sys.stderr)
     if FLAGS.is_parsed() and FLAGS.json:
         print(json.dumps({"error": message, "exit_code": code}))
+    if at_once:
+        _end_process(code)
     sys.exit(code)
 
 
@@ -421,15 +432,28 @@ def _main(argv: list[str]) -> None:
                 config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
-        _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))
+        _fail(str(e), getattr(e, "exit_code", USAGE_ERROR), getattr(e, "exit_at_once", False))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume", 130)
     if FLAGS.json:
         print(json.dumps(output.result, sort_keys=True))
     elif output.text:
         print(output.text)
+    if argv[1] == "train":  # every file is committed: TensorFlow's teardown is not waited for
+        _end_process(output.code)
     if output.code:
         sys.exit(output.code)
+
+
+def _end_process(code: int) -> None:
+    """As the `nntrain` process (not a caller of `run(argv)`): flushes the output and ends at once. Finalizing
+    TensorFlow's threads and objects took 17-18 s after a run's last save on this busy 2-core machine."""
+    if not _PROCESS[0]:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _help(argv: list[str]) -> str:
@@ -467,6 +491,7 @@ def version() -> str:
 
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    _PROCESS[0] = argv is None
     argv = list(sys.argv if argv is None else argv)
     if any(arg in ("-h", "--help", "-?") for arg in argv[1:]):
         print(_help(argv))

@@ -93,9 +93,12 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "label_key": Field("", "tfrecord: the label's feature name, instead of the format's"),
         },
         "model": {
-            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | ...)"),
+            "name": Field("mlp", "a registered model builder (mlp | cnn | resnet | transformer | gpt | backbone | "
+                                 "...)"),
             "head": Field("classification", "classification | binary | regression"),
             "num_outputs": Field(1, "regression head units"),
+            "init_from": Field("", "RUN_DIR | FILE.keras: start from the weights of its layers of the same name and "
+                                   "shape (a head for other classes stays new); a resumed run never reads it"),
         },
         "optimizer": {
             "name": Field("adam", "sgd | adam | adamw | adagrad | rmsprop"),
@@ -141,6 +144,13 @@ def _fields() -> dict[str, dict[str, Field] | Field]:
             "deterministic": Field(False, "TensorFlow op determinism (tf.config.experimental.enable_op_determinism; "
                                           "slower)"),
             "tensorboard": Field(True, "write TensorBoard logs into MODEL_DIR/logs"),
+        },
+        "finetune": {  # two-phase fine-tuning of a backbone (model.name=backbone, or any model: all but its head)
+            "freeze_epochs": Field(0, "epochs that train only the head, the backbone frozen (BatchNormalization in "
+                                      "inference mode); 0: no frozen phase"),
+            "unfreeze_layers": Field(0, "then train the backbone's top N layers (0: all); BatchNormalization stays "
+                                        "frozen whenever freeze_epochs or this is set"),
+            "backbone_lr_scale": Field(1.0, "the backbone's learning rate as a fraction of the schedule's"),
         },
         "prune": {  # magnitude pruning of Dense/Conv kernels (Zhu & Gupta 2017); see nntrain/run/prune.py
             "target_sparsity": Field(0.0, "fraction of each kernel set to zero by end_step; 0 turns pruning off"),
@@ -320,6 +330,8 @@ def _parse_value(key: str, text: str, field_type: type, current: Any) -> Any:
     if text.lower() in ("none", "null"):
         if current is None or field_type is type(None):
             return None
+        if field_type is str:  # a word such as data.augment=none or model.backbone_weights=none
+            return text
         raise NntrainError(f"--config.{key}: None is not allowed here, {_type_name(field_type)} expected")
     try:
         if field_type is bool:
@@ -434,6 +446,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choice("train.precision", PRECISIONS)
     non_negative("train.early_stopping_patience")
     require(bool(config.train.monitor), "train.monitor", "name a metric such as val_loss or val_accuracy")
+    non_negative("finetune.freeze_epochs")
+    non_negative("finetune.unfreeze_layers")
+    positive("finetune.backbone_lr_scale")
     require(0.0 <= config.prune.target_sparsity < 1.0, "prune.target_sparsity", "it must be in [0, 1), e.g. 0.8")
     require(0.0 <= config.prune.initial_sparsity <= config.prune.target_sparsity, "prune.initial_sparsity",
             "it must be in [0, prune.target_sparsity]")

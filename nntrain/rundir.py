@@ -4,7 +4,8 @@ model_dir layout:
   config.json        the resolved config (reproduce or resume the run)
   metrics.jsonl      one strict-JSON line per epoch (non-finite values as null)
   dataset.json       the data spec: shapes, split sizes, class names (copied into exports)
-  checkpoints/       step-N.keras (model + optimizer state; the last `train.keep_checkpoints`), best.keras,
+  checkpoints/       step-N/ (a tensor bundle of every variable: model, optimizer, RNG states; the last
+                     `train.keep_checkpoints`; runs before it wrote step-N.keras, which still resume), best.keras,
                      state.json (the commit point: which step, RNG states, best value)
   logs/              TensorBoard
   model.keras        the final model
@@ -276,16 +277,20 @@ def save_model(model: keras.Model, path: str) -> None:
 def require_finite_weights(model: keras.Model, path: str) -> None:
     """Raises NonFiniteWeights, naming the first bad variable, before `path` is written.
 
-    The one rule for non-finite weights: every model save (checkpoints, best, final) goes through
-    `save_model`, which calls this first.
+    The one rule for non-finite weights: every model save (checkpoints, best, final) goes through `save_model` or
+    a step checkpoint's writer (run/bundles.py), which call `check_finite` on every weight first.
     """
     for variable in model.weights:
-        values = keras.ops.convert_to_numpy(variable.value)
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-            bad = int(values.size - np.isfinite(values).sum())
-            raise NonFiniteWeights(f"weight {variable.path} holds {bad} NaN/inf value(s): training stopped and "
-                                   f"{path} was not written; lower optimizer.learning_rate or set "
-                                   "optimizer.global_clip_norm, and check the data for extreme values")
+        check_finite(variable.path, keras.ops.convert_to_numpy(variable.value), path)
+
+
+def check_finite(name: str, values: np.ndarray, path: str) -> None:
+    """NonFiniteWeights if the floating-point weight `name` holds a NaN or infinity (`path` is not written)."""
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        raise NonFiniteWeights(f"weight {name} holds {bad} NaN/inf value(s): training stopped and {path} was not "
+                               "written; lower optimizer.learning_rate or set optimizer.global_clip_norm, and check "
+                               "the data for extreme values")
 
 
 def copy(source: str, path: str) -> None:
@@ -295,10 +300,11 @@ def copy(source: str, path: str) -> None:
     _commit(tmp, path)
 
 
-def remove_partial_writes(directory: str) -> None:
-    """Removes the temporary files a killed run left behind in `directory`."""
+def remove_partial_writes(directory: str, kept: list[str] = ()) -> None:
+    """Removes what a killed run left behind in `directory`: temporary files, and step checkpoints that state.json
+    does not name (`kept`: a write killed before its commit)."""
     for name in listdir(directory):
-        if name.startswith(TMP_PREFIX):
+        if name.startswith(TMP_PREFIX) or (name.startswith("step-") and name not in kept):
             remove(join(directory, name))
 
 

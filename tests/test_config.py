@@ -12,6 +12,7 @@ import pytest
 
 from nntrain import cli
 from nntrain import config as nn_config
+from nntrain.errors import NntrainError
 
 TYPO_EXPERIMENT = """
 from nntrain.experiments.xor import get_config as xor_config
@@ -118,3 +119,11 @@ def test_command_help_shows_its_flags_and_config_keys(command, capsys):
     else:
         assert "train.batch_size" not in text
     assert "--export_dir" not in text  # another command's flag
+
+
+def test_none_is_a_word_for_string_fields_and_refused_for_numbers():
+    """`--config.data.augment=none` (a choice named none) is the string; a number field still refuses None."""
+    config = nn_config.resolve("mnist_mlp", [("data.augment", "none"), ("data.data_dir", "None")])
+    assert config.data.augment == "none" and config.data.data_dir is None  # data_dir is an optional path
+    with pytest.raises(NntrainError, match="None is not allowed here, an integer expected"):
+        nn_config.resolve("mnist_mlp", [("train.batch_size", "none")])

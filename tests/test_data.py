@@ -413,3 +413,13 @@ def test_train_passes_are_seeded_per_pass_under_a_global_seed_of_zero():
         assert tf.compat.v1.get_seed(None)[0] == 0
     finally:
         tf.random.set_seed(None)
+
+
+def test_pipelines_run_without_tf_data_autotuning(data_config):
+    """Deleting an iterator waited for tf.data's autotuning thread (up to ~60 s, GIL held, SIGTERM unanswered):
+    every pipeline nntrain builds has it off (data/pipeline.py)."""
+    data_config.source, data_config.num_examples = "synthetic", 64
+    evaluation, _ = pipeline.load_split(data_config, data_config.eval_split, 8)
+    built = pipeline.build(data_config, 8, tf.distribute.get_strategy(), epochs=1)
+    for dataset in (evaluation, built.train, built.eval):  # the default strategy hands the datasets on as built
+        assert dataset.options().autotune.enabled is False

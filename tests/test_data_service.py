@@ -48,6 +48,8 @@ def test_bad_addresses_and_sizes_are_user_errors():
         service.check_reachable("grpc://127.0.0.1")
     with pytest.raises(NntrainError, match="at least 1 worker"):
         service.start(port=0, workers=0)
+    with pytest.raises(NntrainError, match="--host='': give this machine's address"):
+        service.serve(port=0, workers=1, max_seconds=0.5, host="")
 
 
 def test_serve_runs_until_its_time_is_up(monkeypatch):

@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 from nntrain.compat import mwms_reduce
-from nntrain.distribute import cluster, launch, tf_config
+from nntrain.distribute import cluster, launch, resolvers, tf_config
 from nntrain.errors import NntrainError
 from nntrain.run import checkpoints
 
@@ -123,6 +123,18 @@ def _weights(path: Path) -> list[np.ndarray]:
     return keras.saving.load_model(path).get_weights()
 
 
+def _bundle(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a step checkpoint (model/I, optimizer/I), by name."""
+    reader = tf.compat.v1.train.NewCheckpointReader(str(path / "variables"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def _assert_same_bundles(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
+    assert mine.keys() == theirs.keys()
+    for name in mine:
+        np.testing.assert_array_equal(mine[name], theirs[name])
+
+
 @pytest.mark.slow
 def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
     """Two workers on 127.0.0.1; kill one mid-run: the other exits with one line. Start both again (with the
@@ -167,10 +179,69 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
     epochs = [json.loads(line)["epoch"] for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, EPOCHS + 1))
     chief, worker = model_dir / "checkpoints", model_dir / "workers" / "1" / "checkpoints"
-    last = f"step-{EPOCHS * STEPS}.keras"
+    last = f"step-{EPOCHS * STEPS}"
     assert sorted(p.name for p in worker.iterdir()) == ["state.json", last]  # no best, no model
     assert not (model_dir / "workers" / "1" / "model.keras").exists()
-    for mine, theirs in zip(_weights(chief / last), _weights(worker / last)):
-        np.testing.assert_array_equal(mine, theirs)
-    for mine, final in zip(_weights(chief / last), _weights(model_dir / "model.keras")):
-        np.testing.assert_array_equal(mine, final)
+    _assert_same_bundles(_bundle(chief / last), _bundle(worker / last))
+    saved = _bundle(chief / last)
+    for index, final in enumerate(_weights(model_dir / "model.keras")):  # an MLP: its variables are its weights
+        np.testing.assert_array_equal(saved[f"model/{index}"], final)
+
+
+@pytest.mark.fast
+def test_cluster_from_a_tfjob_tf_config_and_from_a_slurm_step(monkeypatch):
+    """The cluster spec each scheduler's environment gives: Kubeflow TFJob (TF_CONFIG, workers only), Vertex AI
+    (TF_CONFIG with a chief pool) and a Slurm step of 3 tasks (srun's variables), two tasks sharing a node."""
+    for name in ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST",
+                 "SLURM_STEP_TASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    tfjob = [f"mnist-worker-{i}.default.svc:2222" for i in range(3)]
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": tfjob}, "task": {"type": "worker", "index": 1},
+                                                "environment": "cloud"}))
+    resolver = resolvers.resolve()
+    assert resolver.cluster_spec().as_dict() == {"worker": tfjob}
+    assert (resolver.task_type, resolver.task_id, resolvers.tasks(resolver)) == ("worker", 1, tfjob)
+    vertex = {"chief": ["workerpool0-0:2222"], "worker": ["workerpool1-0:2222", "workerpool1-1:2222"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": vertex, "task": {"type": "chief", "index": 0}}))
+    resolver = resolvers.resolve()
+    assert resolvers.this_task(resolver) == "chief 0"
+    assert resolvers.tasks(resolver) == ["workerpool0-0:2222", "workerpool1-0:2222", "workerpool1-1:2222"]
+    for bad, phrase in [("{", "TF_CONFIG is not valid"), ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not valid"),
+                        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+                         "task worker 1 is not in its cluster")]:
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(NntrainError, match=phrase):
+            resolvers.resolve()
+
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(NntrainError, match="needs TF_CONFIG .* or a Slurm step"):
+        resolvers.resolve()
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "3")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-03]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "1(x3)")
+    resolver = resolvers.resolve()
+    assert resolver.cluster_spec().as_dict() == {"worker": ["node01:8888", "node02:8888", "node03:8888"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 2)
+    assert resolver.num_accelerators() == {}  # this machine's GPUs (none), not the slot TensorFlow's resolver counts
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # Slurm binds GPUs; TensorFlow's resolver is told not to
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[01-02]")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2,1")
+    assert resolvers.tasks(resolvers.resolve()) == ["node01:8888", "node01:8889", "node02:8888"]
+
+
+@pytest.mark.fast
+def test_the_lost_peer_is_named_from_tensorflows_messages():
+    """The messages TensorFlow 2.21 gave in tests/test_hosts.py's faults, shortened."""
+    unhealthy = ("Error reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending "
+                 "heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.")
+    assert cluster._lost_peers(unhealthy, 0) == "worker 1 (stopped or unreachable)"
+    assert cluster._lost_peers("remote target /job:worker/replica:0/task:0 ... /job:worker/replica:0/task:2", 1) == \
+        "workers 0, 2 (stopped or unreachable)"
+    silent_leader = "Deadline Exceeded\n\nRPC: /tensorflow.CoordinationService/Heartbeat"
+    assert cluster._lost_peers(silent_leader, 2) == "worker 0 (stopped or unreachable)"
+    myself = ("Unexpected heartbeat request from an already-in-error task: /job:worker/replica:0/task:0 with existing "
+              "error: UNAVAILABLE: Task /job:worker/replica:0/task:0 heartbeat timeout.\n\nRPC: "
+              "/tensorflow.CoordinationService/Heartbeat")
+    assert cluster._lost_peers(myself, 0).startswith("its peers (this worker sent no heartbeat")
+    assert cluster._lost_peers("Deadline Exceeded", 1) == "its peers (a worker stopped or is unreachable)"

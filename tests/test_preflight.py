@@ -22,7 +22,10 @@ from nntrain.run import guards, preflight
 
 REPO = Path(__file__).resolve().parent.parent
 # Small enough to compile quickly. The TFDS mock holds 64 examples per split: one global batch of 64.
-SMALL = {"cifar10_resnet": {"model.depth": 8, "model.width": 8}, "fashion_mnist_cnn": {"model.filters": "8,16"},
+SMALL = {"images_finetune": {"data.source": "synthetic", "data.input_shape": "32,32,3", "data.num_classes": 3,
+                             "data.num_examples": 64, "data.train_split": "train", "data.eval_split": "test",
+                             "model.backbone_weights": "none"},
+         "cifar10_resnet": {"model.depth": 8, "model.width": 8}, "fashion_mnist_cnn": {"model.filters": "8,16"},
          "imdb_transformer": {"data.sequence_length": 32, "model.embed_dim": 16, "model.ff_dim": 16}}
 TPU_CORES = {"xor": 1}  # the 4 rows of XOR do not make a batch for each of 8 cores
 

@@ -13,9 +13,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import nntrain
 from nntrain.errors import NntrainError
+from nntrain.exports import artifacts
 from nntrain.run import prune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +64,17 @@ def _dense_kernels(path: Path) -> dict[str, np.ndarray]:
     return {layer.name: layer.kernel.numpy() for layer in model.layers if isinstance(layer, keras.layers.Dense)}
 
 
+def _latest_masks(model_dir: Path) -> list[np.ndarray]:
+    """The masks of the run's latest step checkpoint (a bundle), loaded into the run's model."""
+    return [mask.numpy() for mask in artifacts.load_model(str(model_dir), "latest").pruning.masks]
+
+
+def _bundle(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a step checkpoint, by name."""
+    reader = tf.compat.v1.train.NewCheckpointReader(str(path / "variables"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
 def _checkpoint_masks(path: Path) -> list[np.ndarray]:
     with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f, h5py.File(f) as weights:
         masks = weights["pruning/vars"]
@@ -75,12 +88,12 @@ def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatc
     overrides = {**MNIST_8K_2K, "prune.target_sparsity": 0.8, "prune.frequency": 20, "prune.end_step": 400}
     nntrain.train(nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 3}), str(model_dir),
                   strategy="cpu", verbose=0)
-    checkpoint = next((model_dir / "checkpoints").glob("step-*.keras"))
-    masks = _checkpoint_masks(checkpoint)
+    masks = _latest_masks(model_dir)
     assert len(masks) == 3 and all(0.3 < np.mean(mask == 0) < 0.8 for mask in masks)  # mid-pruning
-    with zipfile.ZipFile(checkpoint) as archive:  # the masks are weights only: no nntrain class in the config
+    best = model_dir / "checkpoints" / "best.keras"
+    with zipfile.ZipFile(best) as archive:  # the masks are weights only: no nntrain class in the config
         assert "nntrain" not in archive.read("config.json").decode()
-    assert len(_dense_kernels(checkpoint)) == 3
+    assert len(_checkpoint_masks(best)) == 3 and len(_dense_kernels(best)) == 3
 
     config = nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 10})
     resumed_with = []  # the masks the resumed run starts from
@@ -141,16 +154,15 @@ def test_pruning_under_multi_worker_strategy(tmp_path):
     metrics = json.loads((model_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["epoch"] == 3 and all(metrics[f"sparsity/{name}"] >= 0.79
                                          for name in ("dense", "dense_1", "predictions")), metrics
-    last = f"step-{steps}.keras"
-    chief, worker = model_dir / "checkpoints" / last, model_dir / "workers" / "1" / "checkpoints" / last
-    chief_masks, worker_masks = _checkpoint_masks(chief), _checkpoint_masks(worker)
-    assert len(chief_masks) == 3
-    for mine, theirs in zip(chief_masks, worker_masks):
-        assert np.mean(mine == 0) >= 0.79
-        np.testing.assert_array_equal(mine, theirs)
+    last = f"step-{steps}"
+    chief, worker = (_bundle(root / "checkpoints" / last) for root in (model_dir, model_dir / "workers" / "1"))
+    assert chief.keys() == worker.keys()
+    for name in chief:  # the workers' checkpoints hold the same masks, weights and optimizer state
+        np.testing.assert_array_equal(chief[name], worker[name])
+    chief_masks = _latest_masks(model_dir)
+    assert len(chief_masks) == 3 and all(np.mean(mask == 0) >= 0.79 for mask in chief_masks)
     kernels = _dense_kernels(model_dir / "model.keras")
     assert len(kernels) == 3
-    for (name, kernel), mask, theirs in zip(kernels.items(), chief_masks, _dense_kernels(worker).values()):
+    for (name, kernel), mask in zip(kernels.items(), chief_masks):
         assert np.sum(kernel == 0) >= int(0.8 * kernel.size), name
         assert np.all(kernel[mask == 0] == 0), name
-        np.testing.assert_array_equal(kernel, theirs)

@@ -10,6 +10,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from conftest import cli_failures, snapshot
@@ -23,6 +24,7 @@ from nntrain.run import checkpoints
 
 XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
        "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]
+INDEX_4, DATA_4 = "checkpoints/step-4/variables.index", "checkpoints/step-4/variables.data-00000-of-00001"
 
 
 def _train(model_dir: Path, *args: str) -> None:
@@ -33,21 +35,22 @@ def _train(model_dir: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """An xor run of 2 epochs of 2 steps: checkpoints step-2.keras and step-4.keras, best.keras, model.keras."""
+    """An xor run of 2 epochs of 2 steps: checkpoints step-2/ and step-4/, best.keras, model.keras."""
     run = tmp_path_factory.mktemp("trained") / "run"
     _train(run, "--config.train.epochs=2")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "best.keras", "state.json", "step-2.keras", "step-4.keras"]
+        "best.keras", "state.json", "step-2", "step-4"]
     return run
 
 
 def _copy(trained: Path, root: Path, name: str, damage: dict[str, bytes | None]) -> str:
-    """A copy of the trained run with each file of `damage` replaced by its bytes (None: deleted)."""
+    """A copy of the trained run with each file of `damage` replaced by its bytes (None: deleted, a file or a
+    directory)."""
     run = root / name
     shutil.copytree(trained, run)
     for path, content in damage.items():
         if content is None:
-            (run / path).unlink()
+            shutil.rmtree(run / path) if (run / path).is_dir() else (run / path).unlink()
         else:
             (run / path).write_bytes(content)
     return f"--model_dir={run}"
@@ -58,6 +61,7 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
     config = (trained / "config.json").read_bytes()
     state = json.loads((trained / "checkpoints" / "state.json").read_text())
     model = (trained / "model.keras").read_bytes()
+    index = (trained / INDEX_4).read_bytes()
     resume = ["train", *XOR, "--config.train.epochs=3"]
 
     def run(name: str, damage: dict[str, bytes | None] | None = None) -> str:
@@ -89,17 +93,19 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
         ("state.json kept of numbers", [*resume, run("s6", {"checkpoints/state.json": state_of(kept=[2, 4])})],
          "'kept' is [2, 4]"),
         ("state.json names a missing checkpoint, train",
-         [*resume, run("m1", {"checkpoints/state.json": state_of(latest="step-9.keras", kept=["step-9.keras"])})],
-         "step-9.keras, named in state.json, is missing"),
+         [*resume, run("m1", {"checkpoints/state.json": state_of(latest="step-9", kept=["step-9"])})],
+         "step-9, named in state.json, is missing"),
         ("state.json names a missing checkpoint, evaluate",
-         ["evaluate", "--checkpoint=latest", run("m2", {"checkpoints/step-4.keras": None})],
-         "step-4.keras is damaged (missing, though state.json names it): use --checkpoint=final or "
+         ["evaluate", "--checkpoint=latest", run("m2", {"checkpoints/step-4": None})],
+         "step-4 is damaged (missing, though state.json names it): use --checkpoint=final or "
          "--checkpoint=best"),
-        ("only checkpoint truncated", [*resume, run("k1", {"checkpoints/step-4.keras": model[:500],
-                                                     "checkpoints/state.json": state_of(kept=["step-4.keras"])})],
-         "step-4.keras is unreadable (not a readable .keras archive"),
-        ("both checkpoints empty", [*resume, run("k2", {"checkpoints/step-4.keras": b"",
-                                                         "checkpoints/step-2.keras": b""})],
+        ("a checkpoint's data file gone", [*resume, run("m3", {DATA_4: None, "checkpoints/step-2": None,
+                                                                "checkpoints/state.json": state_of(kept=["step-4"])})],
+         "step-4 is unreadable (its data file variables.data-00000-of-00001 is missing)"),
+        ("only checkpoint truncated", [*resume, run("k1", {INDEX_4: index[:20],
+                                                     "checkpoints/state.json": state_of(kept=["step-4"])})],
+         "step-4 is unreadable (not a readable checkpoint"),
+        ("both checkpoints empty", [*resume, run("k2", {INDEX_4: b"", "checkpoints/step-2/variables.index": b""})],
          "no readable checkpoint in"),
         ("truncated model.keras, evaluate", ["evaluate", run("f1", {"model.keras": model[:-100]})],
          "model.keras is damaged (not a readable .keras archive"),
@@ -112,7 +118,7 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
          "model.keras is damaged"),
         ("checkpoints gone, evaluate latest",
          ["evaluate", "--checkpoint=latest", run("g1", dict.fromkeys(
-             ["checkpoints/state.json", "checkpoints/step-2.keras", "checkpoints/step-4.keras",
+             ["checkpoints/state.json", "checkpoints/step-2", "checkpoints/step-4",
               "checkpoints/best.keras"]))], "has no latest model, only final: use --checkpoint=final"),
         ("best gone, evaluate best", ["evaluate", "--checkpoint=best", run("g2", {"checkpoints/best.keras": None})],
          "has no best model, only final and latest: use --checkpoint=final or --checkpoint=latest"),
@@ -146,15 +152,15 @@ def test_a_damaged_run_directory_is_one_line_and_left_as_it_was(trained, tmp_pat
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_last_good_one(trained, tmp_path, caplog):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    newest = run / "checkpoints" / "step-4.keras"
-    newest.write_bytes(newest.read_bytes()[:300])
+    newest = run / INDEX_4
+    newest.write_bytes(newest.read_bytes()[:20])
     with caplog.at_level(logging.INFO, logger="nntrain"):
         _train(run, "--config.train.epochs=3")
-    assert ("checkpoint step-4.keras is unreadable (not a readable .keras archive: File is not a zip file); "
-            "resuming from step-2.keras (step 2), the last good one") in caplog.text
+    assert "checkpoint step-4 is unreadable (not a readable checkpoint" in caplog.text
+    assert "resuming from step-2 (step 2), the last good one" in caplog.text
     assert "resuming from the checkpoint in" in caplog.text and "step 2 of 6" in caplog.text
     state = json.loads((run / "checkpoints" / "state.json").read_text())
-    assert state["step"] == 6 and state["kept"] == ["step-4.keras", "step-6.keras"]  # step 4 trained again
+    assert state["step"] == 6 and state["kept"] == ["step-4", "step-6"]  # step 4 trained again
     assert [line["epoch"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
 
 
@@ -275,3 +281,23 @@ def test_fuzzed_run_files_are_read_or_refused_in_one_line(tmp_path, state, confi
         except NntrainError as e:
             assert str(e) and "\n" not in str(e), repr(str(e))
     assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_a_run_with_keras_step_checkpoints_still_resumes_exactly(trained, tmp_path):
+    """A run written before step bundles (step-N.keras, RNG states in state.json) resumes as a bundle run does."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(trained, old)
+    shutil.copytree(trained, new)
+    for name in ("step-2", "step-4"):
+        shutil.rmtree(old / "checkpoints" / name)
+    shutil.copy(old / "model.keras", old / "checkpoints" / "step-4.keras")  # model + optimizer state at step 4
+    state = json.loads((old / "checkpoints" / "state.json").read_text())
+    (old / "checkpoints" / "state.json").write_text(json.dumps({**state, "latest": "step-4.keras",
+                                                                 "kept": ["step-4.keras"], "rng": []}))
+    for run in (old, new):
+        _train(run, "--config.train.epochs=3")
+    assert json.loads((old / "checkpoints" / "state.json").read_text())["kept"] == ["step-4.keras", "step-6"]
+    weights = [keras.saving.load_model(run / "model.keras").get_weights() for run in (old, new)]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -183,9 +183,16 @@ def _reader(split: Split, ctx: tf.distribute.InputContext,
 
 
 def _options() -> tf.data.Options:
-    """Deterministic order everywhere: the same seed gives the same run, and resumes replay the same data."""
+    """Deterministic order everywhere: the same seed gives the same run, and resumes replay the same data.
+
+    tf.data's autotuning model is off: deleting an iterator (each fit's, at its end or on a preemption) waited for
+    the model's thread, which sleeps in optimisation periods growing to 60 s, while holding the GIL: runs ended
+    up to ~60 s after their last epoch (40.6 s measured) and ignored SIGTERM meanwhile. Without it AUTOTUNE maps
+    run one call per core and prefetch buffers still grow on demand (docs/benchmarks.md has the figures).
+    """
     options = tf.data.Options()
     options.deterministic = True
+    options.autotune.enabled = False
     return options
 
 

@@ -24,10 +24,17 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.e
                tf.errors.CancelledError)
 
 
+# The RPC a worker's coordination agent sends worker 0 every few seconds (TF 2.21: a silent task is lost after 10 s).
+COORDINATION_HEARTBEAT = "/tensorflow.CoordinationService/Heartbeat"
+
+
 class WorkerLost(NntrainError):
     """A peer worker stopped: this worker cannot go on alone."""
 
     exit_code = 1
+    # Once its line is printed the process ends at once: TensorFlow's shutdown waits for the lost peers (17 s after
+    # a peer's kill -9 on a loaded machine, tests/test_hosts.py), and nothing is left to save.
+    exit_at_once = True
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -57,8 +64,13 @@ def peer_failures(strategy: tf.distribute.Strategy) -> Iterator[None]:
 
 
 def _lost_peers(message: str, me: int) -> str:
-    """'worker 1' (or 'workers 1, 2') when TensorFlow's message names the tasks; else 'its peers'."""
+    """'worker 1' (or 'workers 1, 2') when TensorFlow's message names the tasks; worker 0 when this worker's
+    heartbeat to the coordination service (which worker 0 runs) went unanswered; else 'its peers'."""
     peers = sorted({int(task) for task in re.findall(r"/job:worker(?:/replica:\d+)?/task:(\d+)", message)} - {me})
+    if not peers and me != 0 and COORDINATION_HEARTBEAT in message:  # e.g. "Deadline Exceeded ... RPC: ...Heartbeat"
+        peers = [0]
+    if not peers and f"task:{me} heartbeat timeout" in message:  # e.g. its process was stopped (SIGSTOP) or starved
+        return "its peers (this worker sent no heartbeat for longer than TensorFlow's timeout: stopped or starved)"
     if not peers:
         return "its peers (a worker stopped or is unreachable)"
     return f"worker{'s' if len(peers) > 1 else ''} {', '.join(map(str, peers))} (stopped or unreachable)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
@@ -10,7 +9,7 @@ import tensorflow as tf
 
 from nntrain import quiet
 from nntrain.compat import collective_keys, mwms_reduce
-from nntrain.distribute import diagnostics, runtime, tf_config, watchdog
+from nntrain.distribute import diagnostics, resolvers, runtime, tf_config, watchdog
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -135,35 +134,26 @@ def _tpu_advice(tpu: str, message: str) -> str:
 
 
 def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
-    raw = os.environ.get("TF_CONFIG", "")
-    if not raw:
-        raise NntrainError("--strategy=multi_worker needs TF_CONFIG (cluster and task) in the environment; "
-                           "see the 'Scaling up' section of README.md")
-    try:
-        tf_config = json.loads(raw)
-        workers = tf_config["cluster"]["worker"]
-        index = tf_config["task"]["index"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise NntrainError(f"TF_CONFIG is not valid ({e}): it needs "
-                           '{"cluster": {"worker": [HOST:PORT, ...]}, "task": {"type": "worker", "index": N}}') from e
-    return mwms_reduce.patch(connect(index, workers))
+    return mwms_reduce.patch(connect(resolvers.resolve()))
 
 
-def connect(index: int, hosts: list[str]) -> tf.distribute.MultiWorkerMirroredStrategy:
-    """The strategy, once every worker of `hosts` has joined; one line and exit after --worker_timeout.
+def connect(resolver: tf.distribute.cluster_resolver.ClusterResolver) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The strategy, once every task of the cluster has joined; one line and exit 1 after --worker_timeout.
 
     From here on TensorFlow's C++ log records go to a file (`tf_log_path`), so a lost peer is one line.
     """
     timeout, path = tf_config.worker_timeout(), tf_log_path()
+    hosts, me = resolvers.tasks(resolver), resolvers.this_task(resolver)
+    port = resolver.cluster_spec().task_address(resolver.task_type, resolver.task_id).rpartition(":")[2]
     quiet.native_stderr_to_file(path)
-    log(f"multi-worker: worker {index} of {len(hosts)} waits up to {timeout:g} s (--worker_timeout) for the others; "
+    log(f"multi-worker: {me} of {len(hosts)} waits up to {timeout:g} s (--worker_timeout) for the others; "
         f"TensorFlow's log: {path}")
-    log(f"multi-worker: TensorFlow's gRPC server listens on every interface at port {hosts[index].rpartition(':')[2]} "
+    log(f"multi-worker: TensorFlow's gRPC server listens on every interface at port {port} "
         "(it cannot bind to one address) without authentication: keep the workers on a private network")
-    with watchdog.exit_unless_done(timeout, f"worker {index}: not every worker of {','.join(hosts)} joined within "
+    with watchdog.exit_unless_done(timeout, f"{me}: not every worker of {','.join(hosts)} joined within "
                                    f"--worker_timeout={timeout:g} s: start each with the same command and its own "
-                                   f"--task_index (TensorFlow's log: {path})"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+                                   f"--task_index (TensorFlow's log: {path})", path):
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
 
 def tf_log_path() -> str:

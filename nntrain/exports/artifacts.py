@@ -16,8 +16,10 @@ from nntrain.data import raw as raw_data
 from nntrain.errors import NntrainError
 from nntrain.exports import serving
 from nntrain.exports import tflite as tflite_export
+from nntrain.logs import log
+from nntrain.run import bundles, trainer
 from nntrain.run.bits_per_byte import add as add_bits_per_byte
-from nntrain.run.checkpoints import latest_checkpoint
+from nntrain.run.checkpoints import checkpoint_problem, latest_checkpoint
 from nntrain.run.guards import check_export_dir
 
 CHECKPOINTS = ("final", "best", "latest")
@@ -26,28 +28,38 @@ KERAS_FILE, SAVED_MODEL, TFLITE_FILE = "model.keras", "saved_model", "model.tfli
 PARTIAL = ".nntrain-partial-"  # in the name of the directory an export is built in
 
 
-def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
+def load_model(model_dir: str, checkpoint: str = "final", unfinished: bool = True) -> keras.Model:
     """Loads a trained model from model_dir: `final`, `best` or `latest` (final falls back to latest).
 
-    A damaged file is one line naming it and the other checkpoints that are readable.
+    The latest checkpoint of a run that has not finished is named in one logged line (step N of M); with
+    `unfinished` False (an export, a deliverable) it is refused unless asked for as `latest`. A damaged file is
+    one line naming it and the other checkpoints that are readable.
     """
     if checkpoint not in CHECKPOINTS:
         raise NntrainError(f"unknown checkpoint '{checkpoint}': use one of {', '.join(CHECKPOINTS)}")
-    nn_config.load_saved(model_dir)  # a clear error when model_dir holds no run
+    config = nn_config.load_saved(model_dir)  # a clear error when model_dir holds no run
     paths = _model_paths(model_dir)
+    latest = latest_checkpoint(rundir.checkpoint_dir(model_dir))
     tried = ["final", "latest"] if checkpoint == "final" else [checkpoint]
     for name in tried:
         path = paths[name]
         if path is None or (name != "latest" and not rundir.exists(path)):
             continue
-        problem = rundir.keras_file_problem(path)
+        problem = checkpoint_problem(path)
         if problem is None:
+            if name == "latest" and not rundir.exists(paths["final"]):
+                where = f"the latest checkpoint (step {latest[1]} of {_total_steps(model_dir, config)})"
+                if not unfinished and checkpoint != "latest":
+                    raise NntrainError(f"'{model_dir}' has not finished training, and an export is a deliverable: "
+                                       f"resume it with `nntrain train`, or export {where} with "
+                                       "--checkpoint=latest")
+                log(f"'{model_dir}' has not finished training: using {where}")
             try:
-                return keras.models.load_model(path)
-            except (ValueError, OSError, KeyError, TypeError) as e:
-                problem = f"Keras cannot load it: {str(e).splitlines()[0][:200]}"
+                return keras.models.load_model(path) if path.endswith(".keras") else _bundle_model(model_dir, path)
+            except (ValueError, OSError, KeyError, TypeError, NntrainError) as e:
+                problem = f"cannot load it: {str(e).splitlines()[0][:200]}"
         readable = [f"--checkpoint={other}" for other, other_path in paths.items()
-                    if other != checkpoint and other_path and rundir.keras_file_problem(other_path) is None]
+                    if other != checkpoint and other_path and checkpoint_problem(other_path) is None]
         raise rundir.damaged(path, f"missing, though {rundir.STATE} names it" if problem == "missing" else problem,
                              f"use {' or '.join(readable)}" if readable else rundir.MOVE_ASIDE)
     there = [name for name, path in paths.items() if path and rundir.exists(path)]
@@ -64,6 +76,28 @@ def _model_paths(model_dir: str) -> dict[str, str | None]:
     latest = latest_checkpoint(checkpoint_dir)
     return {"final": rundir.join(model_dir, rundir.FINAL_MODEL), "best": rundir.join(checkpoint_dir, rundir.BEST),
             "latest": latest[0] if latest else None}
+
+
+def _saved_spec(model_dir: str) -> nn_data.DatasetSpec:
+    fields = rundir.read_json_object(rundir.join(model_dir, rundir.DATASET)) or {}
+    return nn_data.DatasetSpec(**{key: tuple(value) if isinstance(value, list) else value
+                                  for key, value in fields.items()})
+
+
+def _total_steps(model_dir: str, config) -> int:
+    """The steps of the whole run: epochs x steps per epoch (train.steps_per_epoch, or one pass of its split)."""
+    per_epoch = config.train.steps_per_epoch or math.ceil(_saved_spec(model_dir).train_examples /
+                                                          config.train.batch_size)
+    return per_epoch * config.train.epochs
+
+
+def _bundle_model(model_dir: str, path: str) -> keras.Model:
+    """The run's model, built and compiled from its config and dataset.json, with a step checkpoint's weights."""
+    config = nn_config.load_saved(model_dir)
+    model, _ = trainer.build_model(config, _saved_spec(model_dir), max(1, _total_steps(model_dir, config)),
+                                   tf.distribute.get_strategy())
+    bundles.read(model, path, optimizer=False)
+    return model
 
 
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
@@ -99,7 +133,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         raise NntrainError(f"--quantize={quantize} applies to TFLite exports: add --format=tflite")
     check_export_dir(model_dir, export_dir)
     config = nn_config.load_saved(model_dir)
-    model = load_model(model_dir, checkpoint)
+    model = load_model(model_dir, checkpoint, unfinished=False)
     head = config.model.head
     steps = config.train.eval_steps
     raw = raw_data.load(config.data, steps * config.train.batch_size if steps else None)

@@ -15,7 +15,7 @@ import ml_collections
 
 from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
-from nntrain.models import cnn, gpt, heads, mlp, resnet, transformer
+from nntrain.models import backbone, cnn, gpt, heads, mlp, resnet, transformer
 from nntrain.registry import MODELS, experiment_model_call
 
 Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], keras.KerasTensor]
@@ -23,7 +23,8 @@ Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], 
 # model.name -> function from the input tensor, model config and data spec to the output tensor;
 # nntrain.register_model adds more.
 for _name, _builder in {"mlp": mlp.build, "cnn": cnn.build, "resnet": resnet.build,
-                        "transformer": transformer.build, "gpt": gpt.build}.items():
+                        "transformer": transformer.build, "gpt": gpt.build,
+                        "backbone": backbone.build}.items():
     MODELS.register(_name)(_builder)
 
 

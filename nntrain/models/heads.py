@@ -10,6 +10,8 @@ from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
 from nntrain.models import fields
 
+NAME = "predictions"  # the output layer's name
+
 
 def output(x: keras.KerasTensor, model_config: ml_collections.ConfigDict, spec: DatasetSpec,
            kernel_regularizer: keras.regularizers.Regularizer | None = None) -> keras.KerasTensor:
@@ -17,7 +19,7 @@ def output(x: keras.KerasTensor, model_config: ml_collections.ConfigDict, spec: 
     regression (`model.num_outputs` linear units). Outputs are probabilities, not logits."""
     units, activation = _units_and_activation(model_config, spec)
     return keras.layers.Dense(units, activation=activation, kernel_regularizer=kernel_regularizer,
-                              dtype="float32", name="predictions")(x)
+                              dtype="float32", name=NAME)(x)
 
 
 def units(model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> int:

@@ -1,5 +1,5 @@
-"""Checkpoints that make runs safe to stop: step-N.keras and state.json with exact resume, the resume point and
-the restore of a checkpoint into a model."""
+"""Checkpoints that make runs safe to stop: step-N/ bundles written while training goes on and committed by
+state.json, with exact resume; the resume point and the restore of a checkpoint into a model."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from nntrain import rundir
 from nntrain.compat import keras_accumulation
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import bundles
 from nntrain.run.callbacks import finite_loss, monitor_mode
 from nntrain.run.preemption import Preempted, Watch
+
+KERAS_SUFFIX = ".keras"  # the step checkpoints of runs before bundles: step-N.keras, RNG states in state.json
 
 
 def _rng_variables(model: keras.Model) -> list[keras.Variable]:
@@ -55,7 +58,7 @@ def resume_point(directory: str) -> ResumePoint | None:
         name, path = kept[index], rundir.join(directory, kept[index])
         latest = name == state["latest"]
         step = state.get("step", 0) if latest else _step_of(name)
-        problem = rundir.keras_file_problem(path) if step is not None else "no step in its name"
+        problem = checkpoint_problem(path) if step is not None else "no step in its name"
         if problem is None:
             if latest:
                 return ResumePoint(path, step, state)
@@ -70,8 +73,13 @@ def resume_point(directory: str) -> ResumePoint | None:
 
 
 def _step_of(name: str) -> int | None:
-    match = re.fullmatch(r"step-(\d+)\.keras", name)
+    match = re.fullmatch(r"step-(\d+)(\.keras)?", name)
     return int(match.group(1)) if match else None
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why the step checkpoint at `path` (a step-N/ bundle, or an older step-N.keras) cannot be read, or None."""
+    return rundir.keras_file_problem(path) if path.endswith(KERAS_SUFFIX) else bundles.problem(path)
 
 
 def restore(model: keras.Model, point: ResumePoint | None) -> int:
@@ -80,31 +88,50 @@ def restore(model: keras.Model, point: ResumePoint | None) -> int:
         return 0
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+    optimizer = type(model.optimizer).__name__.lower()  # as optimizer.name says it (the object's name gets _N)
+    wrong_optimizer = NntrainError(f"checkpoint {point.path} holds no state of this optimizer ({optimizer}): "
+                                   "resume with the run's optimizer.name, or use a new --model_dir")
+    if not point.path.endswith(KERAS_SUFFIX):
+        try:
+            bundles.read(model, point.path)
+        except bundles.Mismatch as e:
+            if e.group == "optimizer":
+                raise wrong_optimizer from None
+            raise _does_not_fit(point.path, str(e)) from None
+        return keras_accumulation.training_steps(model.optimizer)
     try:
         with warnings.catch_warnings():  # a mismatch is refused below, in one line
             warnings.simplefilter("ignore")
             model.load_weights(point.path)
     except (ValueError, OSError, KeyError) as e:
-        raise NntrainError(f"checkpoint {point.path} does not fit this model ({str(e).splitlines()[0][:200]}): "
-                           "resume with the run's own config and data, or use a new --model_dir") from None
+        raise _does_not_fit(point.path, str(e).splitlines()[0][:200]) from None
     step = keras_accumulation.training_steps(model.optimizer)
     if point.step and step != point.step:  # Keras skips optimizer state it cannot match, and warns only
-        name = type(model.optimizer).__name__.lower()  # as optimizer.name says it (the object's name gets _N)
-        raise NntrainError(f"checkpoint {point.path} holds no state of this optimizer ({name}): "
-                           "resume with the run's optimizer.name, or use a new --model_dir")
+        raise wrong_optimizer
     for variable, value in zip(_rng_variables(model), point.state.get("rng", [])):  # in model order (names vary)
         variable.assign(np.asarray(value, dtype=variable.dtype))
     return step
 
 
-class Checkpoints(keras.callbacks.Callback):
-    """`step-N.keras` (model + optimizer state) every `every_steps` steps, at every finite epoch end and on a
-    preemption signal; then `state.json` naming it, with the RNG states that .keras does not save.
+def _does_not_fit(path: str, detail: str) -> NntrainError:
+    return NntrainError(f"checkpoint {path} does not fit this model ({detail}): resume with the run's own config "
+                        "and data, or use a new --model_dir")
 
-    Writing state.json is the commit point: a run killed at any moment resumes from a complete checkpoint. The
-    last `keep` checkpoints stay. `best.keras` keeps the best epoch by `monitor` (unless `keep_best` is False: a
-    multi-worker backup). Weights after a non-finite loss are never saved; non-finite weights after a finite loss
-    (ReLU maps a NaN input to 0) stop training at the save, which refuses them (`rundir.save_model`).
+
+class Checkpoints(keras.callbacks.Callback):
+    """A step checkpoint (`step-N/`: model, optimizer and RNG states) every `every_steps` steps, at every finite
+    epoch end and on a preemption signal, written while training goes on (run/bundles.py); `state.json` names it
+    once it is complete.
+
+    Writing state.json is the commit point: a run killed at any moment, a write in flight included, resumes from a
+    complete checkpoint. At most one write is in flight. The last `keep` checkpoints stay. `best.keras` (plain
+    Keras) keeps the best epoch by `monitor` (unless `keep_best` is False: a multi-worker backup). Weights after a
+    non-finite loss are never saved; non-finite weights after a finite loss (ReLU maps a NaN input to 0) stop
+    training at the save, whose writer refuses them.
+
+    An epoch's last execution saves nothing and answers no signal: its epoch end (validation, the metrics line)
+    comes first, then the checkpoint that commits the epoch, then the stop; so a resumed run never skips an epoch's
+    metrics line.
     """
 
     def __init__(self, directory: str, monitor: str, mode: str = "auto", keep_best: bool = True,
@@ -119,56 +146,99 @@ class Checkpoints(keras.callbacks.Callback):
         self.signals = signals
         self.state = {"kept": [], "best": None, "step": 0,
                       **((rundir.read_state(directory) if state is None else state) or {})}
-        self.saved_seconds: list[float] = []  # how long each save took (benchmarks read it)
+        self.writer = bundles.Writer()
+        self.pending: dict | None = None  # state.json's fields once the write in flight is complete
+        self.started: float | None = None  # when the write in flight started
+        self.saved_seconds: list[float] = []  # from the start of each save to its commit (benchmarks read it)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        rundir.remove_partial_writes(self.directory)
+        rundir.makedirs(self.directory)
+        rundir.remove_partial_writes(self.directory, [*self.state["kept"], self.state.get("latest")])
 
     def _step(self) -> int:
         return keras_accumulation.training_steps(self.model.optimizer)
 
+    def _saved_step(self) -> int:
+        """The step of the newest checkpoint, committed or in flight."""
+        return int((self.pending or self.state)["step"])
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step, last = self._step(), int(self.state["step"])
+        self.commit_if_written()
+        step, last = self._step(), self._saved_step()
+        if batch + 1 >= (self.params.get("steps") or math.inf):  # the epoch's last execution: on_epoch_end saves
+            return
         due = self.every_steps and step // self.every_steps > last // self.every_steps
         signum = self.signals.agreed(self.model.distribute_strategy) if self.signals else None
         if (due or signum) and finite_loss(logs):
             self.save(step)
         if signum:
+            self.wait()
             raise Preempted(signum, self.state["step"], self.directory)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not finite_loss(logs):
-            return
+        signum = self.signals.agreed(self.model.distribute_strategy) if self.signals else None
+        if finite_loss(logs):
+            self._end_epoch(epoch, logs or {})
+        if signum:
+            self.wait()
+            raise Preempted(signum, self.state["step"], self.directory)
+
+    def _end_epoch(self, epoch: int, logs: dict) -> None:
+        """The epoch's checkpoint (unless its step has one), best.keras if the epoch is the best, and the epoch
+        number in state.json once the checkpoint is committed."""
         step = self._step()
-        if step != self.state["step"]:
-            self.save(step, commit=False)
-        value = (logs or {}).get(self.monitor)
-        best = self.state["best"]
+        if step != self._saved_step():
+            self.save(step)
+        update = {"epoch": epoch + 1}
+        value, best = logs.get(self.monitor), self.state["best"]
         if self.keep_best and value is not None and math.isfinite(float(value)) and (
                 best is None or (value > best if self.mode == "max" else value < best)):
-            rundir.copy(rundir.join(self.directory, self.state["latest"]), rundir.join(self.directory, rundir.BEST))
-            self.state.update(best=float(value), best_epoch=epoch + 1)
-        self.state["epoch"] = epoch + 1
-        self._commit()
+            self.wait()  # the epoch's checkpoint first: best.keras is only written of weights it accepted
+            rundir.save_model(self.model, rundir.join(self.directory, rundir.BEST))
+            update.update(best=float(value), best_epoch=epoch + 1)
+        if self.pending is not None:
+            self.pending.update(update)
+        else:
+            self.state.update(update)
+            self._write_state()
 
-    def save(self, step: int, commit: bool = True) -> None:
-        """Writes step-`step`.keras and (unless commit is False) state.json naming it.
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.wait()
 
-        Raises rundir.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
+    def save(self, step: int) -> None:
+        """Starts writing step-`step`/ (after the write in flight, committed first); state.json names it once it is
+        written (`commit_if_written`, `wait`).
+
+        The write raises rundir.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
         """
-        start = time.perf_counter()
-        rundir.makedirs(self.directory)
-        name = f"step-{step}.keras"
-        rundir.save_model(self.model, rundir.join(self.directory, name))
-        self.state.update(step=step, latest=name, monitor=self.monitor, mode=self.mode,
-                          kept=[*[k for k in self.state["kept"] if k != name], name],
-                          rng=[keras.ops.convert_to_numpy(v).tolist() for v in _rng_variables(self.model)])
-        if commit:
-            self._commit()
-        self.saved_seconds.append(time.perf_counter() - start)
+        self.wait()
+        name = f"step-{step}"
+        self.started = time.perf_counter()
+        self.writer.start(self.model, rundir.join(self.directory, name))
+        self.pending = {**self.state, "step": step, "latest": name, "monitor": self.monitor, "mode": self.mode,
+                        "kept": [*[k for k in self.state["kept"] if k != name], name]}
+        self.pending.pop("rng", None)  # a bundle holds the RNG states
 
-    def _commit(self) -> None:
-        """state.json last; then the checkpoints beyond the last `keep` go."""
+    def commit_if_written(self) -> None:
+        """Commits the checkpoint in flight if its write has ended (never blocks)."""
+        if self.pending is not None and not self.writer.busy():
+            self.wait()
+
+    def wait(self) -> None:
+        """Waits for the write in flight and commits it: state.json names it."""
+        if self.pending is None:
+            return
+        try:
+            self.writer.wait()
+        except BaseException:
+            self.pending = None
+            raise
+        self.state, self.pending = self.pending, None
+        self._write_state()
+        self.saved_seconds.append(time.perf_counter() - self.started)
+
+    def _write_state(self) -> None:
+        """state.json; then the checkpoints beyond the last `keep` go."""
         kept = self.state["kept"]
         dropped, self.state["kept"] = kept[:-self.keep], kept[-self.keep:]
         rundir.write_json(rundir.join(self.directory, rundir.STATE), self.state)

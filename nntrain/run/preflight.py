@@ -3,7 +3,7 @@
 Builds the experiment's real data pipeline and model at one replica's batch, in the target's precision,
 compiles one real train step with XLA and runs it; checks static shapes, the ops in the model, the batch
 size for the replica count, file paths as a TPU host sees them, and estimates memory per replica. Each check
-is {check, status: pass|warn|fail, detail, fix}.
+is {check, status: pass|warn|fail, detail, fix}. A two-phase fine-tuning run is checked in its second phase.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tensorflow.core.framework import types_pb2
 from nntrain.compat import tf_registry
 from nntrain.errors import NntrainError
 from nntrain.logs import log
-from nntrain.run import trainer
+from nntrain.run import finetune, trainer
 from nntrain.run.guards import Memory, estimate_memory
 
 TARGETS = ("tpu", "gpu")
@@ -90,6 +90,8 @@ def _model_checks(config: ml_collections.ConfigDict, target: str, replicas: int,
     except NntrainError as e:
         return [Check("data and model", "fail", str(e), "fix the config or the data first; see the message")], None
     model = prepared.model
+    if config.finetune.freeze_epochs:  # check the step of the fine-tuning phase, which trains (and holds) more
+        finetune.unfreeze(model, one_replica)
     element_spec = prepared.data.train.element_spec
     checks = [shapes_check(element_spec, model, target), graph_ops_check(model, element_spec[0])]
     if target == "tpu" and prepared.data.spec.eval_examples is not None:

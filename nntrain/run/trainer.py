@@ -5,10 +5,11 @@ The run directory (its layout and every file in it) belongs to nntrain/rundir.py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import ml_collections
@@ -17,11 +18,13 @@ import tensorflow as tf
 from nntrain import config as nn_config
 from nntrain import data as nn_data
 from nntrain import models, rundir
-from nntrain.distribute import cluster, execution, strategies
+from nntrain.data import service as data_service
+from nntrain.distribute import cluster, execution, strategies, tf_config
 from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
 from nntrain.run import callbacks as nn_callbacks
-from nntrain.run import checkpoints, guards, optim, preemption, prune, runstate
+from nntrain.run import checkpoints, finetune, guards, optim, preemption, prune, runstate
+from nntrain.run import init_from as nn_init_from
 from nntrain.run.bits_per_byte import BitsPerByte
 from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
@@ -53,13 +56,15 @@ def seed_everything(config: ml_collections.ConfigDict) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, skip_batches: int = 0) -> Prepared:
+def prepare(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, skip_batches: int = 0,
+            resuming: bool = False) -> Prepared:
     """Builds the datasets (the train stream after `skip_batches` batches) and the compiled model under
-    `strategy`; shared by train, tune and bench."""
+    `strategy`; shared by train, tune and bench. A model about to be `resuming` from its checkpoint skips
+    model.init_from."""
     seed_everything(config)
     data = datasets(config, strategy, skip_batches)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_epoch
-    model, run = build_model(config, data.spec, steps_per_epoch, strategy)
+    model, run = build_model(config, data.spec, steps_per_epoch, strategy, init=not resuming)
     return Prepared(data, model, run, steps_per_epoch, strategy)
 
 
@@ -72,8 +77,9 @@ def datasets(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
 
 
 def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, steps_per_epoch: int,
-                strategy: tf.distribute.Strategy) -> tuple[keras.Model, execution.Execution]:
-    """The model of `config`, seeded and compiled for `steps_per_epoch` steps per epoch under `strategy`.
+                strategy: tf.distribute.Strategy, init: bool = True) -> tuple[keras.Model, execution.Execution]:
+    """The model of `config`, seeded, started from model.init_from (if set and `init`) and compiled for
+    `steps_per_epoch` steps per epoch under `strategy`.
 
     `prepare` and the tuner's HyperModel both build models here, so a trial trains exactly like `train`.
     """
@@ -83,10 +89,13 @@ def build_model(config: ml_collections.ConfigDict, spec: nn_data.DatasetSpec, st
     total_steps = steps_per_epoch * config.train.epochs
     with strategy.scope():
         model = models.build(config.model, spec)
+        if init and config.model.init_from:
+            nn_init_from.apply(model, config.model.init_from, spec.class_names)
         prune.attach(model, config.prune)
         model.compile(optimizer=optim.optimizer(config, total_steps), loss=optim.loss(config),
                       metrics=list(config.train.metrics), steps_per_execution=run.steps_per_execution,
                       jit_compile=run.jit_compile)
+        finetune.setup(model, config)
     return model, run
 
 
@@ -100,11 +109,15 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     """
     start = time.time()
     files = _validate(config, model_dir)
-    run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
+    strategy = strategy or strategies.create_strategy("auto")
+    with cluster.peer_failures(strategy):  # building broadcasts the initial weights: a peer may be lost already
+        run = _build_and_restore(config, strategy, files)
     nan_guard = _begin(run)  # the first writes
     try:
-        history = _fit(run, nan_guard, verbose, extra_callbacks)
+        history, signum = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
+        if signum:  # it came after the last epoch's checkpoint: the run is complete, and stops as asked
+            raise preemption.Preempted(signum, run.prepared.steps_per_epoch * config.train.epochs, run.out_dir)
     except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
@@ -161,7 +174,7 @@ def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribut
                        files: runstate.RunState) -> _Run:
     """Data and model, checked against the run's data; the checkpoint restored into the model. Writes nothing."""
     point = checkpoints.resume_point(rundir.checkpoint_dir(files.model_dir))
-    prepared = prepare(config, strategy, skip_batches=point.step if point else 0)
+    prepared = prepare(config, strategy, skip_batches=point.step if point else 0, resuming=point is not None)
     guards.check_run(config, prepared)  # model_dir: rundir.check in _validate
     files.check_same_data(prepared.data.spec)
     with strategy.scope():
@@ -189,35 +202,51 @@ def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
 
 
 def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
-         extra_callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.History | None:
-    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
-    config, prepared, step = run.config, run.prepared, run.step
-    model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
-    initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
-    with preemption.watch() as signals, cluster.peer_failures(strategy):
-        callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
-                               signals, run.checkpoint_state)
-        fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
+         extra_callbacks: Sequence[keras.callbacks.Callback]) -> tuple[keras.callbacks.History | None, int | None]:
+    """Fits under the watch for SIGTERM/SIGINT; returns fit's History and a signal that came after the last
+    epoch's checkpoint (one before it stops fit: Preempted)."""
+    with preemption.watch() as signals, cluster.peer_failures(run.prepared.strategy), \
+            data_service.watched(run.config.data.service, tf_config.worker_timeout()):
+        callbacks = _callbacks(run.config, run.prepared.model, run.files, run.out_dir, run.chief, run.step,
+                               run.prepared.steps_per_epoch, nan_guard, signals, run.checkpoint_state)
+        fit = dict(validation_steps=run.config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
-        history = None
-        try:
-            if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
-                history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
-                                    steps_per_epoch=steps_per_epoch - steps_into_epoch,
-                                    validation_data=prepared.data.eval, **fit)
-                initial_epoch += 1
-            if initial_epoch < config.train.epochs and not (history and model.stop_training):
-                data = prepared.data
-                if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
-                    data = datasets(config, strategy, initial_epoch * steps_per_epoch)
-                history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                                    steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
-        except preemption.Preempted:  # fit ends without on_train_end: a stopped run reports its bits too
-            for callback in callbacks:
-                if isinstance(callback, BitsPerByte):
-                    callback.on_train_end()
-            raise
+        with _tensorboard_flushed_on_stop(callbacks):
+            history = _fit_epochs(run, fit)
+    return history, signals.signum
+
+
+def _fit_epochs(run: _Run, fit: dict) -> keras.callbacks.History | None:
+    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
+    config, prepared = run.config, run.prepared
+    model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
+    initial_epoch, steps_into_epoch = divmod(run.step, steps_per_epoch)
+    history = None
+    if steps_into_epoch:  # finish the interrupted epoch on the rest of its stream
+        history = model.fit(prepared.data.train, epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch - steps_into_epoch,
+                            validation_data=prepared.data.eval, **fit)
+        initial_epoch += 1
+    if initial_epoch < config.train.epochs and not (history and model.stop_training):
+        data = prepared.data
+        if steps_into_epoch:  # the stream of the next epochs, from the epoch's start
+            data = datasets(config, strategy, initial_epoch * steps_per_epoch)
+        history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
     return history
+
+
+@contextlib.contextmanager
+def _tensorboard_flushed_on_stop(callbacks: Sequence[keras.callbacks.Callback]) -> Iterator[None]:
+    """A run stopped by a signal ends at once (cli.py): TensorBoard's events are written out first, and a text
+    run's unigram-entropy line is logged (fit skips on_train_end)."""
+    try:
+        yield
+    except preemption.Preempted:
+        for callback in callbacks:
+            if isinstance(callback, (keras.callbacks.TensorBoard, BitsPerByte)):
+                callback.on_train_end()
+        raise
 
 
 def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
@@ -251,7 +280,7 @@ def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: run
     it comes after the metrics line that describes the epoch."""
     train, model_dir = config.train, files.model_dir
     callbacks: list[keras.callbacks.Callback] = [
-        *optim.callbacks(config, resumed=step > 0),
+        *optim.callbacks(config, resumed=step > 0), *finetune.callbacks(config),
         *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
         nan_guard, *bits_per_byte_callbacks(config)]
     if chief:
@@ -288,6 +317,5 @@ def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
     log(f"global batch {data.global_batch_size} = {data.per_replica_batch_size} per replica x "
         f"{data.num_replicas} replica(s); {prepared.steps_per_epoch} steps/epoch; {data.spec.train_examples} train / "
         f"{data.spec.eval_examples} eval examples")
-    why = f" ({run.why_precision})" if run.why_precision else ""
-    log(f"precision {run.precision}{why}, steps_per_execution {run.steps_per_execution}, "
+    log(f"precision {run.precision}, steps_per_execution {run.steps_per_execution}, "
         f"jit_compile {run.jit_compile}")

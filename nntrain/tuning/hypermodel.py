@@ -19,7 +19,7 @@ import tensorflow as tf
 from nntrain import data as nn_data
 from nntrain import registry
 from nntrain.run import callbacks as nn_callbacks
-from nntrain.run import optim, trainer
+from nntrain.run import finetune, optim, trainer
 from nntrain.tuning import search_space
 
 # Extra metrics each trial reports beside Keras's: shown in the leaderboard, never the objective.
@@ -66,8 +66,8 @@ class HyperModel(keras_tuner.HyperModel):
         data = trainer.datasets(config, self.strategy, skip_batches=0)
         steps = self.steps_per_epoch(config)
         nan_guard = nn_callbacks.StopOnNaN(steps)
-        callbacks = [*optim.callbacks(config), nan_guard, *registry.experiment_callbacks(config),
-                     *kwargs.pop("callbacks", [])]
+        callbacks = [*optim.callbacks(config), *finetune.callbacks(config), nan_guard,
+                     *registry.experiment_callbacks(config), *kwargs.pop("callbacks", [])]
         if config.train.early_stopping_patience:
             callbacks.append(nn_callbacks.early_stopping(config.train.monitor, config.train.monitor_mode,
                                                          config.train.early_stopping_patience))

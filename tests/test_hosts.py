@@ -1,0 +1,370 @@
+"""Several hosts, real faults: multi-worker training, tuning and the data service across network namespaces.
+
+Each host is a network namespace with its own address on a bridge the test makes (tests/hosts.py). Faults are
+real: SIGKILL (sockets closed by the kernel), a link down (a partition: nothing closes, packets vanish), netem
+delay and loss, SIGSTOP. The checks: every process that gives up says so in one `nntrain: error:` line and exits
+1 within a bound; nothing hangs; a restart resumes and ends bit-identical to one uninterrupted 3-worker run,
+shared by the scenarios. Run them alone with `pytest -m hosts` (root; skipped elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import hosts
+import keras
+import numpy as np
+import pytest
+
+from nntrain.distribute import resolvers
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+PORT = 2222  # every host has its own address, so all use one port
+STEPS, EPOCHS = 10, 3
+TIMEOUT = 20  # --worker_timeout: long enough for three workers to join together on a busy 2-core machine
+TRAIN = ["train", "--experiment=mnist_mlp", f"--config.data.source=idx:{MNIST_DIR}",
+         "--config.data.train_split=test[:960]", "--config.data.eval_split=test[8000:8096]",
+         "--config.train.batch_size=48", f"--config.train.steps_per_epoch={STEPS}", f"--config.train.epochs={EPOCHS}",
+         "--config.train.checkpoint_every_steps=5", "--config.train.tensorboard=false", f"--worker_timeout={TIMEOUT}"]
+START_TIMEOUT = 240  # seconds for a 3-worker run to reach a point, or to end, on a loaded machine
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_left_behind():
+    """After the module (also when a test failed): no namespace of this process remains."""
+    reason = hosts.unavailable()
+    if reason:
+        pytest.skip(reason)
+    yield
+    assert hosts.namespaces_left() == []
+
+
+@pytest.fixture
+def network(request):
+    """`network(n, tag)` makes n hosts, removed with all their processes when the test ends, pass or fail."""
+    made: list[hosts.Hosts] = []
+
+    def make(count: int, tag: str) -> hosts.Hosts:
+        made.append(hosts.Hosts(count, tag))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+        assert all(process.poll() is not None for process in each.processes)
+    assert not [name for each in made for name in [*each.names, each.switch] if name in hosts.namespaces_left()]
+
+
+class Training:
+    """One multi-worker `nntrain train` over `net`'s hosts, worker i on host i (0 is the chief)."""
+
+    def __init__(self, net: hosts.Hosts, model_dir: Path, logs: Path, args: list[str] = TRAIN):
+        self.net, self.model_dir, self.logs, self.args = net, model_dir, logs, args
+        self.processes: list[subprocess.Popen] = []
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, round_: int = 0, slurm: bool = False) -> list[subprocess.Popen]:
+        """Every worker, told the cluster by --worker_hosts/--task_index, or (`slurm`) by the variables srun sets
+        for a step of one task per host (the hosts' addresses as node names)."""
+        cluster = ",".join(f"{self.net.address(i)}:{PORT}" for i in range(self.net.count))
+        nodes = f"{hosts.SUBNET}.[1-{self.net.count}]"
+        self.processes = []
+        for i in range(self.net.count):
+            if slurm:
+                flags = ["--strategy=multi_worker"]
+                env = {"SLURM_PROCID": str(i), "SLURM_STEP_NUM_TASKS": str(self.net.count),
+                       "SLURM_STEP_NODELIST": nodes, "SLURM_STEP_TASKS_PER_NODE": f"1(x{self.net.count})"}
+            else:
+                flags, env = [f"--worker_hosts={cluster}", f"--task_index={i}"], {}
+            self.processes.append(self.net.start(i, [*self.args, f"--model_dir={self.model_dir}", *flags],
+                                                 self.log(i, round_), env))
+        return self.processes
+
+    def log(self, i: int, round_: int = 0) -> Path:
+        return self.logs / f"worker{i}.{round_}.log"
+
+    def wait(self, timeout: float = START_TIMEOUT) -> list[int]:
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        return [process.poll() for process in self.processes]
+
+    def steps_done(self) -> int:
+        """The chief's checkpointed step (0 before its first checkpoint)."""
+        try:
+            return json.loads((self.model_dir / "checkpoints" / "state.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def wait_for_step(self, step: int) -> None:
+        """Until the chief has checkpointed `step` (mid-epoch with checkpoint_every_steps=5)."""
+        reached = hosts.wait_until(lambda: self.steps_done() >= step or self.processes[0].poll() is not None,
+                                   START_TIMEOUT)
+        assert reached and self.processes[0].poll() is None, self.tail(0)
+        assert self.steps_done() < STEPS * EPOCHS, "the run ended before the fault"
+
+    def tail(self, i: int, round_: int = 0) -> str:
+        return self.log(i, round_).read_text()[-3000:]
+
+
+def bound(scenario: str, seconds: float, limit: float) -> None:
+    """Asserts `seconds` < `limit` and prints the figure (docs/scaling.md's table: `pytest -m hosts -s`)."""
+    print(f"\nhosts: {scenario}: {seconds:.1f} s (bound {limit:g} s)")
+    assert seconds < limit, (scenario, seconds)
+
+
+def given_up_in_one_line(log: Path) -> str:
+    """The single `nntrain: error:` line of a worker that gave up; fails on a traceback, a TensorFlow C++ record
+    or any other line about an error."""
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert not re.search(r"^[EWF]\d{4} ", text, re.MULTILINE), text[-3000:]  # TF's C++ records: in its log file
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("nntrain: error: "), text[-3000:]
+    return errors[0]
+
+
+def named(line: str) -> set[int]:
+    """The peers a `lost contact with worker(s) ...` line names (those TensorFlow's error named: the first lost, and
+    any that had exited by then)."""
+    found = re.search(r"lost contact with workers? ([\d, ]+) \(", line)
+    return {int(peer) for peer in found.group(1).split(", ")} if found else set()
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    return keras.saving.load_model(path).get_weights()
+
+
+def assert_same_weights(run: Path, reference: Path) -> None:
+    for mine, expected in zip(weights(run / "model.keras"), weights(reference / "model.keras"), strict=True):
+        np.testing.assert_array_equal(mine, expected)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted 3-worker run, started at the first request and run beside that test's own run;
+    `reference()` waits for it and returns its model_dir."""
+    root = tmp_path_factory.mktemp("reference")
+    net = hosts.Hosts(3, "ref")
+    run = Training(net, root / "run", root / "logs")
+    run.start()
+
+    def finished() -> Path:
+        codes = run.wait()
+        assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]
+        return run.model_dir
+
+    yield finished
+    net.close()
+
+
+def restart_and_finish(run: Training, round_: int, reference: Path) -> None:
+    """Starts every worker again: each says where it resumes, all finish, and the weights are the reference's."""
+    step = run.steps_done()
+    assert 0 < step < STEPS * EPOCHS
+    run.start(round_)
+    codes = run.wait()
+    assert codes == [0] * run.net.count, [run.tail(i, round_) for i in range(run.net.count)]
+    for i in range(run.net.count):
+        assert f"resuming from the checkpoint in {run.model_dir}/checkpoints: step {step} of " in \
+            run.log(i, round_).read_text(), run.tail(i, round_)
+    epochs = [json.loads(line)["epoch"] for line in (run.model_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, EPOCHS + 1))
+    assert_same_weights(run.model_dir, reference)
+
+
+def test_kill_9_one_worker_mid_epoch(network, reference, tmp_path):
+    """SIGKILL to worker 2 (its kernel closes its sockets): the others exit 1 in one line within --worker_timeout;
+    all three started again resume and end bit-identical to the uninterrupted run."""
+    run = Training(network(3, "kill"), tmp_path / "run", tmp_path / "logs")
+    run.start()
+    run.wait_for_step(STEPS + 5)
+    run.processes[2].kill()
+    killed = time.monotonic()
+    codes = run.wait(TIMEOUT + 15)
+    assert codes[:2] == [1, 1], (codes, run.tail(0), run.tail(1))
+    bound("kill -9 worker 2: workers 0 and 1 exit", time.monotonic() - killed, TIMEOUT)
+    lines = [given_up_in_one_line(run.log(i)) for i in (0, 1)]
+    # Each names worker 2, or worker 0 (the coordination leader) once it had left.
+    assert all(line.startswith(f"nntrain: error: worker {i} lost contact with") and named(line) and
+               named(line) <= {0, 2} for i, line in enumerate(lines)), lines
+    assert any(2 in named(line) for line in lines), lines
+    restart_and_finish(run, 1, reference())
+
+
+def test_partition_one_worker_mid_epoch(network, reference, tmp_path):
+    """Worker 1's link down (nothing is closed; its packets vanish): every worker exits 1 within --worker_timeout
+    + 15 s in one line naming a lost peer (worker 1 for the others); the link back, a restart resumes exactly."""
+    net = network(3, "part")
+    run = Training(net, tmp_path / "run", tmp_path / "logs")
+    run.start()
+    run.wait_for_step(STEPS + 5)
+    net.partition(1)
+    cut = time.monotonic()
+    codes = run.wait(TIMEOUT + 15)
+    assert codes == [1, 1, 1], (codes, [run.tail(i) for i in range(3)])
+    bound("partition worker 1: all three exit", time.monotonic() - cut, TIMEOUT + 15)
+    for i in (0, 2):  # worker 1, and the other if it had exited by then
+        line = given_up_in_one_line(run.log(i))
+        assert line.startswith(f"nntrain: error: worker {i} lost contact with") and 1 in named(line), line
+    assert named(given_up_in_one_line(run.log(1))) == {0}  # its heartbeat to the coordination leader went unanswered
+    net.heal(1)
+    restart_and_finish(run, 1, reference())
+
+
+def test_slow_flapping_link_ends_like_the_clean_run(network, reference, tmp_path):
+    """Worker 1's link at 50 Mbit/s with up to 50 ms of queueing, and down 10 ms of every 2 s (its packets then
+    lost; this kernel has no netem for a 50 ms / 1% link), the cluster from a Slurm step's variables (as `srun`
+    sets them): the run completes, bit-identical to the clean run (down 10 ms of every second, it took 161 s)."""
+    net = network(3, "slow")
+    net.slow(1, rate_mbit=50, latency_ms=50)
+    run = Training(net, tmp_path / "run", tmp_path / "logs")
+    with net.flapping(1, down_ms=10, every_ms=2000):
+        run.start(slurm=True)
+        codes = run.wait()
+    assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]
+    listens = f"TensorFlow's gRPC server listens on every interface at port {resolvers.SLURM_PORT_BASE}"
+    assert listens in run.log(1).read_text()
+    assert_same_weights(run.model_dir, reference())
+
+
+def test_sigstop_the_chief_past_the_timeout(network, tmp_path):
+    """SIGSTOP to the chief for longer than --worker_timeout: workers 1 and 2 give up in one line naming it; the
+    chief, continued, gives up in one line too; all exit 1."""
+    run = Training(network(3, "stop"), tmp_path / "run", tmp_path / "logs")
+    run.start()
+    run.wait_for_step(STEPS)
+    chief = run.processes[0]
+    chief.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    others = [process.wait(timeout=TIMEOUT + 30) for process in run.processes[1:]]
+    assert others == [1, 1], (others, run.tail(1), run.tail(2))
+    bound("SIGSTOP the chief: workers 1 and 2 exit", time.monotonic() - stopped, TIMEOUT + 15)
+    for i in (1, 2):
+        line = given_up_in_one_line(run.log(i))
+        assert line.startswith(f"nntrain: error: worker {i} lost contact with") and 0 in named(line), line
+    chief.send_signal(signal.SIGCONT)
+    continued = time.monotonic()
+    assert chief.wait(timeout=TIMEOUT + 30) == 1, run.tail(0)
+    bound("SIGCONT the chief: it exits", time.monotonic() - continued, TIMEOUT + 15)
+    assert "worker 0 lost contact with its peers (this worker sent no heartbeat" in given_up_in_one_line(run.log(0))
+
+
+def test_a_worker_whose_peers_never_come_gives_up_with_exit_1(network, tmp_path):
+    """Worker 0 of 2 started alone (its peer's host is up, nothing listens): one line after --worker_timeout and
+    exit status 1, which a scheduler reads as a failure (it was 137, SIGKILL from its own watcher: out of memory)."""
+    net = network(2, "alone")
+    cluster = f"{net.address(0)}:{PORT},{net.address(1)}:{PORT}"
+    log = tmp_path / "worker0.log"
+    alone = net.start(0, [*TRAIN[:-1], "--worker_timeout=8", f"--model_dir={tmp_path / 'run'}",
+                          f"--worker_hosts={cluster}", "--task_index=0"], log)
+    waiting = hosts.wait_until(lambda: "waits up to 8 s" in log.read_text() or alone.poll() is not None,
+                               START_TIMEOUT)
+    assert waiting, log.read_text()[-3000:]
+    since = time.monotonic()
+    assert alone.wait(timeout=60) == 1, log.read_text()[-3000:]
+    bound("worker 0 alone, --worker_timeout=8: it exits", time.monotonic() - since, 8 + 10)
+    assert f"worker 0: not every worker of {cluster} joined within --worker_timeout=8 s" in \
+        given_up_in_one_line(log)
+
+
+TUNE_TIMEOUT = 20  # --worker_timeout of the search: the chief's wait for its first worker on a busy machine too
+ORACLE_PORT = 8000
+
+
+def tune(net: hosts.Hosts, model_dir: Path, logs: Path) -> list[subprocess.Popen]:
+    """`nntrain tune --role=chief` on host 0, a `--role=worker` (w1, w2, ...) on each other host."""
+    logs.mkdir(parents=True, exist_ok=True)
+    args = ["tune", "--experiment=xor", f"--model_dir={model_dir}", "--strategy=cpu", "--max_trials=4",
+            "--config.train.steps_per_epoch=40", "--config.train.epochs=2", f"--worker_timeout={TUNE_TIMEOUT}",
+            f"--oracle_address={net.address(0)}:{ORACLE_PORT}"]
+    return [net.start(0, [*args, "--role=chief"], logs / "chief.log"),
+            *(net.start(i, [*args, "--role=worker", f"--worker_id=w{i}"], logs / f"w{i}.log")
+              for i in range(1, net.count))]
+
+
+def test_tune_kill_9_one_worker_mid_trial(network, tmp_path):
+    """Chief + 2 workers on 3 hosts; SIGKILL to worker w1 while it runs a trial: the chief puts that trial back
+    in the queue after --worker_timeout, w2 runs it, and the search ends with every trial completed once."""
+    logs = tmp_path / "logs"
+    chief, w1, w2 = tune(network(3, "tkill"), tmp_path / "search", logs)
+    started = hosts.wait_until(lambda: " started: " in (logs / "w1.log").read_text() or chief.poll() is not None,
+                               START_TIMEOUT)
+    assert started and chief.poll() is None, (logs / "chief.log").read_text()[-3000:]
+    w1.kill()
+    killed = time.monotonic()
+    assert chief.wait(timeout=START_TIMEOUT) == 0, (logs / "chief.log").read_text()[-3000:]
+    bound("tune, kill -9 worker w1: the search ends without it", time.monotonic() - killed, START_TIMEOUT)
+    assert w2.wait(timeout=60) == 0, (logs / "w2.log").read_text()[-3000:]
+    lost = re.search(r"chief: worker w1 silent for \d+ s; trial (\d+) goes back to the queue",
+                     (logs / "chief.log").read_text())
+    assert lost, (logs / "chief.log").read_text()[-3000:]
+    ran_by_w2 = re.search(r"worker w2: done, ran trial\(s\) (.*)", (logs / "w2.log").read_text()).group(1).split(", ")
+    assert lost.group(1) in ran_by_w2
+    trials = json.loads((tmp_path / "search" / "results.json").read_text())["trials"]
+    assert sorted(t["trial"] for t in trials) == ["0", "1", "2", "3"]
+    assert all(t["status"] == "completed" for t in trials), trials
+
+
+def test_tune_partition_the_chief(network, tmp_path):
+    """The chief's link down mid-search: each worker gives up in one line within --worker_timeout (plus its
+    heartbeat interval and start-up slack), exit 1; so does the chief, which hears from no worker."""
+    logs = tmp_path / "logs"
+    net = network(3, "tpart")
+    processes = tune(net, tmp_path / "search", logs)
+    started = hosts.wait_until(lambda: all(" started: " in (logs / f"w{i}.log").read_text() for i in (1, 2))
+                               or processes[0].poll() is not None, START_TIMEOUT)
+    assert started and processes[0].poll() is None, (logs / "chief.log").read_text()[-3000:]
+    net.partition(0)
+    cut = time.monotonic()
+    for i in (1, 2):
+        assert processes[i].wait(timeout=TUNE_TIMEOUT + 30) == 1, (logs / f"w{i}.log").read_text()[-3000:]
+        line = given_up_in_one_line(logs / f"w{i}.log")
+        assert f"worker w{i}: the chief at {net.address(0)}:{ORACLE_PORT} has not answered for" in line
+    bound("tune, partition the chief: both workers exit", time.monotonic() - cut, TUNE_TIMEOUT + 15)
+    assert processes[0].wait(timeout=TUNE_TIMEOUT + 30) == 1
+    assert "no worker heard from" in given_up_in_one_line(logs / "chief.log")
+
+
+def test_data_service_host_killed_mid_epoch(network, tmp_path):
+    """`nntrain data-service` on host 0 feeds a 2-worker run on hosts 1 and 2; SIGKILL to the service mid-epoch:
+    the training workers end (in one line each, exit 1) or finish; none hangs."""
+    net = network(3, "data")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    service = net.start(0, ["data-service", "--port=5050", "--workers=1", f"--host={net.address(0)}"],
+                        logs / "service.log")
+    up = hosts.wait_until(lambda: "tf.data service: dispatcher at" in (logs / "service.log").read_text()
+                          or service.poll() is not None, START_TIMEOUT)
+    assert up and service.poll() is None, (logs / "service.log").read_text()[-3000:]
+    assert f"grpc://{net.address(0)}:5050" in (logs / "service.log").read_text()
+    args = [*TRAIN[:5], "--config.train.batch_size=32", f"--config.train.steps_per_epoch={STEPS}",
+            "--config.train.epochs=4", "--config.train.checkpoint_every_steps=5", "--config.train.tensorboard=false",
+            f"--worker_timeout={TIMEOUT}", f"--config.data.service=grpc://{net.address(0)}:5050"]
+    workers = [net.start(i, [*args, f"--model_dir={tmp_path / 'run'}", f"--task_index={i - 1}",
+                             f"--worker_hosts={net.address(1)}:{PORT},{net.address(2)}:{PORT}"], logs / f"w{i}.log")
+               for i in (1, 2)]
+    chief_state = tmp_path / "run" / "checkpoints" / "state.json"
+    reached = hosts.wait_until(lambda: chief_state.exists() or workers[0].poll() is not None, START_TIMEOUT)
+    assert reached and workers[0].poll() is None, (logs / "w1.log").read_text()[-3000:]
+    service.kill()
+    killed = time.monotonic()
+    codes = [worker.wait(timeout=TIMEOUT + 30) for worker in workers]
+    bound("data service killed: both trainers end", time.monotonic() - killed, TIMEOUT + 15)
+    for i, code in zip((1, 2), codes, strict=True):
+        if code == 1:
+            assert "tf.data service" in given_up_in_one_line(logs / f"w{i}.log")
+        else:
+            assert code == 0, (logs / f"w{i}.log").read_text()[-3000:]
