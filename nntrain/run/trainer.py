@@ -317,5 +317,6 @@ def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
     log(f"global batch {data.global_batch_size} = {data.per_replica_batch_size} per replica x "
         f"{data.num_replicas} replica(s); {prepared.steps_per_epoch} steps/epoch; {data.spec.train_examples} train / "
         f"{data.spec.eval_examples} eval examples")
-    log(f"precision {run.precision}, steps_per_execution {run.steps_per_execution}, "
+    why = f" ({run.why_precision})" if run.why_precision else ""
+    log(f"precision {run.precision}{why}, steps_per_execution {run.steps_per_execution}, "
         f"jit_compile {run.jit_compile}")
