@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import ml_collections
 
 from nntrain import config as nn_config
-from nntrain import registry
 from nntrain.distribute.runtime import Runtime
 
 if TYPE_CHECKING:  # they import TensorFlow, which `import nntrain` must not
@@ -37,9 +36,8 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
     if isinstance(config, str):
         config = load_config(config)
     nn_config.validate(config)
-    extra = [*registry.experiment_callbacks(config), *callbacks]
     return trainer.train(config, model_dir, strategies.create_strategy(strategy, tpu), verbose=verbose,
-                         extra_callbacks=extra)
+                         extra_callbacks=callbacks)
 
 
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:

@@ -1,4 +1,5 @@
-"""Callbacks of a run: the metrics file, the NaN guard, early stopping and the one rule of a monitor's direction.
+"""Callbacks of a run: `callbacks_for`, the one list `train` and every tuning trial fit with; the metrics file, the
+NaN guard, early stopping and the one rule of a monitor's direction.
 
 Checkpoints and resume are in checkpoints.py.
 """
@@ -10,10 +11,14 @@ import time
 from typing import TYPE_CHECKING
 
 import keras
+import ml_collections
 
+from nntrain import registry
 from nntrain.compat import keras_accumulation, keras_metrics
 from nntrain.errors import NntrainError
 from nntrain.logs import log
+from nntrain.run import optim, prune
+from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 if TYPE_CHECKING:
     from nntrain.run.runstate import RunState
@@ -42,6 +47,35 @@ def monitor_mode(monitor: str, mode: str = "auto") -> str:
         raise NntrainError(f"cannot tell whether a higher '{monitor}' is better: set train.monitor_mode=max "
                            "or train.monitor_mode=min")
     return "max" if direction == "up" else "min"
+
+
+def callbacks_for(config: ml_collections.ConfigDict, model: keras.Model, steps_per_epoch: int,
+                  nan_guard: StopOnNaN, *, checkpoints: keras.callbacks.Callback | None,
+                  metrics_file: RunState | None = None, tensorboard_dir: str | None = None,
+                  resumed: bool = False) -> list[keras.callbacks.Callback]:
+    """The callbacks of a run or a tuning trial of `config`, in order.
+
+    EMA weights are swapped in first (so evaluation and saves see them); pruning and bits/byte add to the logs
+    before anything reads them; then the metrics line (`metrics_file`: the run's RunState, None for a trial or a
+    multi-worker backup); then `checkpoints`, the epoch's commit point after the line that describes it (the run's
+    `Checkpoints`; None for a trial, whose best epoch keras-tuner saves into the trial's own directory with the
+    callbacks it passes after these); TensorBoard into `tensorboard_dir` (a trial's come from keras-tuner); early
+    stopping; last the experiment file's `get_callbacks(config)`. `resumed`: restored from a checkpoint.
+    """
+    train = config.train
+    callbacks: list[keras.callbacks.Callback] = [
+        *optim.callbacks(config, resumed=resumed),
+        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
+        nan_guard, *bits_per_byte_callbacks(config)]
+    if metrics_file is not None:
+        callbacks.append(MetricsFile(metrics_file))
+    if checkpoints is not None:
+        callbacks.append(checkpoints)
+    if tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
+    if train.early_stopping_patience:
+        callbacks.append(early_stopping(train.monitor, train.monitor_mode, train.early_stopping_patience))
+    return [*callbacks, *registry.experiment_callbacks(config)]
 
 
 def early_stopping(monitor: str, mode: str, patience: int) -> keras.callbacks.EarlyStopping:

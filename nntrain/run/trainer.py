@@ -22,7 +22,6 @@ from nntrain.errors import NntrainError, op_message
 from nntrain.logs import log
 from nntrain.run import callbacks as nn_callbacks
 from nntrain.run import checkpoints, guards, optim, preemption, prune, runstate
-from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 # tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
 _DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
@@ -193,8 +192,9 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
     model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
     with preemption.watch() as signals, cluster.peer_failures(strategy):
-        callbacks = _callbacks(config, model, run.files, run.out_dir, run.chief, step, steps_per_epoch, nan_guard,
-                               signals, run.checkpoint_state)
+        callbacks = nn_callbacks.callbacks_for(
+            config, model, steps_per_epoch, nan_guard, checkpoints=_checkpoints(run, signals),
+            metrics_file=run.files if run.chief else None, tensorboard_dir=_tensorboard_dir(run), resumed=step > 0)
         fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         history = None
@@ -210,6 +210,24 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
             history = model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
                                 steps_per_epoch=steps_per_epoch, validation_data=data.eval, **fit)
     return history
+
+
+def _checkpoints(run: _Run, signals: preemption.Watch) -> checkpoints.Checkpoints:
+    """This worker's checkpoints (the chief's in model_dir keep best.keras; a multi-worker backup's do not)."""
+    train = run.config.train
+    return checkpoints.Checkpoints(rundir.checkpoint_dir(run.out_dir), train.monitor, train.monitor_mode,
+                                   keep_best=run.chief, every_steps=train.checkpoint_every_steps,
+                                   keep=train.keep_checkpoints, signals=signals, state=run.checkpoint_state)
+
+
+def _tensorboard_dir(run: _Run) -> str | None:
+    """model_dir/logs with train.tensorboard, on the chief; else None."""
+    if not (run.config.train.tensorboard and run.chief):
+        return None
+    model_dir = run.files.model_dir
+    log_dir = rundir.join(model_dir, rundir.LOGS)
+    log(f"TensorBoard logs: {log_dir} (tensorboard --logdir={model_dir})")
+    return log_dir
 
 
 def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
@@ -233,31 +251,6 @@ def _report(run: _Run, history: keras.callbacks.History | None, start: float) ->
     log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to "
         f"{rundir.join(run.files.model_dir, rundir.FINAL_MODEL)}")
     return metrics
-
-
-def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: runstate.RunState, out_dir: str,
-               chief: bool, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
-               signals: preemption.Watch, state: dict | None) -> list[keras.callbacks.Callback]:
-    """The callbacks of a run, in order: EMA weights are swapped in first (so evaluation and saves see them);
-    pruning and bits/byte add to the logs before the metrics line; the checkpoint is an epoch's commit point, so
-    it comes after the metrics line that describes the epoch."""
-    train, model_dir = config.train, files.model_dir
-    callbacks: list[keras.callbacks.Callback] = [
-        *optim.callbacks(config, resumed=step > 0),
-        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
-        nan_guard, *bits_per_byte_callbacks(config)]
-    if chief:
-        callbacks.append(nn_callbacks.MetricsFile(files))
-    callbacks.append(checkpoints.Checkpoints(
-        rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
-        every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals, state=state))
-    if train.tensorboard and chief:
-        callbacks.append(keras.callbacks.TensorBoard(rundir.join(model_dir, rundir.LOGS)))
-        log(f"TensorBoard logs: {rundir.join(model_dir, rundir.LOGS)} (tensorboard --logdir={model_dir})")
-    if train.early_stopping_patience:
-        callbacks.append(nn_callbacks.early_stopping(train.monitor, train.monitor_mode,
-                                                     train.early_stopping_patience))
-    return callbacks
 
 
 def _progress(verbose: int | str) -> int | str:
