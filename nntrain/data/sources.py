@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 import zipfile
 from collections.abc import Callable, Mapping
@@ -113,14 +114,17 @@ def _in_memory(name: str, arrays: Arrays, class_names: tuple[str, ...] | None = 
 
 
 def _load_npz(path: str) -> Arrays:
-    """`x_train, y_train, x_test, y_test` (the keras.datasets layout) as splits `train` and `test`."""
-    if not os.path.isfile(path):
+    """`x_train, y_train, x_test, y_test` (the keras.datasets layout) as splits `train` and `test`, read through
+    tf.io.gfile (a local file, gs://, ram://)."""
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
         raise NntrainError(f"data.source=npz:{path}: no such file; point it at an .npz holding "
                            f"{', '.join(NPZ_KEYS)}")
-    if not zipfile.is_zipfile(path):
+    with tf.io.gfile.GFile(path, "rb") as f:
+        archive = io.BytesIO(f.read())
+    if not zipfile.is_zipfile(archive):
         raise NntrainError(f"{path} is not an .npz archive: write one with numpy.savez({', '.join(NPZ_KEYS)})")
     try:
-        with np.load(path) as data:
+        with np.load(archive) as data:
             missing = [key for key in NPZ_KEYS if key not in data.files]
             if missing:
                 raise NntrainError(f"npz file {path} lacks {', '.join(missing)}: it needs {', '.join(NPZ_KEYS)}")

@@ -99,8 +99,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     start = time.time()
     files = _validate(config, model_dir)
     run = _build_and_restore(config, strategy or strategies.create_strategy("auto"), files)
-    nan_guard = _begin(run)  # the first writes
-    try:
+    nan_guard = _nan_guard(run)
+    try:  # _fit makes the first writes (_begin), after the callbacks are built
         history = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
     except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
@@ -168,9 +168,15 @@ def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribut
                 cluster.output_dir(files.model_dir, strategy))
 
 
-def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
+def _nan_guard(run: _Run) -> nn_callbacks.StopOnNaN:
+    """The NaN guard, which knows the last finite loss (the metrics line of the checkpoint's epoch)."""
+    done = run.files.metrics_until(run.step // run.prepared.steps_per_epoch)
+    return nn_callbacks.StopOnNaN(run.prepared.steps_per_epoch, done[-1].get("loss") if done else None)
+
+
+def _begin(run: _Run) -> None:
     """The first writes: this worker's directory; the chief's config.json, dataset.json and metrics.jsonl (no
-    line after the checkpoint's epoch). Returns the NaN guard, which knows the last finite loss."""
+    line after the checkpoint's epoch)."""
     config, files, steps_per_epoch = run.config, run.files, run.prepared.steps_per_epoch
     rundir.makedirs(run.out_dir)
     initial_epoch = run.step // steps_per_epoch
@@ -181,13 +187,12 @@ def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
     if run.step:
         log(f"resuming from the checkpoint in {run.checkpoint_dir}: step {run.step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
-    done = files.metrics_until(initial_epoch)
-    return nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
 
 
 def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
          extra_callbacks: Sequence[keras.callbacks.Callback]) -> keras.callbacks.History | None:
-    """model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
+    """The callbacks (an experiment's get_callbacks may fail: before the first write), the first writes (_begin),
+    then model.fit to config.train.epochs: first the rest of an interrupted epoch, on the rest of its stream."""
     config, prepared, step = run.config, run.prepared, run.step
     model, strategy, steps_per_epoch = prepared.model, prepared.strategy, prepared.steps_per_epoch
     initial_epoch, steps_into_epoch = divmod(step, steps_per_epoch)
@@ -195,6 +200,7 @@ def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
         callbacks = nn_callbacks.callbacks_for(
             config, model, steps_per_epoch, nan_guard, checkpoints=_checkpoints(run, signals),
             metrics_file=run.files if run.chief else None, tensorboard_dir=_tensorboard_dir(run), resumed=step > 0)
+        _begin(run)
         fit = dict(validation_steps=config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         history = None
