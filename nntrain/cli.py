@@ -17,15 +17,16 @@ from absl import app, flags
 
 from nntrain import api, logs, quiet
 from nntrain import config as nn_config
-from nntrain.distribute import tf_config
+from nntrain.distribute import STRATEGIES, tf_config
 from nntrain.errors import NntrainError
+from nntrain.tuning import TUNERS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file.")
 flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file or a run's config.json "
                     "(then --config.KEY=VALUE overrides it).")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
-flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
+flags.DEFINE_string("strategy", "auto", "The tf.distribute strategy to run with.")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")
 flags.DEFINE_string("export_dir", None, "Where `export` writes model.keras and saved_model/.")
 flags.DEFINE_string("format", "saved_model", "`export`: saved_model (model.keras + serving SavedModel) | tflite "
@@ -45,7 +46,7 @@ flags.DEFINE_float("max_seconds", 0, "`data-service`: stop after this many secon
 flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
 flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
 flags.DEFINE_integer("gpus", 1, "`preflight --target=gpu`: GPUs (replicas).")
-flags.DEFINE_string("tuner", "random", "`tune`: random | bayesian | hyperband | grid.")
+flags.DEFINE_string("tuner", "random", "`tune`: the keras-tuner search algorithm.")
 flags.DEFINE_integer("max_trials", 10, "`tune`: how many trials (hyperparameter sets) at most.")
 flags.DEFINE_string("objective", None, "`tune`: the metric to optimize, e.g. val_accuracy (default: train.monitor).")
 flags.DEFINE_integer("executions_per_trial", 1, "`tune`: trainings per trial, from new initializations; averaged.")
@@ -76,6 +77,7 @@ flags.DEFINE_string("output", None, "`convert`: the new directory for the TFReco
 flags.DEFINE_integer("shards", 1, "`convert`: TFRecord files per split.")
 
 USAGE_ERROR = 2
+CHOICES = {"strategy": STRATEGIES, "tuner": TUNERS}  # flags whose values are a registry's names
 PATH_FLAGS = ("experiment", "config", "model_dir", "export_dir", "output", "log_dir")
 Config = ml_collections.ConfigDict | None
 
@@ -220,11 +222,7 @@ def _generate(config: Config, overrides: list[tuple[str, str]]) -> Output:
 def _convert(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.data import convert
 
-    source = FLAGS.experiment or FLAGS.config
-    config = nn_config.resolve(source, overrides) if source else nn_config.base_config()
-    if not source:
-        nn_config.apply_overrides(config, overrides)
-        nn_config.validate(config)
+    config = nn_config.resolve(FLAGS.experiment or FLAGS.config or None, overrides)
     config.data.source = _require("source")
     metadata = convert.convert(config.data, FLAGS.split, _require("output"), FLAGS.shards)
     lines = [f"{name}: {info['examples']} examples in {len(info['files'])} files"
@@ -304,6 +302,8 @@ def command_help(name: str) -> str:
     for flag in (*command.flags, "json"):
         default = FLAGS[flag].default
         lines.append(f"  --{flag}={'' if default is None else _shown(default)}\n      {FLAGS[flag].help}")
+        if flag in CHOICES:
+            lines[-1] += f" One of: {' | '.join(CHOICES[flag].names())}."
     if command.takes_config:
         lines += ["", "Config (--config.KEY=VALUE; the experiment sets its own values of some):"]
         lines += [f"  {key}={_shown(default)}\n      {help_text}" for key, default, help_text in nn_config.describe()]
@@ -366,6 +366,8 @@ def _main(argv: list[str]) -> None:
         # starts processes.
         with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
             config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
+        for flag in set(command.flags) & set(CHOICES):  # after the config: an experiment file may register one
+            CHOICES[flag].get(getattr(FLAGS, flag))
         with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:

@@ -114,3 +114,33 @@ def test_command_help_shows_its_flags_and_config_keys(command, capsys):
     else:
         assert "train.batch_size" not in text
     assert "--export_dir" not in text  # another command's flag
+
+
+def test_a_config_is_checked_once_on_its_way_from_the_cli_to_the_run(tmp_path, monkeypatch):
+    """config.validate is the one check (the monitor's direction included); resolve, the api and the trainer all
+    meet it, and it runs once."""
+    checked = []
+    check_values = nn_config._check_values
+    monkeypatch.setattr(nn_config, "_VALID", set())  # configs other tests validated in this process
+    monkeypatch.setattr(nn_config, "_check_values", lambda config: checked.append(1) or check_values(config))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", "--experiment=xor", f"--model_dir={tmp_path / 'run'}",
+                 "--config.train.epochs=1", "--config.train.steps_per_epoch=2"])
+    assert exit_info.value.code in (0, None) and (tmp_path / "run" / "model.keras").exists()
+    assert len(checked) == 1
+
+
+@pytest.mark.parametrize("monitor, mode", [("val_custom", "auto"), ("val_loss", "best")])
+def test_the_monitors_direction_is_checked_with_the_config(tmp_path, monitor, mode):
+    """What needs Keras to validate is checked in config.validate too, before a run writes anything."""
+    import nntrain
+    from nntrain.errors import NntrainError
+
+    overrides = {"train.monitor": monitor, "train.monitor_mode": mode}
+    with pytest.raises(NntrainError, match="train.monitor_mode"):
+        nntrain.load_config("xor", overrides)
+    config = nntrain.load_config("xor")
+    config.train.monitor, config.train.monitor_mode = monitor, mode
+    with pytest.raises(NntrainError, match="train.monitor_mode"):
+        nntrain.train(config, str(tmp_path / "run"), strategy="cpu")
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,5 @@
 """Callbacks of a run: `callbacks_for`, the one list `train` and every tuning trial fit with; the metrics file, the
-NaN guard, early stopping and the one rule of a monitor's direction.
+NaN guard, early stopping (a monitor's direction is config.monitor_mode's).
 
 Checkpoints and resume are in checkpoints.py.
 """
@@ -14,8 +14,8 @@ import keras
 import ml_collections
 
 from nntrain import registry
-from nntrain.compat import keras_accumulation, keras_metrics
-from nntrain.errors import NntrainError
+from nntrain.compat import keras_accumulation
+from nntrain.config import monitor_mode
 from nntrain.logs import log
 from nntrain.run import optim, prune
 from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
@@ -23,30 +23,10 @@ from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 if TYPE_CHECKING:
     from nntrain.run.runstate import RunState
 
-MODES = ("auto", "min", "max")
-
 
 def finite_loss(logs: dict | None) -> bool:
     loss = (logs or {}).get("loss")
     return loss is not None and math.isfinite(float(loss))
-
-
-def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    """"max" if a higher `monitor` is better, else "min": the one rule of best checkpoint, early stopping and tuner.
-
-    Keras's own rule: `mode` min or max wins; with auto, a loss is minimised and a Keras metric goes the
-    direction it declares (r2_score, accuracy and auc up; mse and mae down).
-    """
-    if mode not in MODES:
-        raise NntrainError(f"train.monitor_mode={mode!r} is not allowed: use one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    name = monitor.removeprefix("val_")
-    direction = "down" if name == "loss" or name.endswith("_loss") else keras_metrics.direction(name)
-    if direction is None:
-        raise NntrainError(f"cannot tell whether a higher '{monitor}' is better: set train.monitor_mode=max "
-                           "or train.monitor_mode=min")
-    return "max" if direction == "up" else "min"
 
 
 def callbacks_for(config: ml_collections.ConfigDict, model: keras.Model, steps_per_epoch: int,

@@ -145,9 +145,7 @@ class _Run:
 
 
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
-    """The config, and the run directory's files against it; writes nothing."""
-    nn_config.validate(config)
-    nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
+    """The run directory's files against the config (which api.train validated); writes nothing."""
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
     files.check_same_model(config)
