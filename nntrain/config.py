@@ -344,10 +344,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if text not in _VALID:
         _check_values(config)
         monitor_mode(config.train.monitor, config.train.monitor_mode)
+        if len(_VALID) >= _REMEMBERED:  # a long search validates a config per trial
+            _VALID.clear()
         _VALID.add(text)
 
 
 _VALID: set[str] = set()  # the configs validate() passed, as JSON
+_REMEMBERED = 64
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
