@@ -2,7 +2,8 @@
 
 build(hp): a copy of the config with the trial's values filled in (search_space.apply), compiled by
 trainer.build_model. fit(hp, model, **kwargs): the input pipeline for the trial's batch size, then model.fit with
-the tuner's kwargs passed through (Hyperband's epochs and initial_epoch, callbacks, verbose).
+a run's callbacks (run.callbacks.callbacks_for: pruning, bits/byte, EMA, early stopping, the experiment's own) and
+the tuner's kwargs passed through (Hyperband's epochs and initial_epoch, its callbacks after ours, verbose).
 """
 
 from __future__ import annotations
