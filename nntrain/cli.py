@@ -366,8 +366,8 @@ def _main(argv: list[str]) -> None:
         # starts processes.
         with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
             config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
-        for flag in set(command.flags) & set(CHOICES):  # after the config: an experiment file may register one
-            CHOICES[flag].get(getattr(FLAGS, flag))
+        for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may
+            CHOICES[flag].get(getattr(FLAGS, flag))  # register one
         with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
