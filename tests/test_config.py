@@ -144,3 +144,14 @@ def test_the_monitors_direction_is_checked_with_the_config(tmp_path, monitor, mo
     with pytest.raises(NntrainError, match="train.monitor_mode"):
         nntrain.train(config, str(tmp_path / "run"), strategy="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_validating_a_metric_monitor_leaves_tensorflows_context_unstarted():
+    """config.validate asks Keras which way val_accuracy goes before a multi-worker strategy exists: that strategy
+    configures collective ops, which TensorFlow allows only before its eager context starts."""
+    code = ("from tensorflow.python.eager import context\nimport nntrain\n"
+            "config = nntrain.load_config('mnist_mlp')\nassert config.train.monitor == 'val_accuracy'\n"
+            "print('started:', context.context()._context_handle is not None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "started: False"
