@@ -9,7 +9,7 @@ ifneq ($(wildcard $(MNIST_DIR)/t10k-images-idx3-ubyte*),)
 MNIST_FLAGS := --config.data.source=idx:$(MNIST_DIR) --config.data.train_split='test[:8000]' --config.data.eval_split='test[8000:]'
 endif
 
-.PHONY: install train test lint clean
+.PHONY: install train test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -19,15 +19,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The data flags go to runs/mnist.flags, for any command: --flagfile=runs/mnist.flags (README "Use").
 train: install
-	$(BIN)/nntrain train --experiment=mnist_mlp --model_dir=$(MODEL_DIR) $(MNIST_FLAGS)
+	mkdir -p runs && printf '%s\n' $(MNIST_FLAGS) > runs/mnist.flags
+	$(BIN)/nntrain train --experiment=mnist_mlp --model_dir=$(MODEL_DIR) --flagfile=runs/mnist.flags
 	$(BIN)/nntrain evaluate --model_dir=$(MODEL_DIR)
 
 test: install
 	$(BIN)/pytest
 
+# A few minutes: the tests marked `fast`, which touch every package (tests/conftest.py checks that they do).
+test-fast: install
+	$(BIN)/pytest -m fast
+
 lint: install
 	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs exports

@@ -1,12 +1,15 @@
 """mnist_mlp side by side, in one process: (a) the classic Keras script, (b) hand-tuned Keras on tf.data, (c) nntrain.
 
   .venv/bin/python benchmarks/compare_mnist.py --repeats=3            # prints the markdown of docs/benchmarks.md
+  .venv/bin/python benchmarks/compare_mnist.py --whole_process_only   # only the whole-process pairs
 
 Data: the official MNIST test set (NNTRAIN_MNIST_DIR, default ../shared/data/mnist), first 8,000 images to train,
 last 2,000 to evaluate. Every repeat runs (a), (b) and (c) in a rotated order, then times (b)'s and (c)'s training
 steps in alternating pairs, then runs `nntrain.bench` on mnist_mlp and on cifar10_resnet (random uint8 images of
 CIFAR-10's shape in an npz file: no CIFAR-10 here). Each ratio is computed within its repeat; the tables report
-medians over repeats.
+medians over repeats. Before the repeats, the whole-process pairs: `nntrain train --experiment=mnist_mlp` (the
+Makefile's MNIST_FLAGS) and benchmarks/mnist_keras_script.py (the same model, recipe and split in plain Keras: no
+checkpoints), each a fresh process timed from its start to its exit, alternately (K n, n K, ...).
 
 (a) Dense 256-128-10 on NumPy arrays, `model.fit(batch_size=32, epochs=5)`, then `model.evaluate`.
 (b) The same model, `fit` on a cached, shuffled, batched (nntrain's batch size), vectorised-map, prefetched
@@ -22,7 +25,9 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -158,6 +163,54 @@ def nntrain_defaults(config: ml_collections.ConfigDict) -> Run:
                _epoch_rate([line["wall_time"] for line in lines], examples_per_epoch))
 
 
+def _timed_process(command: list[str]) -> tuple[float, float]:
+    """(wall seconds from start to exit, CPU seconds of the process and its children) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def whole_process_pairs(steps_per_execution: int, pairs: int) -> list[dict]:
+    """`nntrain train` against the plain-Keras script, each a fresh process, alternately (K n, n K, ...):
+    per pair {keras: (wall, cpu), nntrain: (wall, cpu)}."""
+    nntrain_cli = str(Path(sys.executable).parent / "nntrain")
+    keras_script = [sys.executable, str(REPO / "benchmarks" / "mnist_keras_script.py"), str(MNIST_DIR),
+                    str(steps_per_execution)]
+    results = []
+    with tempfile.TemporaryDirectory() as directory:
+        for pair in range(pairs):
+            model_dir = os.path.join(directory, f"run{pair}")
+            commands = {"keras": keras_script,
+                        "nntrain": [nntrain_cli, "train", "--experiment=mnist_mlp", f"--model_dir={model_dir}",
+                                    *(f"--config.{key}={value}" for key, value in MNIST.items())]}
+            order = ("keras", "nntrain") if pair % 2 == 0 else ("nntrain", "keras")
+            results.append({name: _timed_process(commands[name]) for name in order})
+            _progress(f"whole process, pair {pair + 1}: nntrain {results[-1]['nntrain'][0]:.2f} s, "
+                      f"Keras {results[-1]['keras'][0]:.2f} s")
+    return results
+
+
+def whole_process_markdown(results: list[dict], load: tuple[float, ...]) -> str:
+    """The whole-process table: median [min–max] over pairs, and the median of the per-pair ratios."""
+    def side(name: str, which: int) -> list[float]:
+        return [r[name][which] for r in results]
+
+    ratios = [r["nntrain"][0] / r["keras"][0] for r in results]
+    cpu_ratios = [r["nntrain"][1] / r["keras"][1] for r in results]
+    return "\n".join([
+        f"Whole process, {len(results)} alternating pairs; load average at start and end "
+        f"{', '.join(f'{x:.1f}' for x in load)}; median [min–max].", "",
+        "| | plain-Keras script | `nntrain train` | nntrain / Keras (per pair) | target |", "|---|---|---|---|---|",
+        f"| start to exit, s | {_spread(side('keras', 0), '.2f')} | {_spread(side('nntrain', 0), '.2f')} | "
+        f"{_spread(ratios, '.3f')} ({', '.join(f'{r:.2f}' for r in ratios)}) | <= 1.0: "
+        f"{'yes' if statistics.median(ratios) <= 1.0 else '**no**'} |",
+        f"| CPU time (all threads), s | {_spread(side('keras', 1), '.2f')} | {_spread(side('nntrain', 1), '.2f')} | "
+        f"{_spread(cpu_ratios, '.3f')} | |"])
+
+
 def nntrain_bench(experiment: str, overrides: dict, steps: int) -> dict:
     return nntrain.bench(nntrain.load_config(experiment, overrides), strategy="auto", steps=steps)
 
@@ -278,21 +331,31 @@ def main() -> None:
     parser.add_argument("--mnist_steps", type=int, default=400, help="timed steps of each step-rate measurement")
     parser.add_argument("--pairs", type=int, default=4, help="alternating (b)/(c) step-rate pairs per repeat")
     parser.add_argument("--cifar_steps", type=int, default=8, help="timed steps of the cifar10_resnet bench")
+    parser.add_argument("--whole_process_pairs", type=int, default=5,
+                        help="alternating pairs of fresh processes: nntrain train and the plain-Keras script")
+    parser.add_argument("--whole_process_only", action="store_true", help="print only the whole-process table")
     parser.add_argument("--json", help="also write every measurement to this file")
     args = parser.parse_args()
     if not list(MNIST_DIR.glob("t10k-images-idx3-ubyte*")):
         sys.exit(f"no MNIST IDX files in {MNIST_DIR}: set NNTRAIN_MNIST_DIR")
     machine = _machine()
-    _warm_up()
     config = nntrain.load_config("mnist_mlp", MNIST)
     steps_per_execution = execution.resolve(config.train, strategies.create_strategy("auto"),
                                             math.ceil(TRAIN / config.train.batch_size)).steps_per_execution
+    load = os.getloadavg()
+    processes = whole_process_pairs(steps_per_execution, args.whole_process_pairs)
+    whole = whole_process_markdown(processes, (*load, *os.getloadavg()))
+    if args.whole_process_only:
+        print(whole)
+        return
+    _warm_up()
     with tempfile.TemporaryDirectory() as directory:
         cifar = _cifar_shaped_npz(directory)
         repeats = [one_repeat(i, config, steps_per_execution, args, cifar) for i in range(args.repeats)]
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "repeats": repeats}, indent=1) + "\n")
-    print(markdown(repeats, machine))
+        Path(args.json).write_text(json.dumps({"machine": machine, "whole_process": processes, "repeats": repeats},
+                                              indent=1) + "\n")
+    print(markdown(repeats, machine) + "\n\n" + whole)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
     config = nntrain.load_config("mnist_mlp", {"train.epochs": 3})
     metrics = nntrain.train(config, "runs/mnist_mlp")
 
-Importing nntrain does not import TensorFlow; the first call that needs it does.
+Importing nntrain does not import TensorFlow; the first call that needs it does, with TensorFlow's C++ start-up
+records hidden, and TF_CPP_MIN_LOG_LEVEL=2 unless it is set (C++ info and warning records off).
 """
 
+from nntrain import quiet
 from nntrain.api import (
     bench,
     detect_runtime,
@@ -24,6 +26,8 @@ from nntrain.api import (
 )
 from nntrain.errors import NntrainError
 from nntrain.registry import register_model, register_source, register_strategy, register_tuner
+
+quiet.tensorflow_logs_to_errors()  # before TensorFlow is imported (none of the imports above imports it)
 
 __all__ = ["NntrainError", "bench", "detect_runtime", "doctor", "evaluate", "export", "find_batch_size", "find_lr",
            "history", "load_config", "predict", "preflight", "register_model", "register_source", "register_strategy",

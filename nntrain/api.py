@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import ml_collections
+import numpy as np
 
 from nntrain import config as nn_config
+from nntrain import quiet
 from nntrain.distribute.runtime import Runtime
 
 if TYPE_CHECKING:  # they import TensorFlow, which `import nntrain` must not
     import keras
 
     from nntrain.exports.results import Predictions
+
+Function = TypeVar("Function", bound=Callable)
+
+
+def _library_call(function: Function) -> Function:
+    """The one wrapper of every library call that builds or loads a model: TensorFlow is imported with its C++
+    start-up records (oneDNN, cudart_stub, cuInit) hidden, as the CLI does, and the call's process-wide changes
+    (Keras's dtype policy and seeds, TensorFlow's op determinism, global seed and grappler options, Python's and
+    NumPy's RNGs) are undone when it returns or raises, so a notebook's next cell computes as it did before
+    (nntrain/compat/process_state.py)."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        quiet.import_tensorflow_quietly()
+        from nntrain.compat import process_state
+
+        with process_state.kept():
+            return function(*args, **kwargs)
+    return call  # type: ignore[return-value]
 
 
 def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = ()) -> ml_collections.ConfigDict:
@@ -23,14 +44,15 @@ def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = (
 
 
 def _checked(config: ml_collections.ConfigDict | str) -> ml_collections.ConfigDict:
-    """An experiment name or path resolved, or a config a caller built or edited validated: before TensorFlow is
-    imported, and the only check of a config on its way to the run (nntrain.config.validate)."""
+    """An experiment name or path resolved, or a config a caller built or edited validated: the only check of a
+    config on its way to the run (nntrain.config.validate; the CLI's config passed it in `resolve`)."""
     if isinstance(config, str):
         return load_config(config)
     nn_config.validate(config)
     return config
 
 
+@_library_call
 def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str = "auto", tpu: str = "",
           verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains an experiment (a config, or an experiment name/path) into model_dir; returns final metrics.
@@ -47,6 +69,7 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
                          extra_callbacks=callbacks)
 
 
+@_library_call
 def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     """Metrics of a trained model (final, best or latest checkpoint) on its eval split."""
     from nntrain.exports import artifacts
@@ -54,23 +77,29 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     return artifacts.evaluate(model_dir, checkpoint)
 
 
+@_library_call
 def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_format: str = "saved_model",
            quantize: str = "none") -> dict:
     """Exports a trained model into export_dir: `model.keras`, a serving SavedModel that takes raw inputs and,
     with export_format="tflite", `model.tflite` (quantize: none | dynamic | float16 | int8); scores each."""
     from nntrain.exports import artifacts
 
-    return artifacts.export(model_dir, export_dir, checkpoint, export_format, quantize)
+    with quiet.native_records_hidden():  # TFLite's converter and interpreter log in C++
+        return artifacts.export(model_dir, export_dir, checkpoint, export_format, quantize)
 
 
-def predict(model_dir: str, split: str | None = None, limit: int = 16, checkpoint: str = "final") -> Predictions:
+@_library_call
+def predict(model_dir: str, split: str | np.ndarray | None = None, limit: int = 16,
+            checkpoint: str = "final") -> Predictions:
     """A trained model's answers (features, labels, outputs, predicted) on the first `limit` examples of a
-    split (default: its eval split)."""
+    split (default: its eval split), or on an array of examples as the data source stores them (uint8 images of
+    its shape, e.g. (n, 28, 28, 1); labels are then None)."""
     from nntrain.exports import results
 
     return results.predict(model_dir, split, limit, checkpoint)
 
 
+@_library_call
 def history(model_dir: str) -> list[dict]:
     """A run's metrics, one dict per finished epoch."""
     from nntrain.exports import results
@@ -78,6 +107,7 @@ def history(model_dir: str) -> list[dict]:
     return results.history(model_dir)
 
 
+@_library_call
 def detect_runtime() -> Runtime:
     """Where this runs (Colab or not; TPU, GPU or CPU), the strategy to train with there, and advice."""
     from nntrain.distribute import runtime
@@ -85,6 +115,7 @@ def detect_runtime() -> Runtime:
     return runtime.detect()
 
 
+@_library_call
 def doctor(model_dir: str | None = None) -> list[dict]:
     """Checks of this machine's stack and devices, each with a fix where one is needed."""
     from nntrain.distribute import diagnostics
@@ -92,6 +123,7 @@ def doctor(model_dir: str | None = None) -> list[dict]:
     return diagnostics.run_checks(model_dir)
 
 
+@_library_call
 def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "", steps: int = 100) -> dict:
     """Steady-state throughput, input-pipeline headroom, FLOPs per example, MFU and peak memory of an experiment.
 
@@ -104,6 +136,7 @@ def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: 
     return benchmark.run(config, strategies.create_strategy(strategy, tpu), steps)
 
 
+@_library_call
 def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_cores: int = 8, gpus: int = 1,
               tpu: str = "", model_dir: str | None = None) -> dict:
     """Checks on CPU that an experiment will run on `target` (tpu | gpu): a checklist with a fix for each problem.
@@ -117,6 +150,7 @@ def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_
     return checklist.run(config, target, tpu_cores=tpu_cores, gpus=gpus, tpu=tpu, model_dir=model_dir)
 
 
+@_library_call
 def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides: Iterable[tuple[str, str]] | dict = (),
          search_space: dict | None = None, strategy: str = "auto", tpu: str = "", **options) -> dict:
     """Hyperparameter search (keras-tuner) over the experiment's search space; returns the leaderboard.
@@ -138,6 +172,7 @@ def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides:
                       search.Options(**options))
 
 
+@_library_call
 def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "",
                     max_batch_size: int | None = None, num_steps: int = 20) -> dict:
     """Training examples/s of doubling batch sizes and the largest that still speeds training (writes nothing)."""
@@ -149,6 +184,7 @@ def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "au
                                   num_steps=num_steps)
 
 
+@_library_call
 def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: str = "auto", tpu: str = "",
             min_lr: float = 1e-6, max_lr: float = 10.0, num_steps: int = 100) -> dict:
     """Learning-rate range test: writes lr_range.csv and lr_range.png into output_dir, suggests a range."""
@@ -159,10 +195,12 @@ def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: 
     return finder.find_lr(config, output_dir, strategies.create_strategy(strategy, tpu), min_lr, max_lr, num_steps)
 
 
+@_library_call
 def generate(model_dir: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
              seed: int = 0, checkpoint: str = "final") -> dict:
     """Text sampled from a trained byte-level language model (a run or its export) after `prompt`:
     {prompt, completion, new_tokens}; the same seed gives the same text."""
     from nntrain.exports import generate as generation
 
-    return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint)
+    with quiet.native_records_hidden():  # oneDNN's record of its int64 fallback, on the first model call
+        return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint)

@@ -75,6 +75,8 @@ flags.DEFINE_multi_string("split", [], "`convert`: a split to write (NAME, or NA
                           "repeat for several.")
 flags.DEFINE_string("output", None, "`convert`: the new directory for the TFRecord shards and metadata.json.")
 flags.DEFINE_integer("shards", 1, "`convert`: TFRecord files per split.")
+flags.DEFINE_string("input", None, "`predict`: image files or a folder of them, a CSV file, or a text file (one "
+                    "example per line).")
 
 USAGE_ERROR = 2
 CHOICES = {"strategy": STRATEGIES, "tuner": TUNERS}  # flags whose values are a registry's names
@@ -130,6 +132,19 @@ def _train(config: Config, overrides: list[tuple[str, str]]) -> Output:
     strategy = tf_config.use_worker_flags(FLAGS.worker_hosts, FLAGS.task_index, FLAGS.strategy)
     tf_config.set_worker_timeout(FLAGS.worker_timeout)
     return Output(api.train(config, model_dir, strategy=strategy, tpu=FLAGS.tpu))
+
+
+def _config(config: Config, overrides: list[tuple[str, str]]) -> Output:
+    settings = nn_config.flat(config)
+    return Output(nn_config.to_dict(config), "\n".join(f"{key}={_shown(value)}" for key, value in settings))
+
+
+def _predict(config: Config, overrides: list[tuple[str, str]]) -> Output:
+    from nntrain.exports import results
+
+    answers = results.predict_files(_require("model_dir"), _require("input"), FLAGS.checkpoint)
+    lines = [json.dumps(answer, sort_keys=True) for answer in answers]
+    return Output({"predictions": answers}, "\n".join(lines))
 
 
 def _evaluate(config: Config, overrides: list[tuple[str, str]]) -> Output:
@@ -235,8 +250,13 @@ _CONFIG = ("experiment", "config")
 _STRATEGY = ("strategy", "tpu")
 COMMANDS: dict[str, Command] = {
     "train": Command(_train, "train an experiment into --model_dir (re-running resumes)",
-                     (*_CONFIG, "model_dir", *_STRATEGY, "worker_hosts", "task_index"), takes_config=True),
+                     (*_CONFIG, "model_dir", *_STRATEGY, "worker_hosts", "task_index", "worker_timeout"),
+                     takes_config=True),
     "evaluate": Command(_evaluate, "evaluate a trained --model_dir on its eval split", ("model_dir", "checkpoint")),
+    "predict": Command(_predict, "a trained --model_dir's answers for --input files: one JSON line per example",
+                       ("model_dir", "input", "checkpoint")),
+    "config": Command(_config, "print the resolved config: the experiment's values with --config.KEY overrides",
+                      _CONFIG, takes_config=True),
     "export": Command(_export, "export a trained --model_dir to --export_dir (.keras and SavedModel)",
                       ("model_dir", "export_dir", "checkpoint", "format", "quantize")),
     "doctor": Command(_doctor, "check versions, devices, TPU kernels, gs:// support and --model_dir", ("model_dir",)),
@@ -284,8 +304,12 @@ EXAMPLES = """Examples:
   nntrain launch --workers=2 -- train --experiment=mnist_mlp --model_dir=runs/mnist_mlp_mw
   nntrain preflight --experiment=cifar10_resnet --target=tpu --model_dir=gs://BUCKET/runs/cifar10
   nntrain tune --experiment=mnist_mlp --model_dir=runs/tune_mnist --tuner=random --max_trials=10
+  nntrain predict --model_dir=runs/mnist_mlp --input=digits/
+  nntrain config --experiment=mnist_mlp --config.train.epochs=3
+  nntrain train --experiment=mnist_mlp --help      # the flags, and every config key with mnist_mlp's value
 
-Flags can also come from a file: --flagfile=FILE. absl's flags (--log_dir, --alsologtostderr, ...): --helpfull."""
+Flags can also come from a file: --flagfile=FILE. absl's flags (--log_dir, --alsologtostderr, ...): --helpfull.
+--verbosity=-1 (-v -1) keeps nntrain's log lines to warnings. nntrain --version: the versions in use."""
 
 
 def usage() -> str:
@@ -295,8 +319,9 @@ def usage() -> str:
     return f"{__doc__.strip()}\n\nCommands:\n{commands}\n\n{EXAMPLES}"
 
 
-def command_help(name: str) -> str:
-    """`nntrain NAME --help`: the command's flags and, if it takes a config, every config key."""
+def command_help(name: str, config: Config = None) -> str:
+    """`nntrain NAME --help`: the command's flags and, if it takes a config, every config key with its default or,
+    given the `config` of --experiment/--config, its value there."""
     command = COMMANDS[name]
     lines = [f"nntrain {name}: {command.summary}", "", "Flags:"]
     for flag in (*command.flags, "json"):
@@ -304,8 +329,14 @@ def command_help(name: str) -> str:
         lines.append(f"  --{flag}={'' if default is None else _shown(default)}\n      {FLAGS[flag].help}")
         if flag in CHOICES:
             lines[-1] += f" One of: {' | '.join(CHOICES[flag].names())}."
-    if command.takes_config:
-        lines += ["", "Config (--config.KEY=VALUE; the experiment sets its own values of some):"]
+    if command.takes_config and config is not None:
+        described = {key: help_text for key, _, help_text in nn_config.describe()}
+        lines += ["", f"Config of {config.get('experiment') or 'this config'} (--config.KEY=VALUE):"]
+        lines += [f"  {key}={_shown(value)}" + (f"\n      {described[key]}" if described.get(key) else "")
+                  for key, value in nn_config.flat(config)]
+    elif command.takes_config:
+        lines += ["", "Config (--config.KEY=VALUE; the experiment sets its own values of some: add "
+                      "--experiment=NAME to see them):"]
         lines += [f"  {key}={_shown(default)}\n      {help_text}" for key, default, help_text in nn_config.describe()]
     lines += ["", "absl's flags (--flagfile, --log_dir, --alsologtostderr, --verbosity, ...): --helpfull"]
     return "\n".join(lines)
@@ -348,6 +379,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return rest[:1] + positional
 
 
+def _check_flags(name: str) -> None:
+    """Refuses a flag of another command (`train --seed=7`) and --config.* overrides a command does not apply."""
+    command = COMMANDS[name]
+    for flag in FLAGS.get_flags_for_module(sys.modules[__name__]):
+        if flag.present and flag.name not in (*command.flags, "json"):
+            owners = [other for other, entry in COMMANDS.items() if flag.name in entry.flags]
+            keys = [key for key, _, _ in nn_config.describe() if key.rsplit(".", 1)[-1] == flag.name]
+            hint = f"; the config's is --config.{keys[0]}=VALUE" if keys and command.takes_config else ""
+            _fail(f"--{flag.name} is a flag of `{'`, `'.join(owners)}`, not of `{name}`{hint} (see "
+                  f"`nntrain {name} --help`)")
+    if _OVERRIDES and not (command.takes_config or "config" in command.flags):
+        key, value = _OVERRIDES[0]
+        _fail(f"`{name}` uses the run's saved config.json and applies no overrides: leave out "
+              f"--config.{key}={value}")
+
+
 def _main(argv: list[str]) -> None:
     if len(argv) > 2 and argv[1] in COMMANDS:
         _fail(f"unexpected argument '{argv[2]}' after `{argv[1]}`: flags are written --NAME=VALUE (see "
@@ -357,18 +404,19 @@ def _main(argv: list[str]) -> None:
         _fail(f"{given}: use one of {', '.join(COMMANDS)} (see `nntrain --help`)")
     _COMMAND[:] = [argv[1]]
     command = COMMANDS[argv[1]]
-    logs.use_absl_flags()
+    _check_flags(argv[1])
     if not FLAGS["verbosity"].present:
         logs.hide_tensorflow_info()  # TF's Python INFO lines; --verbosity=0 brings them back
     try:
+        logs.use_absl_flags()
         # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
         # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
         # starts processes.
-        with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
-            config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
-        for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may
-            CHOICES[flag].get(getattr(FLAGS, flag))  # register one
-        with logs.stdout_to_stderr(FLAGS.json):  # Keras progress and logs never mix with the JSON document
+        with logs.stdout_to_stderr(FLAGS.json):  # prints (an experiment file's, Keras progress) never mix with JSON
+            with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
+                config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
+            for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may
+                CHOICES[flag].get(getattr(FLAGS, flag))  # register one
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
         _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))
@@ -382,13 +430,48 @@ def _main(argv: list[str]) -> None:
         sys.exit(output.code)
 
 
+def _help(argv: list[str]) -> str:
+    """`nntrain [COMMAND] --help`, with the values of the --experiment or --config it names, if any."""
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        return usage()
+    named = {}
+    for i, arg in enumerate(argv[2:], 2):
+        flag, equals, value = arg.partition("=")
+        if flag in ("--experiment", "--config"):
+            named[flag] = value if equals else (argv[i + 1] if i + 1 < len(argv) else "")
+    if not named or not COMMANDS[argv[1]].takes_config:
+        return command_help(argv[1])
+    try:
+        overrides = [nn_config.parse_override(arg) for arg in argv[2:] if arg.startswith("--config.")]
+        with quiet.tensorflow_start_up_hidden(start=False):
+            config = nn_config.resolve(named.get("--experiment") or named["--config"], overrides)
+    except NntrainError as e:
+        _fail(str(e))
+    return command_help(argv[1], config)
+
+
+def version() -> str:
+    """`nntrain --version`: nntrain's version and those of the stack it runs on (without importing it)."""
+    from importlib import metadata
+
+    stack = []
+    for package in ("tensorflow", "keras"):
+        try:
+            stack.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            stack.append(f"{package} not installed")
+    return f"nntrain {metadata.version('nntrain')} ({', '.join(stack)}, python {sys.version.split()[0]})"
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = list(sys.argv if argv is None else argv)
     if any(arg in ("-h", "--help", "-?") for arg in argv[1:]):
-        print(command_help(argv[1]) if len(argv) > 1 and argv[1] in COMMANDS else usage())
+        print(_help(argv))
         sys.exit(0)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines drown nntrain's
+    if argv[1:] in (["--version"], ["-V"]):
+        print(version())
+        sys.exit(0)
     FLAGS.unparse_flags()
     app.run(_main, argv=argv, flags_parser=_parse_flags)
 

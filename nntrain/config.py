@@ -11,6 +11,7 @@ import difflib
 import importlib.util
 import json
 import math
+import os
 import re
 import traceback
 import types
@@ -51,6 +52,9 @@ def _experiments_dir() -> Path:
 
 
 EXPERIMENTS_DIR = _experiments_dir()
+
+
+PATH_SOURCES = ("idx", "npz", "images", "csv", "tfrecord", "text")  # data.source kinds whose argument is a path
 
 
 def _fields() -> dict[str, dict[str, Field] | Field]:
@@ -496,11 +500,53 @@ def resolve(source: str | None, overrides: Iterable[tuple[str, str]] = ()) -> ml
     config, with overrides applied, validated."""
     if source is None:
         config = base_config()
+    elif "://" not in source and Path(source).expanduser().is_dir():
+        saved = Path(source) / "config.json"  # rundir.CONFIG: rundir imports TensorFlow, too slow here
+        raise NntrainError(f"'{source}' is a directory: give a run's config file (--config={saved}"
+                           f"{'' if saved.expanduser().is_file() else ', which it does not hold'}) or an experiment "
+                           "file (.py)")
     else:
         config = load_file(source) if source.endswith(".json") else load_experiment(source)
+        if source.endswith(".json"):
+            _check_experiment_model(config, source)
     apply_overrides(config, overrides)
     validate(config)
+    absolute_paths(config)
     return config
+
+
+def _check_experiment_model(config: ml_collections.ConfigDict, source: str) -> None:
+    """A config.json of a run whose model an experiment file's get_model() built holds no code: name the file."""
+    name = config.model.name
+    if name.endswith(registry.EXPERIMENT_MODEL) and registry.MODELS.find(name) is None:
+        raise NntrainError(f"{source} is the config of a run whose model the get_model() of experiment file "
+                           f"'{config.experiment}.py' builds (model.name={name!r}), and a config.json holds no code: "
+                           f"pass that file, --config=PATH/{config.experiment}.py (the same --model_dir resumes the "
+                           "run)")
+
+def absolute_paths(config: ml_collections.ConfigDict) -> None:
+    """Makes the local paths of `data.source` and `data.data_dir` absolute (`~` expanded), so that a run's saved
+    config reads the same files from any working directory; URLs (gs://, ram://) and names stay as they are."""
+    kind, colon, path = config.data.source.partition(":")
+    if colon and kind in PATH_SOURCES and path:
+        config.data.source = f"{kind}:{_absolute(path)}"
+    if config.data.data_dir:
+        config.data.data_dir = _absolute(config.data.data_dir)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def flat(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every field of `config`, in its order."""
+    def walk(node: ml_collections.ConfigDict, prefix: str) -> Iterator[tuple[str, Any]]:
+        for key, value in node.items():
+            if isinstance(value, ml_collections.ConfigDict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    return list(walk(config, ""))
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

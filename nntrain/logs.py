@@ -1,5 +1,6 @@
-"""nntrain's log lines and where they go: absl's handler under the CLI (so --log_dir, --alsologtostderr and
---logtostderr work), `HH:MM:SS message` on stderr in a library or notebook; stdout kept for one JSON document."""
+"""nntrain's log lines and where they go: absl's handler under the CLI (so --log_dir, --alsologtostderr,
+--logtostderr and --verbosity/-v work), `HH:MM:SS message` on stderr in a library or notebook; stdout kept for one
+JSON document."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from absl import flags
 from absl import logging as absl_logging
 
+from nntrain.errors import NntrainError
+
 _logger = logging.getLogger("nntrain")
 _library_handler = logging.StreamHandler(sys.stderr)
 _library_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
@@ -19,8 +22,10 @@ _library_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datef
 
 def _configure() -> None:
     """Library use: our own short lines on stderr. The CLI (absl flags parsed): records go to absl's handler."""
-    _logger.setLevel(logging.INFO)
     under_absl = flags.FLAGS.is_parsed()
+    verbosity = flags.FLAGS["verbosity"]
+    given = under_absl and verbosity.present  # --verbosity / -v: -1 warnings only, 0 info, 1 debug
+    _logger.setLevel(absl_logging.converter.absl_to_standard(verbosity.value) if given else logging.INFO)
     _logger.propagate = under_absl
     if under_absl:
         _logger.removeHandler(_library_handler)
@@ -44,7 +49,11 @@ def warn(message: str) -> None:
 def use_absl_flags() -> None:
     """After absl parsed the flags: --log_dir starts absl's log file (absl leaves that to the program)."""
     if flags.FLAGS["log_dir"].present:
-        absl_logging.get_absl_handler().use_absl_log_file()
+        try:
+            absl_logging.get_absl_handler().use_absl_log_file()
+        except FileNotFoundError as e:  # absl needs an existing local directory it can write to
+            raise NntrainError(f"--log_dir={flags.FLAGS.log_dir} is not a directory nntrain can write its log file "
+                               f"to ({e}): create it first (mkdir -p {flags.FLAGS.log_dir})") from e
 
 
 def hide_tensorflow_info() -> None:

@@ -7,11 +7,16 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from absl import logging as absl_logging
 
 from nntrain.errors import NntrainError
+
+
+def tensorflow_logs_to_errors() -> None:
+    """TensorFlow's C++ records below errors off (TF_CPP_MIN_LOG_LEVEL=2), unless the user set the level."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextlib.contextmanager
@@ -62,23 +67,72 @@ def tensorflow_start_up_hidden(start: bool = True) -> Iterator[None]:
 def native_stderr_to_file(path: str) -> None:
     """From now on, file descriptor 2 (TensorFlow's C++ log records) goes to `path`; Python's `sys.stderr` and
     the log handlers that wrote to it stay on the terminal."""
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    _native_stderr_to(log_fd)
+    os.close(log_fd)
+
+
+@contextlib.contextmanager
+def native_records_hidden() -> Iterator[None]:
+    """While the block runs, TensorFlow's C++ log records (oneDNN, TFLite's converter and interpreter, ...) go to
+    a temporary file, Python's `sys.stderr` and log lines stay on the terminal; the records are replayed if the
+    block fails other than with a user's mistake. NNTRAIN_TF_LOGS=1 shows them."""
+    if os.environ.get("NNTRAIN_TF_LOGS"):
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        restore = _native_stderr_to(captured.fileno())
+        try:
+            yield
+        except NntrainError:
+            raise
+        except BaseException:
+            restore()
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            restore()
+
+
+def _native_stderr_to(fd: int) -> Callable[[], None]:
+    """Points file descriptor 2 at `fd`, keeping `sys.stderr` and the handlers that wrote to it on the terminal
+    (in a Jupyter kernel `sys.stderr` is not fd 2: it stays as it is); returns the function that undoes it."""
     sys.stderr.flush()
     old = sys.stderr
-    on_fd2 = _fileno(old) == 2  # False in a Jupyter kernel, whose sys.stderr is not fd 2: leave it alone
+    saved = os.dup(2)
+    on_fd2 = _fileno(old) == 2
     terminal = os.fdopen(os.dup(2), "w", buffering=1, errors="backslashreplace") if on_fd2 else old
-    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    if not on_fd2:
-        return
-    sys.stderr = terminal
-    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(logger, logging.Logger))]
-    handlers = [h for logger in loggers for h in logger.handlers]
-    handlers.append(absl_logging.get_absl_handler().python_handler)  # the CLI's log lines go through absl's
-    for handler in handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
-            handler.setStream(terminal)
+    os.dup2(fd, 2)
+    moved = []
+    if on_fd2:
+        sys.stderr = terminal
+        loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                          if isinstance(logger, logging.Logger))]
+        handlers = [h for logger in loggers for h in logger.handlers]
+        handlers.append(absl_logging.get_absl_handler().python_handler)  # the CLI's log lines go through absl's
+        for handler in handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.setStream(terminal)
+                moved.append(handler)
+
+    restored = []
+
+    def restore() -> None:
+        if restored:
+            return
+        restored.append(True)
+        if on_fd2:
+            terminal.flush()
+            for handler in moved:
+                handler.setStream(old)
+            sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)
+        if on_fd2:
+            terminal.close()
+
+    return restore
 
 
 def _fileno(stream: object) -> int | None:

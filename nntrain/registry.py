@@ -83,6 +83,7 @@ SOURCES = Registry("data source", "config.data.source")  # (arg, data_config) ->
 STRATEGIES = Registry("strategy", "--strategy")  # (tpu) -> tf.distribute.Strategy
 TUNERS = Registry("tuner", "--tuner")  # a keras_tuner.Tuner class: (hypermodel, max_trials=..., **options)
 CALLBACKS = Registry("callbacks of experiment", "config.experiment")  # experiment name -> get_callbacks(config)
+EXPERIMENT_MODEL = ".get_model"  # model.name of an experiment file's get_model(): `<experiment>.get_model`
 
 
 def register_model(name: str) -> Callable[[Callable], Callable]:
@@ -112,7 +113,7 @@ def add_experiment_hooks(module: Any, config: ml_collections.ConfigDict) -> None
     `<experiment>.get_model`, which config.model.name then names; its `get_callbacks(config)` are added to runs."""
     name = config.experiment
     if hasattr(module, "get_model"):
-        config.model.name = f"{name}.get_model"
+        config.model.name = f"{name}{EXPERIMENT_MODEL}"
         MODELS.register(config.model.name)(_builder_of(module.get_model, config))
     if hasattr(module, "get_callbacks"):
         CALLBACKS.register(name)(module.get_callbacks)

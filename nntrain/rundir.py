@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain.compat import keras_saving
-from nntrain.errors import NntrainError
+from nntrain.errors import NntrainError, op_message
 
 CONFIG = "config.json"  # the resolved config (config.save, config.load_saved)
 METRICS = "metrics.jsonl"
@@ -43,6 +44,7 @@ STATE = "state.json"
 BEST = "best.keras"
 TMP_PREFIX = "tmp-"
 MOVE_ASIDE = "restore it, or move the run aside and train into a new --model_dir"
+_ONE_SLASH = re.compile(r"([A-Za-z][\w+.-]*):/(?!/)")  # a URL missing a slash, e.g. gs:/bucket/dir
 
 
 class NonFiniteWeights(NntrainError):
@@ -75,24 +77,42 @@ def check(model_dir: str, what: str = "model_dir") -> None:
     """Fails with one line, before anything is written, if model_dir (or another `what`) cannot be opened or written."""
     if not model_dir:
         raise NntrainError(f"no {what} given: pass --{what}=DIR (it is created if missing)")
+    if one_slash := _ONE_SLASH.match(model_dir):  # `gs:/b/x` would be a local folder `./gs:`
+        scheme = one_slash.group(1)
+        raise NntrainError(f"{what} '{model_dir}' has one slash after '{scheme}:': write "
+                           f"{scheme}://{model_dir[one_slash.end():]} (or ./{model_dir} for a local folder)")
     if not is_local(model_dir):
-        try:
-            tf.io.gfile.exists(model_dir)
-        except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as e:
-            scheme = model_dir.split("://")[0]
-            raise NntrainError(f"{what} '{model_dir}': TensorFlow cannot open '{scheme}://' paths here "
-                               f"({e.message.split(' (')[0]}); use a local path, gs://BUCKET/DIR or ram://") from e
+        _check_url(model_dir, what)
         return
     existing = os.path.abspath(model_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise NntrainError(f"{what} '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
-    try:  # a real write: root passes every permission check, yet cannot write under /proc
-        shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=existing))
-    except OSError as e:
-        raise NntrainError(f"{what} '{model_dir}' is not writable (creating a directory in '{existing}' failed: "
-                           f"{e.strerror or e}): choose a directory you can write to") from e
+    # Every directory of it that nntrain writes into (a run's checkpoints/, logs/...), before a first file changes.
+    directories = [root for root, _, _ in os.walk(existing)] if existing == os.path.abspath(model_dir) else [existing]
+    for directory in directories:
+        try:  # a real write: root passes every permission check, yet cannot write under /proc (or chattr +i)
+            shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=directory))
+        except OSError as e:
+            raise NntrainError(f"{what} '{model_dir}' is not writable (creating a directory in '{directory}' failed: "
+                               f"{e.strerror or e}): make it writable, or choose a directory you can write to") from e
+
+
+def _check_url(url: str, what: str) -> None:
+    """One line for a URL without a path, of a scheme TensorFlow cannot open, or that does not answer."""
+    scheme, _, path = url.partition("://")
+    if not path.strip("/"):
+        raise NntrainError(f"{what} '{url}' names no directory: give one, e.g. "
+                           f"{scheme}://{'BUCKET/DIR' if scheme == 'gs' else 'DIR'}")
+    try:
+        tf.io.gfile.exists(url)
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as e:
+        raise NntrainError(f"{what} '{url}': TensorFlow cannot open '{scheme}://' paths here "
+                           f"({e.message.split(' (')[0]}); use a local path, gs://BUCKET/DIR or ram://") from e
+    except tf.errors.OpError as e:  # e.g. no network, or no credentials
+        raise NntrainError(f"{what} '{url}' cannot be reached ({op_message(e)}): check the network, the bucket "
+                           "name and your credentials (gcloud auth application-default login)") from e
 
 
 def exists(path: str) -> bool:
@@ -119,6 +139,14 @@ def remove(path: str) -> None:
 def move(source: str, path: str) -> None:
     """Renames a file or directory (atomic on a local disk; only used where the target is absent)."""
     tf.io.gfile.rename(source, path)
+
+
+def first_missing(path: str) -> str | None:
+    """The outermost directory of `path` that does not exist yet (what creating `path` creates), or None."""
+    missing = None
+    while path and not exists(path):
+        missing, path = path, path.rstrip("/").rpartition("/")[0]
+    return missing
 
 
 def glob(pattern: str) -> list[str]:

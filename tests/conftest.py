@@ -1,14 +1,20 @@
 """Shared test setup: two logical CPU devices (for MirroredStrategy tests), isolation fixtures, a data config."""
 
 import hashlib
+import os
 from pathlib import Path
 
-import keras
-import pytest
-import tensorflow as tf
+# Cloud Storage, read once when TensorFlow registers its filesystem: a failed request is not retried (10 times with
+# backoff, minutes), and no GCE metadata server is probed for credentials (seconds).
+os.environ.setdefault("GCS_RETRY_CONFIG_MAX_RETRIES", "0")
+os.environ.setdefault("NO_GCE_CHECK", "true")
 
-from nntrain.config import base_config
-from nntrain.distribute import launch
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from nntrain.config import base_config  # noqa: E402
+from nntrain.distribute import launch  # noqa: E402
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
 _CPUS = tf.config.list_physical_devices("CPU")
@@ -77,3 +83,19 @@ def data_config():
     config.download = False
     config.shuffle_buffer = 64
     return config
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """nntrain's wheel, built once per session from a copy of the package files (tests/wheel_env.py)."""
+    import wheel_env
+
+    return wheel_env.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel installed (not editable) in a fresh venv, shared by test_wheel.py and test_docs.py."""
+    import wheel_env
+
+    return wheel_env.install(wheel, tmp_path_factory.mktemp("envs") / "installed")

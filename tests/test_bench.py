@@ -83,11 +83,13 @@ def test_bench_cli_json(tmp_path):
     assert list(tmp_path.iterdir()) == []  # bench writes nothing
 
 
+@pytest.mark.fast
 def test_bench_rejects_non_positive_steps():
     with pytest.raises(NntrainError, match=r"^--steps=0 must be a positive number of timed training steps"):
         nntrain.bench("xor", strategy="cpu", steps=0)
 
 
+@pytest.mark.fast
 def test_einsum_flops_are_counted():
     """TensorFlow's profiler has no FLOPs for Einsum (Keras attention); nntrain.benchmark registers them."""
     @tf.function
@@ -100,6 +102,7 @@ def test_einsum_flops_are_counted():
     assert tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops == 2 * 7 * 6 * 3 * 4 * 5
 
 
+@pytest.mark.fast
 def test_auto_strategy_on_cpu_is_plain_keras():
     """OneDeviceStrategy re-created its input iterators at every validation: nntrain's epochs took twice as long."""
     strategy = strategies.create_strategy("auto")

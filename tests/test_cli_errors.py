@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import cli_failures
+from conftest import cli_failures, closed_port
 from PIL import Image
+
+from nntrain import config as nn_config
 
 XOR = ["--experiment=xor"]
 
@@ -69,6 +72,8 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("temperature not a number", ["generate", md, "--prompt=a", "--temperature=nan"],
          "--temperature=nan: it must be a finite number > 0"),
         ("negative sampling seed", ["generate", md, "--prompt=a", "--seed=-1"], "--seed=-1: it must be >= 0"),
+        ("prompt not UTF-8", ["generate", md, "--prompt=\udcff\udcfeab"],  # argv's bytes ff fe 61 62 in Python
+         "--prompt is not UTF-8 text (byte 0xff at position 0)"),
         ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
         ("data service for -1 s", ["data-service", "--port=0", "--max_seconds=-1"], "--max_seconds=-1.0: use 0"),
         ("loss and head disagree", ["train", *XOR, md, "--config.train.loss=mse"], "needs head 'regression'"),
@@ -90,12 +95,25 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("evaluate an untrained dir", ["evaluate", f"--model_dir={trained_elsewhere}"], "holds no nntrain run"),
         ("export into a non-empty dir", ["export", md, f"--export_dir={earlier}"], "not empty"),
         ("unknown checkpoint", ["evaluate", md, "--checkpoint=newest"], "newest"),
+        ("unreachable gs:// bucket", ["train", *XOR, "--model_dir=gs://nntrain-no-such-bucket/run"],
+         "model_dir 'gs://nntrain-no-such-bucket/run' cannot be reached (All 0 retry attempts failed"),
+        ("missing --log_dir", ["train", *XOR, md, f"--log_dir={tmp}/no/logs"],
+         f"--log_dir={tmp}/no/logs is not a directory nntrain can write its log file to"),
+        ("ram:// without a path", ["train", *XOR, "--model_dir=ram://"], "model_dir 'ram://' names no directory"),
+        ("gs:// without a bucket", ["export", md, "--export_dir=gs://"], "export_dir 'gs://' names no directory"),
+        ("ram: URL with one slash", ["train", *XOR, "--model_dir=ram:/x"], "write ram://x (or ./ram:/x"),
+        ("gs: URL with one slash", ["convert", "--source=generated:xor", "--split=train", "--output=gs:/b/x"],
+         "output 'gs:/b/x' has one slash after 'gs:': write gs://b/x"),
     ]
 
 
+@pytest.mark.fast
 def test_bad_inputs_fail_cleanly(tmp_path, earlier_run, corrupt_idx, capfd, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never reach a real metadata server
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # nor Cloud Storage: its requests fail at once (see conftest)
+        monkeypatch.setenv(proxy, f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.chdir(tmp_path)  # a URL taken for a local path would create ./gs: here, a changed file
     cases = _cases(tmp_path, earlier_run, corrupt_idx)
     assert len(cases) >= 15
     failures = cli_failures(cases, tmp_path, capfd)
@@ -110,19 +128,60 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
     for split in ("train", "test"):
         Image.new("L", (4, 4)).save(tmp / f"corrupt/{split}/cat/0.png")
     (tmp / "corrupt/train/cat/1.png").write_bytes(b"these bytes are no PNG")
+    for pet in ("cat", "dog"):
+        (tmp / "pets/train" / pet).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp / "pets/train" / pet / "0.png")
     (tmp / "text.csv").write_text("a,b,label\n1,2,0\n3,three,1\n")
     (tmp / "digits.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
     (tmp / "story.txt").write_text("once upon a time " * 20)
+    (tmp / "blank_label.csv").write_text("a,b,label\n1,2,0\n3,4,\n5,6,1\n")
+    (tmp / "label_twice.csv").write_text("a,label,label\n1,2,0\n3,4,1\n")
+    (tmp / "labels_only.csv").write_text("label\n0\n1\n")
+    (tmp / "header_only.csv").write_text("a,b,label\n")
+    (tmp / "long_cell.csv").write_text(f"a,b,label\n1,{'9' * 200_000},0\n3,4,1\n")
+    np.savez(tmp / "no_features.npz", x_train=np.zeros((8, 0), np.float32), y_train=np.zeros(8, np.int64),
+             x_test=np.zeros((4, 0), np.float32), y_test=np.zeros(4, np.int64))
     with tf.io.TFRecordWriter(str(tmp / "pixels.tfrecord")) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature={
             "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=[0.0] * 784)),
             "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))})).SerializeToString())
+    (tmp / "linked").mkdir()
+    (tmp / "linked/story.txt").write_text("once upon a time " * 20)
+    (tmp / "linked/gone.txt").symlink_to(tmp / "no_such_file.txt")
+    (tmp / "unnamed_records").mkdir()
+    shutil.copy(tmp / "pixels.tfrecord", tmp / "unnamed_records" / "part-0.tfrecord")
     run = ["train", "--experiment=mnist_mlp", f"--model_dir={model_dir}"]
     convert = ["convert", "--split=train", f"--output={tmp}/records"]
     return [
         ("empty class folder", [*run, f"--config.data.source=images:{tmp}/empty"], f"{tmp}/empty/train/dog"),
         ("corrupt image", [*run, f"--config.data.source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
         ("csv text cell", [*run, f"--config.data.source=csv:{tmp}/text.csv"], "text.csv, row 3, column 'b'"),
+        ("csv blank label cell (labels would turn into strings)",
+         [*run, f"--config.data.source=csv:{tmp}/blank_label.csv"],
+         "blank_label.csv, row 3: the label cell (column 'label') is empty: fill it in or remove the row"),
+        ("csv column named twice (the label fed in as a feature)",
+         [*run, f"--config.data.source=csv:{tmp}/label_twice.csv"], "names column 'label' 2 times in its header"),
+        ("csv without feature columns", [*run, f"--config.data.source=csv:{tmp}/labels_only.csv"],
+         "has only the label column 'label': it needs at least one feature column"),
+        ("csv header only", [*run, f"--config.data.source=csv:{tmp}/header_only.csv"],
+         "header_only.csv has a header row but no rows of examples"),
+        ("csv 200,000-character cell", [*run, f"--config.data.source=csv:{tmp}/long_cell.csv"],
+         "long_cell.csv, line 2: field larger than field limit (131072)"),
+        ("arrays of no features", [*run, f"--config.data.source=npz:{tmp}/no_features.npz"],
+         "examples of shape (0,) hold no features"),
+        ("tfrecord pattern without {split} (eval would read the train files)",
+         [*run, f"--config.data.source=tfrecord:{tmp}/pixels.tfrecord", "--config.data.feature_key=pixels"],
+         "has no {split} in its file pattern (and no metadata.json), so it holds one split, 'train', not 'test'"),
+        ("tfrecord directory without metadata.json", [*run, f"--config.data.source=tfrecord:{tmp}/unnamed_records"],
+         "unnamed_records/train-*.tfrecord (split 'train' of data.source=tfrecord:"),
+        ("text: glob with a broken symbolic link",
+         ["train", "--experiment=text_gpt", f"--model_dir={model_dir}", f"--config.data.source=text:{tmp}/linked/*"],
+         f"{tmp}/linked/gone.txt cannot be read ("),
+        ("text: corpus shorter than one sequence",
+         ["train", "--experiment=text_gpt", f"--model_dir={model_dir}", f"--config.data.source=text:{tmp}/story.txt",
+          "--config.data.sequence_length=512"],
+         "holds 341 tokens (its bytes and one end-of-file token per file), fewer than one sequence needs "
+         "(data.sequence_length=512, plus 1"),
         ("feature key not in the records", [*run, f"--config.data.source=tfrecord:{tmp}/pixels.tfrecord",
                                             "--config.data.eval_split=train"], "does not hold feature 'x'"),
         ("convert a corrupt image", [*convert, f"--source=images:{tmp}/corrupt"], f"{tmp}/corrupt/train/cat/1.png"),
@@ -142,16 +201,62 @@ def _bad_data_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], st
         ("convert a text source (its records would not train)",
          [*convert, f"--source=text:{tmp}/story.txt", "--experiment=text_gpt", "--config.data.sequence_length=8"],
          "gives a sequence of class ids per example (e.g. a text's next tokens), but convert's records hold one"),
+        ("convert into the source's folder", ["convert", f"--source=images:{tmp}/pets", "--split=train",
+                                              f"--output={tmp}/pets/train/records"],
+         f"--output={tmp}/pets/train/records lies inside the source's directory {tmp}/pets"),
         ("convert into a folder of other files", ["convert", f"--source=csv:{tmp}/digits.csv", "--split=train",
                                                   f"--output={tmp}/empty"], f"--output={tmp}/empty is not empty"),
     ]
 
 
+@pytest.mark.fast
 def test_bad_data_fails_cleanly(tmp_path, capfd):
     failures = cli_failures(_bad_data_cases(tmp_path, tmp_path / "run"), tmp_path, capfd)
     assert not failures, "\n".join(failures)
 
 
+def test_an_interrupted_convert_removes_its_output_and_runs_again(tmp_path, capfd, monkeypatch):
+    """Ctrl-C while shards are written: nothing of --output is left (an output dir that was there stays, empty) and
+    the same command then converts; a convert killed outright leaves its list of files, which the next one clears."""
+    from nntrain import cli
+    from nntrain.data import convert
+
+    (tmp_path / "digits.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(8)))
+    (tmp_path / "empty_dir").mkdir()
+    write = convert._write
+
+    def interrupted(dataset, paths, spec):
+        write(dataset, paths, spec)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert, "_write", interrupted)
+    args = [f"--source=csv:{tmp_path / 'digits.csv'}", "--split=train", "--split=test=train[:2]", "--shards=2"]
+    cases = [(f"interrupted into {out}", ["convert", *args, f"--output={tmp_path / out}"],
+              "interrupted; the partial output was removed") for out in ("new/records", "empty_dir")]
+    failures = cli_failures(cases, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "empty_dir").iterdir())
+    monkeypatch.setattr(convert, "_write", write)
+    killed = (f"from nntrain.data import convert\nimport os\nwrite = convert._write\n"
+              f"def killed(*a):\n    write(*a)\n    os._exit(9)\nconvert._write = killed\n"
+              f"from nntrain import cli\ncli.run(['nntrain', 'convert', *{args!r}, '--output={tmp_path / 'out'}'])")
+    assert subprocess.run([sys.executable, "-c", killed], capture_output=True, timeout=300).returncode == 9
+    assert (tmp_path / "out" / convert.PARTIAL).exists() and not (tmp_path / "out" / "metadata.json").exists()
+    other = [("another convert into the killed one's output", ["convert", *args[:-1], "--shards=1",
+                                                                f"--output={tmp_path / 'out'}"],
+              "holds the partial output of an interrupted convert of other splits or shards")]
+    failures = cli_failures(other, tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+    for out in ("empty_dir", "out"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["nntrain", "convert", *args, f"--output={tmp_path / out}"])
+        assert exit_info.value.code in (0, None)
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == [
+            "metadata.json", "test-00000-of-00002.tfrecord", "test-00001-of-00002.tfrecord",
+            "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+
+
+@pytest.mark.fast
 def test_console_script_reports_error_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "nntrain.cli", "train", "--experiment=xor",
                              f"--model_dir={tmp_path / 'run'}", "--config.train.batch_size=-1"],
@@ -161,6 +266,7 @@ def test_console_script_reports_error_without_traceback(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.fast
 def test_help_is_fast_and_does_not_import_tensorflow():
     code = ("import sys, time; t = time.time(); from nntrain import cli\n"
             "try:\n    cli.run(['nntrain', '--help'])\nexcept SystemExit:\n    pass\n"
@@ -306,6 +412,10 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
     (tmp / "list.json").write_text("[1, 2]")
     new = f"--model_dir={tmp / 'run'}"
     data = ["train", "--experiment=mnist_mlp", new, "--config.train.epochs=1", "--config.train.batch_size=2"]
+    saved = nn_config.to_dict(nn_config.resolve("xor"))
+    saved["experiment"], saved["model"]["name"] = "own_net", "own_net.get_model"  # as a run of own_net.py saves it
+    (tmp / "own_net_run").mkdir()
+    (tmp / "own_net_run" / "config.json").write_text(json.dumps(saved))
     return [
         ("csv not UTF-8", [*data, f"--config.data.source=csv:{tmp / 'latin1.csv'}"],
          "latin1.csv is not UTF-8 text ('utf-8' codec can't decode byte 0xe9"),
@@ -329,6 +439,12 @@ def _bad_user_files(tmp: Path) -> list[tuple[str, list[str], str]]:
           new], "experiment 'k': get_callbacks(config) returned <class 'keras.src.callbacks.history.History'>, not"),
         ("--config= a JSON list", ["train", f"--config={tmp / 'list.json'}", new],
          "holds a JSON list, not a config (a JSON object of sections): give a config.json that `nntrain train` wrote"),
+        ("--config= a run directory", ["train", f"--config={tmp / 'own_net_run'}/", new],
+         f"is a directory: give a run's config file (--config={tmp / 'own_net_run' / 'config.json'}) or an experiment"),
+        ("--config= config.json of a run of an experiment file's get_model",
+         ["train", f"--config={tmp / 'own_net_run' / 'config.json'}", f"--model_dir={tmp / 'own_net_run'}"],
+         "whose model the get_model() of experiment file 'own_net.py' builds (model.name='own_net.get_model'), and a "
+         "config.json holds no code: pass that file, --config=PATH/own_net.py"),
         ("config.json with a misspelt key", ["train", f"--config={tmp / 'config.json'}", new],
          'Key "batchsize" does not exist and cannot be added since the config is locked. Did you mean "batch_size"'),
     ]

@@ -31,6 +31,9 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     seen["train"], err = _json_of(["train", *TINY, "--model_dir=run"], capfd)
     assert seen["train"]["epoch"] == 1 and "5/5 - " in err  # Keras's progress went to stderr
     seen["evaluate"], _ = _json_of(["evaluate", "--model_dir=run"], capfd)
+    (tmp_path / "rows.csv").write_text("a,b\n0,1\n1,1\n")
+    seen["predict"], _ = _json_of(["predict", "--model_dir=run", "--input=rows.csv"], capfd)
+    seen["config"], _ = _json_of(["config", *TINY[:1]], capfd)
     seen["export"], _ = _json_of(["export", "--model_dir=run", "--export_dir=exported"], capfd)
     seen["doctor"], _ = _json_of(["doctor", "--model_dir=run"], capfd)
     seen["bench"], _ = _json_of(["bench", *TINY, "--steps=8"], capfd)
@@ -54,7 +57,16 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     assert set(seen) == set(cli.COMMANDS)
     assert seen["evaluate"]["accuracy"] >= 0 and seen["launch"] == {"workers": 2, "exit_code": 0}
     assert {"checks"} <= set(seen["doctor"]) and "trials" in seen["tune"]
+    assert [row["input"] for row in seen["predict"]["predictions"]] == ["rows.csv:2", "rows.csv:3"]
+    assert seen["config"]["experiment"] == "xor"
     assert seen["convert"]["splits"]["train"]["examples"] == 4 and seen["generate"]["prompt"] == "def "
+
+
+def test_an_experiment_file_that_prints_keeps_train_json_one_document(tmp_path, capfd):
+    (tmp_path / "chatty.py").write_text("from nntrain.experiments.xor import get_config\nprint('loading chatty')\n")
+    result, err = _json_of(["train", f"--config={tmp_path / 'chatty.py'}", *TINY[1:], f"--model_dir={tmp_path / 'r'}"],
+                           capfd)
+    assert result["epoch"] == 1 and "loading chatty" in err
 
 
 def test_an_error_with_json_is_a_json_document_too(tmp_path, capfd):

@@ -46,6 +46,7 @@ def _run_without_tensorflow(args: list[str], cwd: Path) -> subprocess.CompletedP
                            "did you mean 'train.batch_size'?"),
     (["--experiment=xor", "--config=typo.py"], "either --experiment or --config"),
 ])
+@pytest.mark.fast
 def test_config_errors_come_before_tensorflow_is_imported(tmp_path, args, phrase):
     (tmp_path / "typo.py").write_text(TYPO_EXPERIMENT)
     result = _run_without_tensorflow(["train", *args, f"--model_dir={tmp_path / 'run'}"], tmp_path)
@@ -56,6 +57,7 @@ def test_config_errors_come_before_tensorflow_is_imported(tmp_path, args, phrase
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.fast
 def test_base_sections_are_locked_and_model_is_open():
     config = nn_config.base_config()
     for section in ("data", "optimizer", "schedule", "train"):
@@ -93,6 +95,7 @@ def test_config_py_and_saved_config_json_train_from_outside_the_repo(tmp_path, m
     assert again == {**saved, "train": {**saved["train"], "epochs": 2}}
 
 
+@pytest.mark.fast
 def test_every_config_field_has_a_description():
     fields = nn_config.describe()
     assert {key for key, _, _ in fields} >= {"train.batch_size", "optimizer.learning_rate", "data.source"}
@@ -100,6 +103,7 @@ def test_every_config_field_has_a_description():
 
 
 @pytest.mark.parametrize("command", ["train", "tune", "evaluate"])
+@pytest.mark.fast
 def test_command_help_shows_its_flags_and_config_keys(command, capsys):
     with pytest.raises(SystemExit):
         cli.run(["nntrain", command, "--help"])

@@ -39,6 +39,7 @@ def replica_batches(strategy, distributed_batch):
 # --- idx -------------------------------------------------------------------------------------------------
 
 @needs_mnist
+@pytest.mark.fast
 def test_idx_mnist_slices(data_config):
     data_config.source = f"idx:{MNIST_DIR}"
     data_config.train_split = "test[:8000]"
@@ -76,6 +77,7 @@ def test_idx_small_raw_and_gz(tmp_path, data_config):
 
 
 @pytest.mark.parametrize("corrupt", ["truncated data", "bad magic", "truncated header", "truncated gzip"])
+@pytest.mark.fast
 def test_idx_corrupt_file_is_named(tmp_path, data_config, corrupt):
     write_small_idx(tmp_path, images_payload=bytes(10) if corrupt == "truncated data" else None)
     bad = tmp_path / "t10k-images-idx3-ubyte"
@@ -99,6 +101,7 @@ def test_idx_missing_directory(tmp_path, data_config):
 
 # --- npz, tfrecord -----------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_npz_keras_layout(tmp_path, data_config):
     rng = np.random.default_rng(0)
     path = tmp_path / "d.npz"
@@ -130,6 +133,15 @@ def write_tfrecord(path, features, labels):
             writer.write(example.SerializeToString())
 
 
+def test_a_record_directory_without_metadata_keeps_its_splits_apart(tmp_path, data_config):
+    """Convert's shard names without metadata.json: the eval split reads test-* only, never the train files."""
+    for split, count in (("train", 6), ("test", 3)):
+        write_tfrecord(tmp_path / f"{split}-00000-of-00001.tfrecord", np.zeros((count, 2)), [0] * count)
+    data_config.source, data_config.input_shape, data_config.num_classes = f"tfrecord:{tmp_path}", (2,), 2
+    dataset, _ = data.load_split(data_config, "test", batch_size=10)
+    assert len(examples(dataset)[1]) == 3
+
+
 def test_tfrecord_split_pattern(tmp_path, data_config):
     rng = np.random.default_rng(0)
     for split, count in (("train", 6), ("test", 3)):
@@ -153,6 +165,7 @@ def test_tfrecord_split_pattern(tmp_path, data_config):
 
 # --- generated and synthetic ---------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_xor(data_config):
     data_config.source = "generated:xor"
     dataset, spec = data.load_split(data_config, "test", batch_size=4)
@@ -188,6 +201,7 @@ def test_synthetic(data_config):
 
 # --- splits ------------------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_split_ranges_percent_and_plus():
     sizes = {"train": 100, "test": 20}
     assert splits.ranges("train", sizes, "s") == [("train", 0, 100)]
@@ -214,6 +228,7 @@ def test_split_slices_select_examples(data_config):
     ("train[3:1]", "selects no examples"),
     ("", "bad split ''"),
 ])
+@pytest.mark.fast
 def test_bad_splits(data_config, split, message):
     data_config.source = "generated:xor"
     with pytest.raises(NntrainError, match=message):
@@ -282,12 +297,14 @@ def test_tfds_unknown_dataset(data_config):
 
 # --- sources and pipelines ---------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_unknown_source(data_config):
     data_config.source = "parquet:/tmp/x.parquet"
     with pytest.raises(NntrainError, match="unknown data.source 'parquet:/tmp/x.parquet'"):
         data.load_split(data_config, "test", batch_size=2)
 
 
+@pytest.mark.fast
 def test_per_replica_batches(strategy, data_config):
     data_config.source = "synthetic"
     data_config.input_shape = (4, 4, 1)
@@ -384,6 +401,7 @@ def test_flip_crop_needs_images(data_config):
         data.build(data_config, 2, tf.distribute.get_strategy())
 
 
+@pytest.mark.fast
 def test_train_passes_are_seeded_per_pass_under_a_global_seed_of_zero():
     """train.seed=0 sets TensorFlow's global seed to 0: each pass is still read and shuffled with its own seed
     (different orders, the same from every iterator), and the process's global seed is left as it was."""

@@ -76,6 +76,7 @@ def test_every_experiment_loads_with_plain_keras(trained, tmp_path):
     assert len(loaded.stdout.splitlines()) == len(paths)
 
 
+@pytest.mark.fast
 def test_every_experiment_documents_its_command():
     for name in nn_config.experiment_names():
         doc = (nn_config.EXPERIMENTS_DIR / f"{name}.py").read_text()

@@ -122,6 +122,7 @@ def test_text_export_takes_raw_strings_and_int8_is_refused(tmp_path):
     assert all(name in ("neg", "pos") for name in eval(served.stdout.split("] ", 1)[1]))
 
 
+@pytest.mark.fast
 def test_bad_export_format_is_one_line_and_writes_nothing(tmp_path):
     export_dir = tmp_path / "export"
     result = subprocess.run([sys.executable, "-m", "nntrain.cli", "export", f"--model_dir={tmp_path / 'none'}",

@@ -85,6 +85,22 @@ def test_split_specs(spec):
         assert name in SIZES and 0 <= start <= stop <= SIZES[name]
 
 
+plain_part = st.builds(lambda name, start, stop: f"{name}[{'' if start is None else start}:"
+                                                f"{'' if stop is None else stop}]" if (start, stop) != (0, 0) else name,
+                       st.sampled_from([*SIZES, "valid"]), st.none() | st.integers(-80, 80),
+                       st.none() | st.integers(-80, 80))
+
+
+@settings(FUZZ, max_examples=1500)
+@given(st.one_of(spec_text, st.lists(plain_part, min_size=1, max_size=3).map(" + ".join)))
+@pytest.mark.fast
+def test_split_specs_resolve_without_tfds_as_tfds_resolves_them(spec):
+    """The fast path that spares a run TFDS's import gives TFDS's ranges, and leaves everything else to it."""
+    plain = splits._plain_ranges(spec, SIZES)
+    if plain is not None:
+        assert plain == splits._tfds_ranges(spec, SIZES, "npz:fuzz.npz")
+
+
 address_text = st.one_of(st.text(max_size=30), st.from_regex(r"[a-z0-9.:\[\]-]{0,20}:[0-9]{0,6}", fullmatch=True))
 
 

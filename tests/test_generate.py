@@ -142,6 +142,7 @@ def test_export_serves_raw_text_in_a_process_without_nntrain(export_dir, tmp_pat
         assert inputs in shown.stdout.split(f"signature_def['{signature}']")[1].split("Method name")[0]
 
 
+@pytest.mark.fast
 def test_top_k_and_temperature_shape_the_distribution():
     probabilities = np.array([0.5, 0.3, 0.2])
     rng = np.random.default_rng(0)

@@ -53,6 +53,7 @@ def test_tied_embeddings_share_the_token_table():
     assert untied.count_params() - tied.count_params() == 16 * VOCAB + VOCAB  # the output Dense's kernel + bias
 
 
+@pytest.mark.fast
 def test_bits_per_byte_is_nats_over_ln2_per_byte():
     assert bits_per_byte.from_nats(math.log(256)) == pytest.approx(8.0)  # uniform over bytes: 8 bits each
     logs = {"loss": math.log(2), "val_loss": 2 * math.log(2)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,8 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
          "outside 0.."),
         ("string labels", ["train", *mnist, _npz(tmp / "str.npz", x, y.astype(str))], "are not numbers"),
         ("label >= num_classes (tfrecord)", ["train", *mnist, _tfrecord(tmp / "r.tfrecord", [0, 1, 12, 2] * 2),
-                                             "--config.data.input_shape=2,2,1", "--config.data.num_classes=10"],
+                                             "--config.data.input_shape=2,2,1", "--config.data.num_classes=10",
+                                             "--config.data.eval_split=train"],
          "label(s) outside 0..9, the first 12 at index 2"),
         # config values that pass validation but fail later
         ("misspelt metric", ["train", *XOR, md, "--config.train.metrics=acuracy"], "no metric 'acuracy'"),
@@ -119,6 +121,17 @@ def _cases(tmp: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("batch above the split", ["train", *mnist, _npz(tmp / "ok.npz", x, y), "--config.train.batch_size=32"],
          "use --config.train.batch_size=16 or less"),
         ("eval_steps beyond the split", ["train", *XOR, md, "--config.train.eval_steps=5"], "eval_steps=5"),
+        # configs that cannot do what they say (the run has 1 epoch of 2 steps)
+        ("gradient accumulation longer than the run",
+         ["train", *XOR, new, "--config.optimizer.gradient_accumulation_steps=3"],
+         "optimizer.gradient_accumulation_steps=3 is more than the run's 2 steps (train.epochs=1 x 2 steps per "
+         "epoch): no update would be applied"),
+        ("pruning that begins after the run", ["train", *XOR, new, "--config.prune.target_sparsity=0.5",
+                                               "--config.prune.begin_step=5"],
+         "prune.begin_step=5 is not before the run's last update (update 2 of train.epochs=1 x 2 steps per epoch)"),
+        ("pruning that ends after the run", ["train", *XOR, new, "--config.prune.target_sparsity=0.5",
+                                             "--config.prune.end_step=10"],
+         "prune.end_step=10 is after the run's last update (update 2 of"),
         # export targets
         ("export to a file", ["export", md, f"--export_dir={a_file}"], "is an existing file"),
         ("export inside the run", ["export", md, f"--export_dir={run / 'export'}"], "lies inside the run"),
@@ -143,6 +156,26 @@ def test_bad_inputs_fail_in_one_line_and_change_nothing(tmp_path, earlier_run, c
     failures = cli_failures(cases, tmp_path, capfd)
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "new_run").exists()
+
+
+def _read_only(directory: Path, on: bool) -> None:
+    """Makes a directory read-only (or writable again); for root, whom permissions do not stop, immutable."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i" if on else "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o555 if on else 0o755)
+
+
+def test_a_read_only_checkpoints_dir_is_refused_before_a_file_changes(tmp_path, earlier_run, capfd):
+    """Resuming wrote config.json and metrics.jsonl, then failed on the first checkpoint with a traceback."""
+    _read_only(earlier_run / "checkpoints", True)
+    try:
+        failures = cli_failures([("read-only checkpoints/", ["train", *XOR, f"--model_dir={earlier_run}"],
+                                  f"(creating a directory in '{earlier_run / 'checkpoints'}' failed: ")],
+                                tmp_path, capfd)
+    finally:
+        _read_only(earlier_run / "checkpoints", False)
+    assert not failures, "\n".join(failures)
 
 
 def test_a_model_with_a_nan_weight_is_never_saved(tmp_path):
@@ -194,11 +227,13 @@ def test_memory_estimate_above_the_host_is_refused_before_training(tmp_path, mon
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.fast
 def test_host_memory_is_positive_and_bounded_by_physical_memory():
     physical = guards.os.sysconf("SC_PAGE_SIZE") * guards.os.sysconf("SC_PHYS_PAGES")
     assert 0 < guards.host_memory_bytes() <= physical
 
 
+@pytest.mark.fast
 def test_writable_check_passes_where_it_can_write_and_leaves_nothing(tmp_path):
     rundir.check(str(tmp_path / "a" / "b"))
     assert list(tmp_path.iterdir()) == []

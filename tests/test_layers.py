@@ -7,6 +7,10 @@ import ast
 import configparser
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "nntrain"
 EXPERIMENTS = REPO / "experiments"

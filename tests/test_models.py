@@ -67,12 +67,14 @@ def mixed_precision(request):
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.fast
 def test_names():
     assert {"cnn", "gpt", "mlp", "resnet", "transformer"} <= set(models.names())  # plus any a test registered
 
 
 @pytest.mark.parametrize("head", sorted(LOSSES))
 @pytest.mark.parametrize("name", sorted(FIELDS))
+@pytest.mark.fast
 def test_input_and_output_shapes(name, head):
     spec = SPECS[name]
     model = models.build(model_config(name, head), spec)
@@ -182,6 +184,7 @@ BAD_FIELDS = [
 
 
 @pytest.mark.parametrize("name,overrides,message", BAD_FIELDS)
+@pytest.mark.fast
 def test_bad_field_names_its_key(name, overrides, message):
     with pytest.raises(NntrainError, match="^config.") as error:
         models.build(model_config(name, **overrides), SPECS[name])
@@ -198,6 +201,7 @@ def test_missing_field_names_its_key(name):
         models.build(config, SPECS[name])
 
 
+@pytest.mark.fast
 def test_classification_head_needs_num_classes():
     spec = DatasetSpec(input_shape=(1,), input_dtype="float32", num_classes=None, train_examples=8)
     with pytest.raises(NntrainError, match="model.head='classification' needs data with num_classes"):
@@ -221,6 +225,7 @@ def test_unsuitable_data_is_an_error(name, spec):
         models.build(model_config(name), spec)
 
 
+@pytest.mark.fast
 def test_unknown_name_lists_available_names():
     with pytest.raises(NntrainError) as error:
         models.build(model_config("resnte"), SPECS["resnet"])

@@ -141,3 +141,12 @@ def test_sweep_searches_ranks_plots_and_retrains_the_best(tmp_path):
     assert len(history) == 2 and history[-1]["val_accuracy"] >= 0.8, history
     accuracy = history[-1]["val_accuracy"]
     assert f"retrained for 2 epochs: accuracy {accuracy:.2%} on 2000 held-out images" in text_of(notebook)
+
+
+def test_every_plotted_axis_has_its_labels():
+    """Each notebook cell that draws curves or points names both axes of every plot it labels (x and y)."""
+    for path in _notebook_paths():
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and re.search(r"\.(plot|scatter)\(", cell.source):
+                xlabels, ylabels = (len(re.findall(rf"set_{axis}label\(", cell.source)) for axis in "xy")
+                assert xlabels == ylabels >= 1, f"{path.name}: {xlabels} x labels, {ylabels} y labels in\n{cell.source}"

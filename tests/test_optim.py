@@ -9,6 +9,8 @@ import nntrain
 from nntrain.errors import NntrainError
 from nntrain.run import optim
 
+pytestmark = pytest.mark.fast
+
 
 def _config(**overrides):
     return nntrain.load_config("mnist_mlp", overrides)

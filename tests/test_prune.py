@@ -28,6 +28,7 @@ def _prune_config(**overrides):
     return nntrain.load_config("mnist_mlp", {f"prune.{k}": v for k, v in overrides.items()}).prune
 
 
+@pytest.mark.fast
 def test_polynomial_schedule_of_zhu_and_gupta():
     config = _prune_config(target_sparsity=0.8, begin_step=100, end_step=300, power=3.0)
     assert prune.sparsity(config, 50, 1000) == 0.0
@@ -40,6 +41,7 @@ def test_polynomial_schedule_of_zhu_and_gupta():
 
 
 @pytest.mark.parametrize("value", ["1.0", "-0.1"])
+@pytest.mark.fast
 def test_sparsity_outside_0_1_is_an_error(value):
     with pytest.raises(NntrainError, match=rf"config.prune.target_sparsity={float(value)} .*\[0, 1\)"):
         nntrain.load_config("mnist_mlp", {"prune.target_sparsity": value})
@@ -96,6 +98,17 @@ def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatc
         assert np.all(kernel[mask == 0] == 0), f"{name}: a weight pruned before the resume grew back"
         assert metrics[f"sparsity/{name}"] >= 0.79
     assert nntrain.evaluate(str(model_dir))["accuracy"] >= 0.96
+
+
+def test_pruning_under_gradient_accumulation_reaches_its_target(tmp_path):
+    """The default end (3/4 of the run) counts updates, as the masks' steps do: 16 batches are 8 updates; counted in
+    batches the end (12) came after the last update and the kernels stopped short of the target."""
+    config = nntrain.load_config("xor", {"train.epochs": 2, "train.steps_per_epoch": 8, "train.tensorboard": False,
+                                         "optimizer.gradient_accumulation_steps": 2, "prune.target_sparsity": 0.5,
+                                         "prune.frequency": 1})
+    nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
+    kernels = _dense_kernels(tmp_path / "run" / "model.keras")
+    assert kernels and all(np.mean(kernel == 0) >= 0.49 for kernel in kernels.values())
 
 
 @pytest.mark.slow

@@ -16,12 +16,14 @@ def xor_run(tmp_path_factory) -> str:
     return model_dir
 
 
+@pytest.mark.fast
 def test_history_has_one_line_per_epoch(xor_run):
     history = nntrain.history(xor_run)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[-1])
 
 
+@pytest.mark.fast
 def test_predict_returns_labels_and_the_models_answers(xor_run):
     predictions = nntrain.predict(xor_run, limit=3)
     assert predictions.features.shape == (3, 2) and predictions.labels.shape[0] == 3
@@ -30,6 +32,7 @@ def test_predict_returns_labels_and_the_models_answers(xor_run):
     np.testing.assert_array_equal(predictions.predicted, predictions.labels.reshape(-1))  # xor is learnt
 
 
+@pytest.mark.fast
 def test_history_and_predict_name_the_fix_for_an_empty_dir(tmp_path):
     with pytest.raises(nntrain.NntrainError, match="train into it first"):
         nntrain.history(str(tmp_path))
@@ -37,6 +40,7 @@ def test_history_and_predict_name_the_fix_for_an_empty_dir(tmp_path):
         nntrain.predict(str(tmp_path), limit=0)
 
 
+@pytest.mark.fast
 def test_detect_runtime_on_this_cpu_machine(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     found = nntrain.detect_runtime()

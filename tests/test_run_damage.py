@@ -126,6 +126,11 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
          "line 1 has no epoch number"),
         ("another optimizer on resume", ["train", *XOR, "--config.train.epochs=3", "--config.optimizer.name=adam",
                                          run("o1")], "holds no state of this optimizer (adam)"),
+        ("EMA turned on at resume", [*resume, "--config.optimizer.use_ema=true", run("e1")],
+         "holds a run whose optimizer keeps other state (optimizer.use_ema=False (now True)); resume with the run's "
+         "optimizer.use_ema"),
+        ("accumulation turned on at resume", [*resume, "--config.optimizer.gradient_accumulation_steps=2", run("a1")],
+         "(optimizer.gradient_accumulation_steps=None (now 2))"),
         ("another model on resume", ["train", *XOR, "--config.train.epochs=3", "--config.model.hidden_sizes=(16,)",
                                      run("h1")], "another model (model.hidden_sizes=[8] (now [16]))"),
     ]
@@ -151,6 +156,62 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_last_good_one(trained
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["step"] == 6 and state["kept"] == ["step-4.keras", "step-6.keras"]  # step 4 trained again
     assert [line["epoch"] for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+
+
+def _export(run: Path, export_dir: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "export", f"--model_dir={run}", f"--export_dir={export_dir}", "--json"])
+    assert exit_info.value.code in (0, None)
+
+
+EXPORTED = ["dataset.json", "model.keras", "saved_model"]
+
+
+@pytest.mark.slow
+def test_export_writes_only_into_what_it_created(trained, tmp_path, monkeypatch, capfd):
+    """A user's EXPORT.partial/ is left as it was; --export_dir=. (an empty working directory) is filled, not
+    removed; a failed export into an existing empty directory leaves it there, empty, and nothing beside it."""
+    from nntrain.exports import serving
+
+    (tmp_path / "export.partial").mkdir()
+    (tmp_path / "export.partial" / "notes.txt").write_text("the user's own")
+    _export(trained, str(tmp_path / "export"))
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == EXPORTED
+    assert (tmp_path / "export.partial" / "notes.txt").read_text() == "the user's own"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.partial"]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    _export(trained, ".")
+    assert here.is_dir() and sorted(p.name for p in here.iterdir()) == EXPORTED
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.partial", "here"]
+    (tmp_path / "empty").mkdir()
+
+    def fail(*args):
+        raise NntrainError("the SavedModel could not be scored")
+
+    monkeypatch.setattr(serving, "score", fail)
+    capfd.readouterr()
+    failures = cli_failures([("failed export into an empty dir", ["export", f"--model_dir={trained}",
+                                                                   f"--export_dir={tmp_path / 'empty'}"],
+                              "could not be scored")], tmp_path, capfd)
+    assert not failures, "\n".join(failures)
+    assert (tmp_path / "empty").is_dir() and not list((tmp_path / "empty").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "export", "export.partial", "here"]
+
+
+@pytest.mark.slow
+def test_export_scores_the_runs_eval_steps(trained, tmp_path, capfd):
+    """Not the whole eval split (text_gpt's 5,440 held-out sequences took 113 s): the batches the run evaluates."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    config = json.loads((run / "config.json").read_text())
+    config["train"].update(eval_steps=1, batch_size=2)
+    (run / "config.json").write_text(json.dumps(config))
+    _export(run, str(tmp_path / "export"))
+    assert json.loads(capfd.readouterr().out)["eval_examples"] == 2  # the split holds 4
+    _export(trained, str(tmp_path / "whole"))
+    assert json.loads(capfd.readouterr().out)["eval_examples"] == 4
 
 
 def _npz(path: Path, shape: tuple[int, ...], classes: int = 3) -> str:

@@ -27,6 +27,7 @@ def _strict_lines(text: str) -> list[dict]:
     return [json.loads(line, parse_constant=reject) for line in text.splitlines() if line]
 
 
+@pytest.mark.fast
 def test_run_resume_evaluate_export_on_ram_leave_local_disk_untouched(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model_dir, export_dir = "ram://bucket/xor", "ram://bucket/export"
@@ -64,6 +65,7 @@ def test_run_files_are_read_once_and_metrics_written_once_per_epoch(tmp_path, mo
     assert [m["epoch"] for m in nntrain.history(model_dir)] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.fast
 def test_run_state_puts_back_what_it_found(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -84,6 +86,7 @@ def test_run_state_puts_back_what_it_found(tmp_path):
     assert _strict_lines((run / "metrics.jsonl").read_text()) == [{"epoch": 1, "loss": 0.5}]
 
 
+@pytest.mark.fast
 def test_unknown_scheme_is_one_line_before_any_write(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(NntrainError, match=r"^model_dir 'nosuch://b/run': TensorFlow cannot open 'nosuch://'"):
@@ -123,6 +126,7 @@ def test_deterministic_turns_on_op_determinism(monkeypatch):
     assert calls == [True]
 
 
+@pytest.mark.fast
 def test_metrics_file_is_strict_json_and_keeps_no_diverged_epoch(tmp_path):
     config = nntrain.load_config("quadratic", {"train.epochs": 2, "optimizer.learning_rate": 1e30,
                                                "train.tensorboard": False})
@@ -133,12 +137,14 @@ def test_metrics_file_is_strict_json_and_keeps_no_diverged_epoch(tmp_path):
     assert _strict_lines(rundir.dumps({"loss": float("nan"), "val": [float("inf")]})) == [{"loss": None, "val": [None]}]
 
 
+@pytest.mark.fast
 def test_keras_metric_directions():
     """Keras's private Metric._direction (nntrain/compat/keras_metrics.py) still says which way metrics improve."""
     assert keras_metrics.direction("r2_score") == "up" and keras_metrics.direction("mse") == "down"
     assert keras_metrics.direction("no_such_metric") is None
 
 
+@pytest.mark.fast
 def test_one_rule_for_higher_is_better():
     assert callbacks.monitor_mode("val_r2_score") == "max"
     assert callbacks.monitor_mode("val_loss") == "min" and callbacks.monitor_mode("val_accuracy") == "max"

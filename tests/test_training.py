@@ -37,6 +37,7 @@ def _nntrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.fast
 def test_xor_reaches_full_accuracy(tmp_path):
     metrics = nntrain.train("xor", str(tmp_path / "xor"), strategy="cpu", verbose=0)
     assert metrics["val_accuracy"] == 1.0
@@ -103,6 +104,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert state["epoch"] == 12
 
 
+@pytest.mark.fast
 def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     model_dir = str(tmp_path / "nan")
     nntrain.train(nntrain.load_config("quadratic", {"train.epochs": 2}), model_dir, strategy="cpu", verbose=0)
@@ -147,6 +149,7 @@ def test_mirrored_follows_single_device_loss_curve(tmp_path):
     assert single[-1] < single[0]
 
 
+@pytest.mark.fast
 def test_execution_defaults_per_strategy():
     config = nntrain.load_config("xor", {"train.steps_per_execution": 4, "train.jit_compile": True})
     mirrored = execution.resolve(config.train, strategies.create_strategy("mirrored"), steps_per_epoch=100)

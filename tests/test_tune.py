@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import keras_tuner
@@ -141,6 +142,7 @@ def test_failed_and_diverging_trials_do_not_stop_the_search(tmp_path, progress):
     assert (tmp_path / "best_config.py").is_file()
 
 
+@pytest.mark.fast
 def test_search_space_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(nntrain.NntrainError, match="unknown config key 'model.hiden_sizes'"):
         nntrain.tune("xor", str(tmp_path), search_space={"model.hiden_sizes": layers((1,), (8,))}, strategy="cpu")
@@ -152,6 +154,7 @@ def test_search_space_mistakes_are_one_line_errors(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written before everything was checked
 
 
+@pytest.mark.fast
 def test_every_experiment_declares_a_valid_search_space():
     from nntrain import config as nn_config
 
@@ -270,6 +273,19 @@ def test_stepped_floats_are_declared_values_everywhere(tmp_path, progress):
     assert f"config.optimizer.momentum = {value!r}\n" in (tmp_path / "best_config.py").read_text()
     with pytest.raises(nntrain.NntrainError, match=r"float_range\(0.2, 0.4, step=0\): step must be > 0"):
         float_range(0.2, 0.4, step=0)
+
+
+def test_find_batch_size_keeps_ten_steps_per_epoch(monkeypatch):
+    """On 8,000 examples with throughput that always grows, the search stops at 512 (15 steps per epoch), not 4096."""
+    from nntrain.tuning import find_batch_size
+
+    monkeypatch.setattr(find_batch_size, "_throughput", lambda config, strategy, steps: (
+        float(config.train.batch_size), 8000 // config.train.batch_size, 8000))
+    found = find_batch_size.find_batch_size(nntrain.load_config("mnist_mlp"), SimpleNamespace(num_replicas_in_sync=1))
+    assert [row["batch_size"] for row in found["rows"]] == [16, 32, 64, 128, 256, 512]
+    assert found["recommended"] == 512
+    assert found["stopped"] == ("the next batch size 1024 leaves fewer than 10 steps per epoch of the 8000 train "
+                                "examples")
 
 
 def _kernels(weights_file: Path) -> dict[str, np.ndarray]:

@@ -36,6 +36,10 @@ def check_splits(data_config: ml_collections.ConfigDict, source: str, num_classe
     for spec, split in ((data_config.train_split, train), (data_config.eval_split, evaluation)):
         if split is not None and split.num_examples == 0:
             raise _no_examples(f"split '{spec}' of data.source={source}")
+        if split is not None and 0 in split.dataset.element_spec[0].shape:
+            raise NntrainError(f"split '{spec}' of data.source={source}: examples of shape "
+                               f"{tuple(split.dataset.element_spec[0].shape)} hold no features: give each example "
+                               "at least one feature")
     if train.num_examples is not None and global_batch_size > train.num_examples:  # None: not counted
         raise NntrainError(f"train.batch_size={global_batch_size} is larger than the train split "
                            f"'{data_config.train_split}' ({train.num_examples} examples): use "

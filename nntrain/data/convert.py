@@ -5,8 +5,11 @@
 
 Image files stay encoded (their bytes are copied); uint8 image arrays are written as PNG; other numeric features
 as float vectors. `tfrecord:DIR` reads the result back without counting and without other data flags. Refused:
-more shards than a split has examples (as TFDS's writer: no empty shards) and `text:` sources (their labels are token
-sequences, which the records do not hold: train on the text files directly).
+more shards than a split has examples (as TFDS's writer: no empty shards), `text:` sources (their labels are token
+sequences, which the records do not hold: train on the text files directly) and an output inside the source's
+directory. Only what convert created is ever removed: a failed or interrupted convert removes its own output, and
+a convert killed outright leaves `.nntrain-convert-partial` (the files it writes), so that the same command run
+again clears them and starts over.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from nntrain.data import tfrecord
 from nntrain.data.images import ImageFolderSource
 from nntrain.data.sources import Source, open_source
 from nntrain.errors import NntrainError
+from nntrain.logs import log
 
 _NAME = re.compile(r"\w+")
 WRITE_BATCH = 256
+PARTIAL = ".nntrain-convert-partial"  # in --output until metadata.json is written: the files this convert writes
 
 
 def parse_split(arg: str) -> tuple[str, str]:
@@ -52,7 +57,11 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
         raise NntrainError(f"--split names '{twice[0]}' more than once: give each split once (NAME=SPEC to rename one)")
     wanted = dict(parsed)
     rundir.check(output, "output")
-    if tf.io.gfile.isdir(output) and tf.io.gfile.listdir(output):
+    _check_outside(output, data_config.source)
+    files = {name: [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)] for name in wanted}
+    listed = [f for names in files.values() for f in names]
+    _clear_interrupted(output, listed)
+    if rundir.listdir(output):
         raise NntrainError(f"--output={output} is not empty: choose a new directory")
     source = open_source(data_config)
     records = {name: _records(source, spec) for name, spec in wanted.items()}  # every split checked before writing
@@ -61,18 +70,67 @@ def convert(data_config: ml_collections.ConfigDict, split_args: list[str], outpu
         raise NntrainError(f"--shards={shards} is more than the {fewest} examples of split '{smallest}', which would "
                            f"leave shards empty: use --shards={fewest} or fewer")
     features = next(iter(records.values()))[1]
-    tf.io.gfile.makedirs(output)
     metadata = {"format": tfrecord.FORMAT, "source": source.name, "features": dataclasses.asdict(features),
                 "num_classes": source.num_classes,
                 "class_names": list(source.class_names) if source.class_names else None, "splits": {}}
-    for name, (dataset, _, _) in records.items():
-        files = [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
-        per_file = _write(dataset, [os.path.join(output, f) for f in files], features)
-        metadata["splits"][name] = {"examples": sum(per_file), "files": files, "file_examples": per_file,
-                                    "spec": wanted[name]}
-    with tf.io.gfile.GFile(os.path.join(output, tfrecord.METADATA), "w") as f:
-        f.write(json.dumps(metadata, indent=2) + "\n")
+    created = rundir.first_missing(output)
+    rundir.makedirs(output)
+    rundir.write_json(rundir.join(output, PARTIAL), listed)
+    done = False
+    try:
+        for name, (dataset, _, _) in records.items():
+            per_file = _write(dataset, [rundir.join(output, f) for f in files[name]], features)
+            metadata["splits"][name] = {"examples": sum(per_file), "files": files[name], "file_examples": per_file,
+                                        "spec": wanted[name]}
+        rundir.write_text(rundir.join(output, tfrecord.METADATA), json.dumps(metadata, indent=2) + "\n")
+        rundir.remove(rundir.join(output, PARTIAL))
+        done = True
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; the partial output was removed (--output={output} is as before): run the "
+                          "same command again to convert from the start") from None
+    finally:
+        if not done:  # only what this command wrote: the directories it created, else its own files
+            for path in [created] if created else [rundir.join(output, name) for name in _own_files(listed)]:
+                rundir.remove(path)
     return metadata
+
+
+def _own_files(listed: list[str]) -> set[str]:
+    """The names a convert writing the shards `listed` may leave in its output (commit temporaries too)."""
+    names = {*listed, PARTIAL, tfrecord.METADATA}
+    return names | {f"{rundir.TMP_PREFIX}{name}" for name in names}
+
+
+class Interrupted(NntrainError):
+    """Ctrl-C during convert: its partial output is removed, so the command starts over (exit code 130)."""
+
+    exit_code = 130
+
+
+def _check_outside(output: str, source: str) -> None:
+    """The output may not lie in the source's directory: the source would then read (or list) the shards."""
+    location = os.path.expanduser(source.partition(":")[2])
+    if rundir.is_local(output) and rundir.is_local(location) and os.path.isdir(location):
+        inside = os.path.realpath(output)
+        root = os.path.realpath(location)
+        if inside == root or inside.startswith(root.rstrip(os.sep) + os.sep):
+            raise NntrainError(f"--output={output} lies inside the source's directory {location}, which it would "
+                               "change (its files would become part of the source): choose a directory outside it")
+
+
+def _clear_interrupted(output: str, names: list[str]) -> None:
+    """Removes the output a killed convert of the same splits and shards left (its PARTIAL list names every file it
+    writes); a directory holding anything else is left alone."""
+    present = set(rundir.listdir(output))
+    if PARTIAL not in present:
+        return
+    listed = rundir.read_json(rundir.join(output, PARTIAL))
+    if not (isinstance(listed, list) and set(listed) == set(names) and present <= _own_files(listed)):
+        raise NntrainError(f"--output={output} holds the partial output of an interrupted convert of other splits or "
+                           "shards (or other files too): run that command again, or choose a new directory")
+    log(f"removing the partial output of an interrupted convert in {output}; converting from the start")
+    for name in present:
+        rundir.remove(rundir.join(output, name))
 
 
 def _records(source: Source, spec: str) -> tuple[tf.data.Dataset, tfrecord.FeatureSpec, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -61,32 +62,64 @@ def _read(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
     in (memory: about the float32 array); blank lines are skipped, a UTF-8 byte order mark (Excel's "CSV UTF-8")
     is dropped; NntrainError naming a bad cell."""
     with tf.io.gfile.GFile(path, "rb") as f:
-        rows = csv.reader(codecs.iterdecode(f, "utf-8-sig"))
-        header = [name.strip() for name in next(rows, [])]
+        rows = _rows(csv.reader(codecs.iterdecode(f, "utf-8-sig")), path)
+        header = [name.strip() for name in next(rows, (1, []))[1]]
         if not header:
             raise NntrainError(f"csv file {path} is empty: it needs a header row and one row per example")
-        if label_column not in header:
-            raise NntrainError(f"csv file {path} has no column '{label_column}' (data.label_column); its columns "
-                               f"are {', '.join(header)}: set --config.data.label_column=NAME")
+        _check_header(path, header, label_column)
         label_at = header.index(label_column)
         feature_at = [i for i in range(len(header)) if i != label_at]
         columns = [header[i] for i in feature_at]
         blocks, cells, numbers, labels = [], [], [], []
-        for row_number, row in enumerate(rows, start=2):  # row 1 is the header
-            if len(row) <= 1 and not "".join(row).strip():
-                continue  # a blank line
+        for row_number, row in rows:
             if len(row) != len(header):
                 raise NntrainError(f"csv file {path}, row {row_number}: {len(row)} cells, the header has "
                                    f"{len(header)}")
+            label = row[label_at].strip()
+            if not label:
+                raise NntrainError(f"csv file {path}, row {row_number}: the label cell (column '{label_column}') is "
+                                   "empty: fill it in or remove the row")
             cells.append([row[i] for i in feature_at])
             numbers.append(row_number)
-            labels.append(row[label_at].strip())
+            labels.append(label)
             if len(cells) == PARSE_ROWS:
                 blocks.append(_numbers(cells, path, numbers, columns))
                 cells, numbers = [], []
-        if cells or not blocks:
+        if cells:
             blocks.append(_numbers(cells, path, numbers, columns))
+    if not blocks:
+        raise NntrainError(f"csv file {path} has a header row but no rows of examples: add one row per example")
     return np.concatenate(blocks), labels
+
+
+def _check_header(path: str, header: list[str], label_column: str) -> None:
+    """NntrainError for a header without the label column, with a column named twice or with no feature column."""
+    if label_column not in header:
+        raise NntrainError(f"csv file {path} has no column '{label_column}' (data.label_column); its columns "
+                           f"are {', '.join(header)}: set --config.data.label_column=NAME")
+    if twice := sorted({name for name in header if header.count(name) > 1}):
+        raise NntrainError(f"csv file {path} names column '{twice[0]}' {header.count(twice[0])} times in its header: "
+                           "give every column its own name")
+    if len(header) == 1:
+        raise NntrainError(f"csv file {path} has only the label column '{label_column}': it needs at least one "
+                           "feature column")
+
+
+def _rows(rows: Iterator[list[str]], path: str) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells) of each row that is not blank, the header first; NntrainError for a row the csv module
+    cannot read."""
+    row_number = 0
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:  # e.g. a cell over the field limit: mostly an unclosed quote running on
+            raise NntrainError(f"csv file {path}, line {rows.line_num}: {e}: a cell this long is no number; look for "
+                               "an unclosed quote (\") before it") from None
+        row_number += 1
+        if len(row) > 1 or "".join(row).strip():  # not a blank line
+            yield row_number, row
 
 
 def _numbers(cells: list[list[str]], path: str, row_numbers: list[int], columns: list[str]) -> np.ndarray:
@@ -120,3 +153,11 @@ def _read_text(path: str, label_column: str) -> tuple[np.ndarray, list[str]]:
         return _read(path, label_column)
     except UnicodeDecodeError as e:
         raise NntrainError(f"csv file {path} is not UTF-8 text ({e}): save it as UTF-8 (CSV UTF-8)") from None
+
+
+def feature_columns(pattern: str, label_column: str) -> list[str]:
+    """The feature columns of the CSV files of `pattern`, in order: the inputs a model trained on them takes."""
+    _, path = sorted(files(pattern).items())[0]
+    with tf.io.gfile.GFile(path, "rb") as f:
+        header = next(csv.reader(codecs.iterdecode(f, "utf-8-sig")), [])
+    return [name.strip() for name in header if name.strip() != label_column]

@@ -27,11 +27,15 @@ class RawData:
         return self.preprocess is preprocess.PACKED_TEXT
 
 
-def load(data_config: ml_collections.ConfigDict) -> RawData:
-    """The raw splits of `data_config` (train for calibration, eval for scoring) and their preprocessing."""
+def load(data_config: ml_collections.ConfigDict, eval_examples: int | None = None) -> RawData:
+    """The raw splits of `data_config` (train for calibration, eval for scoring: its first `eval_examples`, or all
+    of it) and their preprocessing."""
     source = open_source(data_config)
     train = source.select(data_config.train_split)
     evaluation = source.select(data_config.eval_split)
     prep = preprocess.fit(train.dataset, data_config, source.num_classes)
-    return RawData(train.dataset, evaluation.dataset, evaluation.num_examples, prep, source.class_names)
+    if eval_examples is None:
+        return RawData(train.dataset, evaluation.dataset, evaluation.num_examples, prep, source.class_names)
+    count = min(eval_examples, evaluation.num_examples or eval_examples)
+    return RawData(train.dataset, evaluation.dataset.take(count), count, prep, source.class_names)
 

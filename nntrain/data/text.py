@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain.data import splits
-from nntrain.errors import NntrainError
+from nntrain.errors import NntrainError, op_message
 
 END_OF_FILE = 256
 VOCAB_SIZE = 257  # 256 byte values + END_OF_FILE
@@ -52,10 +52,15 @@ class TextSource:
         selected = [path for _, start, stop in splits.ranges(spec, {"train": len(self._files)}, self.name)
                     for path in self._files[start:stop]]
         for path in selected:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                if b"\0" in f.read(BINARY_PROBE_BYTES):
-                    raise NntrainError(f"{path} is a binary file (a NUL byte in its first {BINARY_PROBE_BYTES} "
-                                       f"bytes), not text: narrow data.source={self.name} to text files")
+            try:
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    probe = f.read(BINARY_PROBE_BYTES)
+            except tf.errors.OpError as e:  # e.g. a broken symbolic link the glob matched
+                raise NntrainError(f"{path} cannot be read ({op_message(e)}; a broken link?): fix or remove it, or "
+                                   f"narrow data.source={self.name}") from e
+            if b"\0" in probe:
+                raise NntrainError(f"{path} is a binary file (a NUL byte in its first {BINARY_PROBE_BYTES} "
+                                   f"bytes), not text: narrow data.source={self.name} to text files")
         return selected
 
     def select(self, spec: str) -> splits.Split:
@@ -63,6 +68,11 @@ class TextSource:
         num_tokens = sum(tf.io.gfile.stat(path).length + 1 for path in files)
         length = self._sequence_length
         num_sequences = max(num_tokens - 1, 0) // length
+        if not num_sequences:
+            raise NntrainError(f"split '{spec}' of data.source={self.name} holds {num_tokens} tokens (its bytes and "
+                               f"one end-of-file token per file), fewer than one sequence needs "
+                               f"(data.sequence_length={length}, plus 1 for its last target): add text, or lower "
+                               "--config.data.sequence_length")
         dataset = pack(files, length).apply(tf.data.experimental.assert_cardinality(num_sequences))
         # The pipeline shards by file (every n-th file to pipeline i) when there are enough files, else it keeps
         # every n-th sequence of the whole stream (data/pipeline.py). Packing keeps its file order: no reshuffle.

@@ -5,7 +5,10 @@ A feature spec says which features hold an example and its label. Presets (data.
   image   bytes `image/encoded` (JPEG/PNG/...) and int64 `image/class/label`, the TFDS / Model Garden layout
 data.feature_key and data.label_key rename the features. `nntrain convert` writes DIR/SPLIT-0000i-of-0000N.tfrecord
 shards and DIR/metadata.json (split sizes and files, shapes, class names, feature spec): with it, nothing is counted
-and no other data flag is needed. Without it, a split is counted with one pass over its files when its size is needed.
+and no other data flag is needed. Without it, a split is counted with one pass over its files when its size is needed,
+its split names come from `{split}` in PATTERN (a DIR's files are read as DIR/{split}-*.tfrecord, convert's names),
+and a PATTERN without `{split}` is the one split `train`: other split names are refused, never served the same
+files (which would evaluate on training data); `train[90%:]` holds out part of it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ FORMATS = ("auto", *PRESETS)
 MAX_OPEN_FILES = 16  # files one input pipeline reads at a time, interleaved
 PARSE_BATCH = 256  # records parsed by one op: ~10x the records/s of one parse per record (benchmarks/)
 _BARE_SPLIT = re.compile(r"\w+")
+ONE_SPLIT = "train"  # the split of a pattern without {split}, as for csv:
+DIR_PATTERN = "{split}-*.tfrecord"  # the files of a split in a directory without metadata.json, as convert names them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +109,7 @@ class TFRecordSource:
                 raise NntrainError(f"{os.path.join(location, METADATA)} is damaged ({type(e).__name__}: {e}): write "
                                    "the directory again with `nntrain convert`") from e
         else:
-            pattern = os.path.join(location, "*.tfrecord") if tf.io.gfile.isdir(location) else location
+            pattern = os.path.join(location, DIR_PATTERN) if tf.io.gfile.isdir(location) else location
             self._pattern, self._files, self._sizes, self._file_sizes = pattern, {}, {}, {}
             self.class_names, self.num_classes = None, data_config.num_classes
             spec = None
@@ -132,12 +137,21 @@ class TFRecordSource:
                 raise NntrainError(f"split '{split}' is not in {self.name} (metadata.json has "
                                    f"{', '.join(self._files)}): use one of those")
             return self._files[split]
+        if "{split}" not in self._pattern and split != ONE_SPLIT:  # the same files would serve every split
+            raise NntrainError(
+                f"data.source={self.name} has no {{split}} in its file pattern (and no metadata.json), so it holds "
+                f"one split, '{ONE_SPLIT}', not '{split}': hold out part of it (--config.data.train_split=train[:90%] "
+                "--config.data.eval_split=train[90%:]) or name the split in the pattern (e.g. "
+                "tfrecord:DIR/{split}-*.tfrecord)")
         if split not in self._files:
             pattern = self._pattern.replace("{split}", split)
             found = sorted(tf.io.gfile.glob(pattern))
             if not found:
                 raise NntrainError(f"no TFRecord files match {pattern} (split '{split}' of data.source={self.name}): "
-                                   "check the pattern and the split name")
+                                   "check the pattern and the split name" + (
+                                       f"; a directory without {METADATA} holds a split's files as {DIR_PATTERN}: "
+                                       "give a pattern (tfrecord:DIR/*.tfrecord, the split 'train') for other names"
+                                       if self._pattern.endswith(DIR_PATTERN) else ""))
             self._files[split] = found
         return self._files[split]
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
+
 import keras
 import tensorflow as tf
 
@@ -19,6 +23,7 @@ from nntrain.run.guards import check_export_dir
 CHECKPOINTS = ("final", "best", "latest")
 FORMATS = ("saved_model", "tflite")
 KERAS_FILE, SAVED_MODEL, TFLITE_FILE = "model.keras", "saved_model", "model.tflite"
+PARTIAL = ".nntrain-partial-"  # in the name of the directory an export is built in
 
 
 def load_model(model_dir: str, checkpoint: str = "final") -> keras.Model:
@@ -66,11 +71,12 @@ def evaluate(model_dir: str, checkpoint: str = "final") -> dict:
     return _metrics(load_model(model_dir, checkpoint), nn_config.load_saved(model_dir))
 
 
-def _metrics(model: keras.Model, config) -> dict:
+def _metrics(model: keras.Model, config, steps: int | None = None) -> dict:
+    """The model's metrics on the eval split: its first `steps` batches, or all of it."""
     dataset, spec = nn_data.load_split(config.data, config.data.eval_split, config.train.batch_size)
-    results = model.evaluate(dataset, return_dict=True, verbose=0)
-    return add_bits_per_byte({"examples": spec.eval_examples, **{k: float(v) for k, v in results.items()}},
-                             config.data)
+    results = model.evaluate(dataset.take(steps) if steps else dataset, return_dict=True, verbose=0)
+    examples = spec.eval_examples if not steps else min(steps * config.train.batch_size, spec.eval_examples or math.inf)
+    return add_bits_per_byte({"examples": examples, **{k: float(v) for k, v in results.items()}}, config.data)
 
 
 def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_format: str = "saved_model",
@@ -78,10 +84,12 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     """Writes `model.keras` (no optimizer state), the serving SavedModel (`saved_model/`) and, for `tflite`,
     `model.tflite`.
 
-    Every artifact is scored on the eval split (the SavedModel and TFLite model on raw examples, as a client
-    sends them). On a local disk the export is built beside export_dir and renamed into place, so export_dir is
-    either complete or absent; on object stores (no directory rename) it is written in place. A failed export
-    removes what it wrote, and the directories it created.
+    Every artifact is scored on the examples the run evaluates (its `train.eval_steps` batches of the eval split,
+    or all of it; the SavedModel and TFLite model on raw examples, as a client sends them). On a local disk the
+    export is built in a new directory of nntrain's (beside export_dir, or inside it when it is an empty directory
+    already) and moved into place, so export_dir is either complete or as it was; on object stores (no directory
+    rename) it is written in place. A failed export removes what it wrote and the directories it created, and
+    nothing else: no directory of the user's is ever removed.
     """
     if export_format not in FORMATS:
         raise NntrainError(f"unknown export format '{export_format}': use one of {', '.join(FORMATS)}")
@@ -93,13 +101,11 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint)
     head = config.model.head
-    raw = raw_data.load(config.data)
+    steps = config.train.eval_steps
+    raw = raw_data.load(config.data, steps * config.train.batch_size if steps else None)
     if export_format == "tflite":
         tflite_export.check_inputs(raw)
-    staging = f"{export_dir.rstrip('/')}.partial" if rundir.is_local(export_dir) else export_dir
-    created = _first_missing(staging)  # removed again if the export fails: a failed export changes nothing
-    rundir.remove(staging)
-    rundir.makedirs(staging)
+    staging, created = _staging(export_dir)
     exported = False
     try:
         keras_path, saved_model_path = rundir.join(staging, KERAS_FILE), rundir.join(staging, SAVED_MODEL)
@@ -107,7 +113,7 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
         rundir.save_model(keras.Model(model.inputs, model.outputs, name=model.name), keras_path)
         serving.write_saved_model(model, config, raw, saved_model_path)
         nn_data.copy_saved_spec(model_dir, staging)  # class names travel with the model
-        rows = [_row(KERAS_FILE, keras_path, _keras_score(model, config)),
+        rows = [_row(KERAS_FILE, keras_path, _keras_score(model, config, steps)),
                 _row(SAVED_MODEL, saved_model_path,
                      serving.score(serving.saved_model_predictor(saved_model_path, raw), raw, head))]
         if export_format == "tflite":
@@ -116,13 +122,11 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
             rundir.write_bytes(tflite_path, flatbuffer)
             tflite_score = serving.score(tflite_export.predictor(flatbuffer, raw), raw, head)
             rows.append(_row(TFLITE_FILE, tflite_path, tflite_score, quantize))
-        if staging != export_dir:
-            rundir.remove(export_dir)
-            rundir.move(staging, export_dir)
+        _publish(staging, export_dir)
         exported = True
     finally:
         if not exported:
-            rundir.remove(created or staging)
+            _discard(staging, export_dir, created)
     paths = {row["artifact"]: rundir.join(export_dir, row["artifact"]) for row in rows}
     return {"export_dir": export_dir, "keras": paths[KERAS_FILE], "saved_model": paths[SAVED_MODEL],
             **({"tflite": paths[TFLITE_FILE]} if TFLITE_FILE in paths else {}), "eval_examples": raw.eval_examples,
@@ -139,12 +143,47 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _first_missing(path: str) -> str | None:
-    """The outermost directory of `path` that does not exist yet, or None."""
-    missing = None
-    while path and not rundir.exists(path):
-        missing, path = path, path.rstrip("/").rpartition("/")[0]
-    return missing
+def _staging(export_dir: str) -> tuple[str, str | None]:
+    """A new directory of nntrain's to build the export in, and the outermost directory made for it (None: none).
+
+    Locally: inside export_dir when it is a directory already (empty: checked), else beside it (its parents made);
+    on object stores, export_dir itself (written in place).
+    """
+    if not rundir.is_local(export_dir):
+        created = rundir.first_missing(export_dir)
+        rundir.makedirs(export_dir)
+        return export_dir, created
+    target = os.path.abspath(export_dir)
+    if os.path.isdir(target):
+        return tempfile.mkdtemp(prefix=PARTIAL, dir=target), None
+    created = rundir.first_missing(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(target)}{PARTIAL}", dir=os.path.dirname(target)), created
+
+
+def _discard(staging: str, export_dir: str, created: str | None) -> None:
+    """After a failed export: removes what it created, and nothing else."""
+    if created:
+        rundir.remove(created)
+    if staging != export_dir:
+        rundir.remove(staging)
+    elif not created:  # an object store's export_dir that was there, empty: what the export wrote into it
+        for name in rundir.listdir(export_dir):
+            rundir.remove(rundir.join(export_dir, name))
+
+
+def _publish(staging: str, export_dir: str) -> None:
+    """Moves the built export into export_dir: renamed into place, or its entries moved into the (empty) directory
+    export_dir already is, which stays (it may be the working directory)."""
+    if staging == export_dir:
+        return
+    target = os.path.abspath(export_dir)
+    if not os.path.isdir(target):
+        os.rename(staging, target)
+        return
+    for name in os.listdir(staging):
+        os.rename(os.path.join(staging, name), os.path.join(target, name))
+    os.rmdir(staging)
 
 
 def _row(name: str, path: str, score: dict, quantize: str = "none") -> dict:
@@ -159,8 +198,9 @@ def _size(path: str) -> int:
                for name in names)
 
 
-def _keras_score(model: keras.Model, config) -> dict:
-    """The Keras model's accuracy (or mse) on the preprocessed eval split, as `evaluate` measures it."""
-    results = _metrics(model, config)
+def _keras_score(model: keras.Model, config, steps: int | None) -> dict:
+    """The Keras model's accuracy (or mse) on the preprocessed eval split's first `steps` batches (None: all), as
+    `evaluate` measures it."""
+    results = _metrics(model, config, steps)
     key = "mse" if config.model.head == "regression" else "accuracy"
     return {key: float(results.get(key, results["loss"]))}

@@ -35,8 +35,14 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
                            "distribution, lower values are greedier)")
     if top_k < 0:
         raise NntrainError(f"--top_k={top_k}: it must be >= 0 (0 samples from every token)")
+    try:
+        text = prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # a command line's bytes that are not UTF-8 arrive as surrogates (PEP 383)
+        code = ord(prompt[e.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise NntrainError(f"--prompt is not UTF-8 text ({what} at position {e.start}): give UTF-8 text (a terminal "
+                           "or locale set to UTF-8)") from None
     predict, context = _load(model_dir, checkpoint)
-    text = prompt.encode("utf-8")
     if len(text) >= context:  # END_OF_FILE comes first
         raise NntrainError(f"--prompt is {len(text)} bytes, longer than the model's context of {context - 1} "
                            f"bytes: shorten it to its last {context - 1} bytes or fewer")

@@ -45,7 +45,7 @@ def callbacks_for(config: ml_collections.ConfigDict, model: keras.Model, steps_p
     train = config.train
     callbacks: list[keras.callbacks.Callback] = [
         *optim.callbacks(config, resumed=resumed),
-        *prune.callbacks(model, config.prune, steps_per_epoch * train.epochs),
+        *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
         nan_guard, *bits_per_byte_callbacks(config)]
     if metrics_file is not None:
         callbacks.append(MetricsFile(metrics_file))

@@ -13,6 +13,7 @@ import tensorflow as tf
 from nntrain import rundir
 from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
+from nntrain.run import optim, prune
 
 KERAS_LOSS_METRICS = ("accuracy", "acc", "crossentropy", "ce")  # Keras picks their kind from the loss at compile
 
@@ -28,7 +29,32 @@ def check_run(config: ml_collections.ConfigDict, prepared) -> None:
         raise NntrainError(f"train.eval_steps={eval_steps} is more than the eval split '{config.data.eval_split}' "
                            f"holds ({available} batches of {config.train.batch_size}): use "
                            f"--config.train.eval_steps={available} or less, or None for the whole split")
+    check_schedules(config, prepared.steps_per_epoch)
     check_memory(prepared.model, prepared.data.per_replica_batch_size, prepared.strategy)
+
+
+def check_schedules(config: ml_collections.ConfigDict, steps_per_epoch: int) -> None:
+    """Gradient accumulation and pruning that the run's steps cannot complete (it would end with no update, or
+    with the pruning never begun or short of its target sparsity)."""
+    total = steps_per_epoch * config.train.epochs
+    run = f"train.epochs={config.train.epochs} x {steps_per_epoch} steps per epoch"
+    accumulation = config.optimizer.gradient_accumulation_steps
+    if accumulation and accumulation > total:
+        raise NntrainError(f"optimizer.gradient_accumulation_steps={accumulation} is more than the run's {total} "
+                           f"steps ({run}): no update would be applied; use {total} or fewer, or train longer")
+    if not config.prune.target_sparsity:
+        return
+    last = optim.updates(config.optimizer, total)  # pruning counts optimizer updates
+    where = f"the run's last update (update {last} of {run}" + (
+        f", one update per {accumulation} steps)" if accumulation else ")")
+    begin, end = config.prune.begin_step, prune.end_step(config.prune, last)
+    if begin >= last:
+        raise NntrainError(f"prune.begin_step={begin} is not before {where}: nothing would be pruned; use "
+                           f"--config.prune.begin_step={max(last - 1, 0)} or less, or train longer")
+    if end > last:
+        raise NntrainError(f"prune.end_step={end} is after {where}: the target sparsity "
+                           f"{config.prune.target_sparsity} would not be reached; use --config.prune.end_step={last} "
+                           "or less (or None: 3/4 of the run), or train longer")
 
 
 def check_metrics(metrics: tuple) -> None:

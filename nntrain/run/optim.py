@@ -36,13 +36,18 @@ def learning_rate(config: ml_collections.ConfigDict, total_steps: int):
                                  warmup_steps=sched.warmup_steps)
 
 
+def updates(optimizer_config: ml_collections.ConfigDict, total_steps: int) -> int:
+    """The optimizer updates of `total_steps` training steps: one per `gradient_accumulation_steps` steps."""
+    return total_steps // (optimizer_config.gradient_accumulation_steps or 1)
+
+
 def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.optimizers.Optimizer:
     """The optimizer named by config.optimizer, with its schedule, gradient clipping, gradient accumulation and
     weight averaging (EMA); `total_steps` counts training steps (batches). With accumulation, the schedule runs
     over the updates and is evaluated at the update count (compat.keras_accumulation)."""
     opt = config.optimizer
     every = opt.gradient_accumulation_steps or 1
-    common = {"learning_rate": learning_rate(config, max(total_steps // every, 1)), "clipvalue": opt.clip_value,
+    common = {"learning_rate": learning_rate(config, max(updates(opt, total_steps), 1)), "clipvalue": opt.clip_value,
               "clipnorm": opt.clip_norm, "global_clipnorm": opt.global_clip_norm,
               "gradient_accumulation_steps": opt.gradient_accumulation_steps, "use_ema": opt.use_ema,
               "ema_momentum": opt.ema_momentum}

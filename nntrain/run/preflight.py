@@ -55,11 +55,7 @@ def run(config: ml_collections.ConfigDict, target: str = "tpu", tpu_cores: int =
     checks = [batch_check(config.train.batch_size, replicas, target),
               paths_check(model_dir, config.data, target, tpu, replicas)]
     precision = config.train.precision if config.train.precision != "auto" else TARGET_PRECISION[target]
-    previous_policy = keras.mixed_precision.global_policy()
-    try:
-        model_checks, memory = _model_checks(config, target, replicas, precision)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    model_checks, memory = _model_checks(config, target, replicas, precision)  # api.preflight restores the policy
     checks += model_checks
     return {"target": target, "replicas": replicas, "precision": precision,
             "checks": [dataclasses.asdict(check) for check in checks],

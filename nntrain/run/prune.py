@@ -64,7 +64,7 @@ def callbacks(model: keras.Model, prune_config: ml_collections.ConfigDict, total
 
 def sparsity(prune_config: ml_collections.ConfigDict, step: int, total_steps: int) -> float:
     """The target fraction of zeros at optimizer step `step` (Zhu & Gupta's polynomial schedule)."""
-    begin, end = prune_config.begin_step, _end_step(prune_config, total_steps)
+    begin, end = prune_config.begin_step, end_step(prune_config, total_steps)
     if step < begin:
         return 0.0
     progress = min((step - begin) / max(end - begin, 1), 1.0)
@@ -84,7 +84,7 @@ class Prune(keras.callbacks.Callback):
         super().__init__()
         self.config = prune_config
         self.total_steps = total_steps
-        self.end = _end_step(prune_config, total_steps)
+        self.end = end_step(prune_config, total_steps)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
@@ -130,7 +130,8 @@ def _prunable(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if isinstance(layer, PRUNABLE)]
 
 
-def _end_step(prune_config: ml_collections.ConfigDict, total_steps: int) -> int:
+def end_step(prune_config: ml_collections.ConfigDict, total_steps: int) -> int:
+    """The update at which the masks reach prune.target_sparsity (prune.end_step, else 3/4 of the run's)."""
     if prune_config.end_step is not None:
         return prune_config.end_step
     return max(int(total_steps * DEFAULT_END_FRACTION), prune_config.begin_step + 1)

@@ -21,6 +21,11 @@ from nntrain.logs import log
 if TYPE_CHECKING:
     from nntrain.data.spec import DatasetSpec
 
+# Optimizer keys whose change gives the optimizer other variables than a checkpoint holds (a resume would fail to
+# load them): EMA on or off, accumulation on or off (another number of steps keeps the same accumulators).
+OPTIMIZER_STATE = {"use_ema": lambda saved, now: bool(saved) != bool(now),
+                   "gradient_accumulation_steps": lambda saved, now: (saved is None) != (now is None)}
+
 
 @dataclasses.dataclass
 class RunState:
@@ -56,7 +61,8 @@ class RunState:
                    metrics_text is not None)
 
     def check_same_model(self, config: ml_collections.ConfigDict) -> None:
-        """A model_dir holds one model: resuming with another architecture would corrupt it."""
+        """A model_dir holds one model and its optimizer state: resuming with another architecture, or with EMA or
+        gradient accumulation turned on or off, is refused (naming the keys); other changes are logged."""
         if self.config is None:
             return
         current = nn_config.to_dict(config)
@@ -68,6 +74,15 @@ class RunState:
                                if saved.get(key) != current["model"].get(key))
             raise NntrainError(f"model_dir '{self.model_dir}' holds a run of another model ({differ}); use a new "
                                "--model_dir, or the run's model config to resume")
+        saved_optimizer = self.config.get("optimizer") if isinstance(self.config.get("optimizer"), dict) else {}
+        keys = [key for key, changed in OPTIMIZER_STATE.items()
+                if key in saved_optimizer and changed(saved_optimizer[key], current["optimizer"][key])]
+        if keys:
+            differ = ", ".join(f"optimizer.{key}={saved_optimizer[key]!r} (now {current['optimizer'][key]!r})"
+                               for key in keys)
+            named = " and ".join(f"optimizer.{key}" for key in keys)
+            raise NntrainError(f"model_dir '{self.model_dir}' holds a run whose optimizer keeps other state "
+                               f"({differ}); resume with the run's {named}, or use a new --model_dir")
         changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
                          for key in current[section]
                          if self.config.get(section, {}).get(key) != current[section][key])

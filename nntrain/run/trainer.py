@@ -146,6 +146,7 @@ class _Run:
 
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
     """The run directory's files against the config (which api.train validated); writes nothing."""
+    nn_config.absolute_paths(config)  # a hand-made config too: its run works from any directory
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
     files.check_same_model(config)

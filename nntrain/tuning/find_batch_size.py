@@ -3,8 +3,8 @@
 The Deep Learning Tuning Playbook chooses the batch size for throughput: the largest batch that still cuts
 training time, after which the learning rate (and regularisation) is re-tuned for it. Each batch size is built
 like `train` builds it, warmed up (compiled), then timed inside one `fit` over at least `num_steps` steps and
-MIN_SECONDS; doubling stops when memory runs out, when the batch would exceed the train split or
-`max_batch_size`, or after PATIENCE doublings without a gain.
+MIN_SECONDS; doubling stops when memory runs out, when the batch would leave fewer than MIN_STEPS_PER_EPOCH steps
+per epoch of the train split or exceed `max_batch_size`, or after PATIENCE doublings without a gain.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ PATIENCE = 2  # doublings without such a gain before the search stops
 MAX_BATCH_SIZE = 65536
 MIN_SECONDS = 1.0  # each batch size is timed for at least this long, so that noise and call overheads wash out
 MAX_TIMED_STEPS = 100_000
+MIN_STEPS_PER_EPOCH = 10  # a batch size that leaves fewer steps per epoch is not recommended (nor timed)
 
 
 def find_batch_size(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, start: int = 16,
@@ -60,9 +61,10 @@ def find_batch_size(config: ml_collections.ConfigDict, strategy: tf.distribute.S
         batch *= 2
         if stale >= PATIENCE:
             stopped = f"throughput stopped improving by {MIN_GAIN:.0%} per doubling"
-        elif batch > min(limit, train_examples):
-            stopped = f"the next batch size {batch} exceeds " + (
-                f"the {train_examples} train examples" if train_examples < limit else f"the limit {limit}")
+        elif batch > min(limit, train_examples // MIN_STEPS_PER_EPOCH):
+            stopped = f"the next batch size {batch} " + (
+                f"leaves fewer than {MIN_STEPS_PER_EPOCH} steps per epoch of the {train_examples} train examples"
+                if train_examples // MIN_STEPS_PER_EPOCH < limit else f"exceeds the limit {limit}")
     return {"recommended": recommended, "rows": rows, "stopped": stopped, "min_gain": MIN_GAIN}
 
 
