@@ -25,10 +25,11 @@ from nntrain.api import (
     tune,
 )
 from nntrain.errors import NntrainError
-from nntrain.registry import register_model, register_source
+from nntrain.registry import register_model, register_source, register_strategy, register_tuner
 
 quiet.tensorflow_logs_to_errors()  # before TensorFlow is imported (none of the imports above imports it)
 
 __all__ = ["NntrainError", "bench", "detect_runtime", "doctor", "evaluate", "export", "find_batch_size", "find_lr",
-           "history", "load_config", "predict", "preflight", "register_model", "register_source", "train", "tune"]
+           "history", "load_config", "predict", "preflight", "register_model", "register_source", "register_strategy",
+           "register_tuner", "train", "tune"]
 __version__ = "0.1.0"

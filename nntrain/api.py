@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from nntrain import config as nn_config
-from nntrain import quiet, registry
+from nntrain import quiet
 from nntrain.distribute.runtime import Runtime
 
 if TYPE_CHECKING:  # they import TensorFlow, which `import nntrain` must not
@@ -43,6 +43,15 @@ def load_config(experiment: str, overrides: Iterable[tuple[str, str]] | dict = (
     return nn_config.resolve(experiment, [(key, str(value)) for key, value in items])
 
 
+def _checked(config: ml_collections.ConfigDict | str) -> ml_collections.ConfigDict:
+    """An experiment name or path resolved, or a config a caller built or edited validated: the only check of a
+    config on its way to the run (nntrain.config.validate; the CLI's config passed it in `resolve`)."""
+    if isinstance(config, str):
+        return load_config(config)
+    nn_config.validate(config)
+    return config
+
+
 @_library_call
 def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str = "auto", tpu: str = "",
           verbose: int | str = "auto", callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
@@ -52,15 +61,12 @@ def train(config: ml_collections.ConfigDict | str, model_dir: str, strategy: str
     file's `get_callbacks(config)`. Running it again with the same model_dir resumes
     exactly from the last checkpoint (step or epoch end).
     """
+    config = _checked(config)
     from nntrain.distribute import strategies
     from nntrain.run import trainer
 
-    if isinstance(config, str):
-        config = load_config(config)
-    nn_config.validate(config)
-    extra = [*registry.experiment_callbacks(config), *callbacks]
     return trainer.train(config, model_dir, strategies.create_strategy(strategy, tpu), verbose=verbose,
-                         extra_callbacks=extra)
+                         extra_callbacks=callbacks)
 
 
 @_library_call
@@ -123,11 +129,10 @@ def bench(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: 
 
     Uses the data pipeline and compiled model `train` would; writes nothing. See docs/benchmarks.md.
     """
+    config = _checked(config)
     from nntrain import benchmark
     from nntrain.distribute import strategies
 
-    if isinstance(config, str):
-        config = load_config(config)
     return benchmark.run(config, strategies.create_strategy(strategy, tpu), steps)
 
 
@@ -139,10 +144,9 @@ def preflight(config: ml_collections.ConfigDict | str, target: str = "tpu", tpu_
     Compiles the real train step with XLA; checks static shapes, model ops, the batch for the replica count,
     paths a TPU host can reach, and estimates memory per replica. `report["ok"]` is False if a check failed.
     """
+    config = _checked(config)
     from nntrain.run import preflight as checklist
 
-    if isinstance(config, str):
-        config = load_config(config)
     return checklist.run(config, target, tpu_cores=tpu_cores, gpus=gpus, tpu=tpu, model_dir=model_dir)
 
 
@@ -157,11 +161,11 @@ def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides:
     none), role (chief | worker), oracle_address, worker_id, worker_timeout, verbose. Writes results.csv,
     results.json and best_config.py into model_dir. See docs/tuning.md.
     """
+    config = load_config(experiment, overrides) if isinstance(experiment, str) else _checked(experiment)
     from nntrain.distribute import strategies
     from nntrain.tuning import search
     from nntrain.tuning import search_space as spaces
 
-    config = load_config(experiment, overrides) if isinstance(experiment, str) else experiment
     if search_space is None:
         search_space = spaces.load(experiment if isinstance(experiment, str) else config.get("experiment", ""))
     return search.run(config, search_space, model_dir, strategies.create_strategy(strategy, tpu),
@@ -172,11 +176,10 @@ def tune(experiment: ml_collections.ConfigDict | str, model_dir: str, overrides:
 def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "auto", tpu: str = "",
                     max_batch_size: int | None = None, num_steps: int = 20) -> dict:
     """Training examples/s of doubling batch sizes and the largest that still speeds training (writes nothing)."""
+    config = _checked(config)
     from nntrain.distribute import strategies
     from nntrain.tuning import find_batch_size as finder
 
-    if isinstance(config, str):
-        config = load_config(config)
     return finder.find_batch_size(config, strategies.create_strategy(strategy, tpu), max_batch_size=max_batch_size,
                                   num_steps=num_steps)
 
@@ -185,11 +188,10 @@ def find_batch_size(config: ml_collections.ConfigDict | str, strategy: str = "au
 def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: str = "auto", tpu: str = "",
             min_lr: float = 1e-6, max_lr: float = 10.0, num_steps: int = 100) -> dict:
     """Learning-rate range test: writes lr_range.csv and lr_range.png into output_dir, suggests a range."""
+    config = _checked(config)
     from nntrain.distribute import strategies
     from nntrain.tuning import find_lr as finder
 
-    if isinstance(config, str):
-        config = load_config(config)
     return finder.find_lr(config, output_dir, strategies.create_strategy(strategy, tpu), min_lr, max_lr, num_steps)
 
 

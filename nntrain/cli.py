@@ -18,8 +18,9 @@ from absl import app, flags
 
 from nntrain import api, logs, quiet
 from nntrain import config as nn_config
-from nntrain.distribute import tf_config
+from nntrain.distribute import STRATEGIES, tf_config
 from nntrain.errors import NntrainError
+from nntrain.tuning import TUNERS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file, "
@@ -27,7 +28,7 @@ flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or p
 flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file (optionally :VARIANT) or a "
                     "run's config.json (then --config.KEY=VALUE overrides it).")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
-flags.DEFINE_string("strategy", "auto", "auto | cpu | one_device | mirrored | tpu | multi_worker")
+flags.DEFINE_string("strategy", "auto", "The tf.distribute strategy to run with.")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")
 flags.DEFINE_string("export_dir", None, "Where `export` writes model.keras and saved_model/.")
 flags.DEFINE_string("format", "saved_model", "`export`: saved_model (model.keras + serving SavedModel) | tflite "
@@ -49,7 +50,7 @@ flags.DEFINE_float("max_seconds", 0, "`data-service`: stop after this many secon
 flags.DEFINE_enum("target", "tpu", ["tpu", "gpu"], "`preflight`: the accelerator to check the experiment for.")
 flags.DEFINE_integer("tpu_cores", 8, "`preflight --target=tpu`: TPU cores (replicas); more than 8 is multi-host.")
 flags.DEFINE_integer("gpus", 1, "`preflight --target=gpu`: GPUs (replicas).")
-flags.DEFINE_string("tuner", "random", "`tune`: random | bayesian | hyperband | grid.")
+flags.DEFINE_string("tuner", "random", "`tune`: the keras-tuner search algorithm.")
 flags.DEFINE_integer("max_trials", 10, "`tune`: how many trials (hyperparameter sets) at most.")
 flags.DEFINE_string("objective", None, "`tune`: the metric to optimize, e.g. val_accuracy (default: train.monitor).")
 flags.DEFINE_integer("executions_per_trial", 1, "`tune`: trainings per trial, from new initializations; averaged.")
@@ -85,6 +86,7 @@ flags.DEFINE_string("input", None, "`predict`: image files or a folder of them, 
                     "example per line).")
 
 USAGE_ERROR = 2
+CHOICES = {"strategy": STRATEGIES, "tuner": TUNERS}  # flags whose values are a registry's names
 PATH_FLAGS = ("experiment", "config", "model_dir", "export_dir", "output", "log_dir")
 Config = ml_collections.ConfigDict | None
 
@@ -243,11 +245,7 @@ def _generate(config: Config, overrides: list[tuple[str, str]]) -> Output:
 def _convert(config: Config, overrides: list[tuple[str, str]]) -> Output:
     from nntrain.data import convert
 
-    source = FLAGS.experiment or FLAGS.config
-    config = nn_config.resolve(source, overrides) if source else nn_config.base_config()
-    if not source:
-        nn_config.apply_overrides(config, overrides)
-        nn_config.validate(config)
+    config = nn_config.resolve(FLAGS.experiment or FLAGS.config or None, overrides)
     config.data.source = _require("source")
     metadata = convert.convert(config.data, FLAGS.split, _require("output"), FLAGS.shards)
     lines = [f"{name}: {info['examples']} examples in {len(info['files'])} files"
@@ -344,6 +342,8 @@ def command_help(name: str, config: Config = None) -> str:
     for flag in (*command.flags, "json"):
         default = FLAGS[flag].default
         lines.append(f"  --{flag}={'' if default is None else _shown(default)}\n      {FLAGS[flag].help}")
+        if flag in CHOICES:
+            lines[-1] += f" One of: {' | '.join(CHOICES[flag].names())}."
     if command.takes_config and config is not None:
         described = {key: help_text for key, _, help_text in nn_config.describe()}
         lines += ["", f"Config of {config.get('experiment') or 'this config'} (--config.KEY=VALUE):"]
@@ -430,6 +430,8 @@ def _main(argv: list[str]) -> None:
         with logs.stdout_to_stderr(FLAGS.json):  # prints (an experiment file's, Keras progress) never mix with JSON
             with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
                 config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
+            for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may
+                CHOICES[flag].get(getattr(FLAGS, flag))  # register one
             output = command.run(config, list(_OVERRIDES))
     except NntrainError as e:
         _fail(str(e), getattr(e, "exit_code", USAGE_ERROR), getattr(e, "exit_at_once", False))

@@ -31,6 +31,7 @@ SCHEDULES = ("constant", "exponential", "polynomial", "linear", "cosine")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 HEADS = ("classification", "binary", "regression")
 AUGMENTATIONS = ("none", "flip_crop", "random_resized_crop")
+MONITOR_MODES = ("auto", "min", "max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,7 +367,48 @@ def _literal_or_str(text: str) -> Any:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks names and ranges; raises NntrainError naming the first bad key."""
+    """The one check of a config: names and ranges, then the monitor's direction (which asks Keras, so it comes
+    last: a bad value fails before TensorFlow is imported); raises NntrainError naming the first bad key.
+
+    A config passes once per process: the CLI's `resolve` checks it and the api's entry points find it checked.
+    """
+    text = config.to_json_best_effort(sort_keys=True)
+    if text not in _VALID:
+        _check_values(config)
+        monitor_mode(config.train.monitor, config.train.monitor_mode)
+        if len(_VALID) >= _REMEMBERED:  # a long search validates a config per trial
+            _VALID.clear()
+        _VALID.add(text)
+
+
+_VALID: set[str] = set()  # the configs validate() passed, as JSON
+_REMEMBERED = 64
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """"max" if a higher `monitor` is better, else "min": the one rule of best checkpoint, early stopping and tuner.
+
+    Keras's own rule: `mode` min or max wins; with auto, a loss is minimised and a Keras metric goes the
+    direction it declares (r2_score, accuracy and auc up; mse and mae down).
+    """
+    if mode not in MONITOR_MODES:
+        raise NntrainError(f"train.monitor_mode={mode!r} is not allowed: use one of {', '.join(MONITOR_MODES)}")
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    if name == "loss" or name.endswith("_loss"):
+        return "min"
+    from nntrain.compat import keras_metrics  # Keras: only for a metric's own direction
+
+    direction = keras_metrics.direction(name)
+    if direction is None:
+        raise NntrainError(f"cannot tell whether a higher '{monitor}' is better: set train.monitor_mode=max "
+                           "or train.monitor_mode=min")
+    return "max" if direction == "up" else "min"
+
+
+def _check_values(config: ml_collections.ConfigDict) -> None:
+    """Names and ranges of every field (no TensorFlow)."""
     def require(ok: bool, key: str, allowed: str) -> None:
         if not ok:
             raise NntrainError(f"config.{key}={_get(config, key)!r} is not allowed: {allowed}")
@@ -457,7 +499,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "it must be > prune.begin_step (or None: 3/4 of training)")
     positive("prune.frequency")
     positive("prune.power")
-    choice("train.monitor_mode", ("auto", "min", "max"))
+    choice("train.monitor_mode", MONITOR_MODES)
     non_negative("train.checkpoint_every_steps")
     positive("train.keep_checkpoints")
     loss_head = {"mse": "regression", "binary_crossentropy": "binary",
@@ -484,17 +526,20 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
     return node
 
 
-def resolve(source: str, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
-    """The config a run uses: an experiment (name or .py path) or a saved run's config.json, with overrides
-    applied, validated."""
-    if "://" not in source and Path(source).expanduser().is_dir():
+def resolve(source: str | None, overrides: Iterable[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
+    """The config a run uses: an experiment (name or .py path), a saved run's config.json or (None) the base
+    config, with overrides applied, validated."""
+    if source is None:
+        config = base_config()
+    elif "://" not in source and Path(source).expanduser().is_dir():
         saved = Path(source) / "config.json"  # rundir.CONFIG: rundir imports TensorFlow, too slow here
         raise NntrainError(f"'{source}' is a directory: give a run's config file (--config={saved}"
                            f"{'' if saved.expanduser().is_file() else ', which it does not hold'}) or an experiment "
                            "file (.py)")
-    config = load_file(source) if source.endswith(".json") else load_experiment(source)
-    if source.endswith(".json"):
-        _check_experiment_model(config, source)
+    else:
+        config = load_file(source) if source.endswith(".json") else load_experiment(source)
+        if source.endswith(".json"):
+            _check_experiment_model(config, source)
     apply_overrides(config, overrides)
     validate(config)
     absolute_paths(config)

@@ -80,7 +80,7 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
         ("label smoothing out of range", ["train", *XOR, md, "--config.train.label_smoothing=1.5"],
          "label_smoothing=1.5"),
         ("unknown model", ["train", *XOR, md, "--config.model.name=lstm"], "lstm"),
-        ("unknown strategy", ["train", *XOR, md, "--strategy=gpu_cluster"], "unknown strategy 'gpu_cluster'"),
+        ("unknown strategy", ["train", *XOR, md, "--strategy=gpu_cluster"], "--strategy='gpu_cluster'"),
         ("tpu without a name", ["train", *XOR, md, "--strategy=tpu"], "--tpu=local"),
         ("tpu asked for where there is none", ["train", *XOR, md, "--strategy=tpu", "--tpu=local"], "TPU"),
         ("multi_worker without TF_CONFIG", ["train", *XOR, md, "--strategy=multi_worker"], "TF_CONFIG"),

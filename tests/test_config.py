@@ -127,3 +127,44 @@ def test_none_is_a_word_for_string_fields_and_refused_for_numbers():
     assert config.data.augment == "none" and config.data.data_dir is None  # data_dir is an optional path
     with pytest.raises(NntrainError, match="None is not allowed here, an integer expected"):
         nn_config.resolve("mnist_mlp", [("train.batch_size", "none")])
+
+
+def test_a_config_is_checked_once_on_its_way_from_the_cli_to_the_run(tmp_path, monkeypatch):
+    """config.validate is the one check (the monitor's direction included); resolve, the api and the trainer all
+    meet it, and it runs once."""
+    checked = []
+    check_values = nn_config._check_values
+    monkeypatch.setattr(nn_config, "_VALID", set())  # configs other tests validated in this process
+    monkeypatch.setattr(nn_config, "_check_values", lambda config: checked.append(1) or check_values(config))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", "--experiment=xor", f"--model_dir={tmp_path / 'run'}",
+                 "--config.train.epochs=1", "--config.train.steps_per_epoch=2"])
+    assert exit_info.value.code in (0, None) and (tmp_path / "run" / "model.keras").exists()
+    assert len(checked) == 1
+
+
+@pytest.mark.parametrize("monitor, mode", [("val_custom", "auto"), ("val_loss", "best")])
+def test_the_monitors_direction_is_checked_with_the_config(tmp_path, monitor, mode):
+    """What needs Keras to validate is checked in config.validate too, before a run writes anything."""
+    import nntrain
+    from nntrain.errors import NntrainError
+
+    overrides = {"train.monitor": monitor, "train.monitor_mode": mode}
+    with pytest.raises(NntrainError, match="train.monitor_mode"):
+        nntrain.load_config("xor", overrides)
+    config = nntrain.load_config("xor")
+    config.train.monitor, config.train.monitor_mode = monitor, mode
+    with pytest.raises(NntrainError, match="train.monitor_mode"):
+        nntrain.train(config, str(tmp_path / "run"), strategy="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_validating_a_metric_monitor_leaves_tensorflows_context_unstarted():
+    """config.validate asks Keras which way val_accuracy goes before a multi-worker strategy exists: that strategy
+    configures collective ops, which TensorFlow allows only before its eager context starts."""
+    code = ("from tensorflow.python.eager import context\nimport nntrain\n"
+            "config = nntrain.load_config('mnist_mlp')\nassert config.train.monitor == 'val_accuracy'\n"
+            "print('started:', context.context()._context_handle is not None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "started: False"

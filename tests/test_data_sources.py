@@ -300,3 +300,28 @@ def test_convert_csv_to_a_bucket_and_read_it_back(tmp_path, data_config):
     assert source.num_classes == 10 and source.select("test").num_examples == 797
     expected = sorted((x.tobytes(), int(y)) for x, y in original.dataset.as_numpy_iterator())
     assert sorted((x.tobytes(), int(y)) for x, y in source.select("test").dataset.as_numpy_iterator()) == expected
+
+
+@needs_mnist
+def test_idx_and_npz_sources_read_a_bucket(tmp_path, data_config):
+    """ram:// stands in for gs://: the IDX (gzipped) and npz loaders read through tf.io.gfile, not open()."""
+    bucket = "ram://bucket/mnist"
+    for name in os.listdir(MNIST_DIR):
+        tf.io.gfile.copy(os.path.join(MNIST_DIR, name), f"{bucket}/{name}", overwrite=True)
+    data_config.source = f"idx:{bucket}"
+    x, y = idx.load(MNIST_DIR)["test"]
+    source = sources.open_source(data_config)
+    assert source.num_classes == 10 and source.select("test").num_examples == len(y) == 10_000
+    first = next(source.select("test[:1]").dataset.as_numpy_iterator())
+    assert np.array_equal(first[0][..., 0], x[0]) and first[1] == y[0]
+    np.savez(tmp_path / "mnist.npz", x_train=x[:100], y_train=y[:100], x_test=x[100:150], y_test=y[100:150])
+    tf.io.gfile.copy(str(tmp_path / "mnist.npz"), "ram://bucket/mnist.npz", overwrite=True)
+    data_config.source = "npz:ram://bucket/mnist.npz"
+    source = sources.open_source(data_config)
+    assert source.select("train").num_examples == 100 and source.select("test").num_examples == 50
+    data_config.source = "npz:ram://bucket/none.npz"
+    with pytest.raises(NntrainError, match="no such file"):
+        sources.open_source(data_config)
+    data_config.source = "idx:ram://bucket/none"
+    with pytest.raises(NntrainError, match="no such directory"):
+        sources.open_source(data_config)

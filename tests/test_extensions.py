@@ -141,3 +141,51 @@ def test_unknown_names_point_at_registration(outside):
     with pytest.raises(NntrainError, match=r"registered scheme \(.*parity"):
         nntrain.train(nntrain.load_config("plugins.py", {"data.source": "parityy:3"}), "bad", strategy="cpu")
     assert not Path("bad").exists()
+
+
+def test_a_registered_strategy_source_and_tuner_are_in_the_tables_the_cli_reads(tmp_path, capsys):
+    """One table per kind: what nntrain.register_* adds, the command line lists, accepts and uses like a built-in."""
+    import keras_tuner
+    import numpy as np
+    import tensorflow as tf
+
+    from nntrain import cli
+
+    made = []
+
+    @nntrain.register_strategy("toy_cpu")
+    def toy_cpu(tpu):
+        made.append(tpu)
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+
+    @nntrain.register_source("toy_xor")
+    def toy_xor(arg, data_config):
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * int(arg), dtype=np.float32)
+        y = (x[:, :1] != x[:, 1:]).astype(np.float32)
+        return {"train": (x, y), "test": (x, y)}
+
+    @nntrain.register_tuner("toy_random")
+    class ToyRandom(keras_tuner.RandomSearch):
+        pass
+
+    for command, names in (("train", ["toy_cpu", "mirrored"]), ("tune", ["toy_cpu", "toy_random", "hyperband"])):
+        with pytest.raises(SystemExit):
+            cli.run(["nntrain", command, "--help"])
+        help_text = capsys.readouterr().out
+        assert all(name in help_text for name in names), help_text
+    run = ["--experiment=xor", "--config.data.source=toy_xor:2", "--config.train.epochs=1", "--strategy=toy_cpu"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", *run, f"--model_dir={tmp_path / 'run'}", "--json"])
+    assert exit_info.value.code in (0, None) and made == [""]
+    assert json.loads(capsys.readouterr().out)["epoch"] == 1
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "tune", *run, f"--model_dir={tmp_path / 'sweep'}", "--tuner=toy_random",
+                 "--max_trials=1", "--json"])
+    assert exit_info.value.code in (0, None) and len(made) == 2
+    assert [trial["status"] for trial in json.loads(capsys.readouterr().out)["trials"]] == ["completed"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["nntrain", "train", *run[:-1], "--strategy=toy_cpus", f"--model_dir={tmp_path / 'bad'}"])
+    assert exit_info.value.code == 2 and "did you mean 'toy_cpu'?" in capsys.readouterr().err
+    with pytest.raises(NntrainError, match="toy_xor"):  # the unknown-source error lists the registered schemes
+        nntrain.train(nntrain.load_config("xor", {"data.source": "toy_xr:2"}), str(tmp_path / "bad"), strategy="cpu")
+    assert not (tmp_path / "bad").exists()

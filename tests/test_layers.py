@@ -19,7 +19,7 @@ EXPERIMENTS = REPO / "experiments"
 LAYERS = (
     ("nntrain.errors", "nntrain.logs", "nntrain.quiet", "nntrain.compat"),  # foundation: no nntrain imports but these
     ("nntrain.rundir",),  # every read and write of a run directory (local, gs://, ram://)
-    ("nntrain.registry",),  # the tables users extend: models, sources, experiment hooks
+    ("nntrain.registry",),  # the tables users and built-ins extend: models, sources, strategies, tuners, hooks
     ("nntrain.config",),  # experiments and overrides to a validated config (no TensorFlow)
     ("nntrain.distribute",),  # strategies, devices, multi-worker
     ("nntrain.data",),

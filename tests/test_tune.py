@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import keras_tuner
+import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import json_format
 from keras_tuner.src import protos
+from nntrain.experiments import text_gpt
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import nntrain
@@ -283,3 +286,36 @@ def test_find_batch_size_keeps_ten_steps_per_epoch(monkeypatch):
     assert found["recommended"] == 512
     assert found["stopped"] == ("the next batch size 1024 leaves fewer than 10 steps per epoch of the 8000 train "
                                 "examples")
+
+
+def _kernels(weights_file: Path) -> dict[str, np.ndarray]:
+    """The Dense kernels in a keras-tuner trial checkpoint (`.weights.h5`), by layer path."""
+    kernels = {}
+    with h5py.File(weights_file, "r") as f:
+        f.visititems(lambda name, item: kernels.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) and "dense" in name and item.ndim == 2 else None)
+    return kernels
+
+
+def test_a_trial_prunes_like_a_run_and_saves_the_pruned_kernels(tmp_path):
+    """The callbacks of a trial come from run.callbacks.callbacks_for, as a run's do: its Prune callback too."""
+    overrides = {**TINY_MNIST, "train.epochs": 1, "prune.target_sparsity": 0.8}
+    result = nntrain.tune("mnist_mlp", str(tmp_path), overrides, search_space={"model.hidden_sizes": choice(32)},
+                          strategy="cpu", tuner="grid", max_trials=1, verbose=False)
+    assert [t["status"] for t in result["trials"]] == ["completed"]
+    assert any(name.startswith("sparsity/") for name in result["trials"][0]["metrics"]), result["trials"][0]
+    [checkpoint] = (tmp_path / tuners.PROJECT).glob("trial_*/checkpoint.weights.h5")
+    kernels = _kernels(checkpoint)
+    assert len(kernels) == 2, kernels.keys()  # hidden and output layer
+    for name, kernel in kernels.items():
+        assert np.mean(kernel == 0) >= 0.79, (name, np.mean(kernel == 0))
+
+
+def test_a_text_gpt_trial_logs_bits_per_byte(tmp_path):
+    overrides = {**text_gpt.RUNLOCAL, "train.epochs": 1}
+    result = nntrain.tune("text_gpt", str(tmp_path), overrides, search_space={"model.num_heads": choice(2)},
+                          strategy="cpu", tuner="grid", max_trials=1, verbose=False)
+    [trial] = result["trials"]
+    assert trial["status"] == "completed", trial
+    metrics = trial["metrics"]
+    assert metrics["val_bits_per_byte"] == pytest.approx(metrics["val_loss"] / math.log(2)), metrics

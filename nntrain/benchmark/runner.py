@@ -8,7 +8,6 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from nntrain import config as nn_config
 from nntrain.benchmark import flops, memory, throughput
 from nntrain.distribute import strategies
 from nntrain.errors import NntrainError
@@ -31,7 +30,6 @@ def run(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, ste
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise NntrainError(f"--steps={steps} must be a positive number of timed training steps, "
                            f"e.g. --steps={DEFAULT_STEPS}")
-    nn_config.validate(config)
     name = config.get("experiment", "?")
     log(f"bench {name}: building the data pipeline and the compiled model")
     began = time.perf_counter()

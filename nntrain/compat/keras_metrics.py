@@ -9,12 +9,18 @@ Delete this module once Keras exposes the direction:
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 
 def direction(name: str) -> str | None:
-    """"up", "down", or None when `name` is not a Keras metric that declares its direction."""
-    try:
-        metric = keras.metrics.get(name)
-    except ValueError:
-        return None
+    """"up", "down", or None when `name` is not a Keras metric that declares its direction.
+
+    The metric is built in a throwaway graph: its variables must not start TensorFlow's eager context, which a
+    multi-worker strategy configures later (collective ops are configured at program start-up only).
+    """
+    with tf.Graph().as_default():
+        try:
+            metric = keras.metrics.get(name)
+        except ValueError:
+            return None
     return getattr(metric, "_direction", None)

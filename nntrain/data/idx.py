@@ -1,12 +1,13 @@
-"""MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`, ...) as numpy arrays."""
+"""MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`, ...) as numpy arrays,
+read through `tf.io.gfile` (a local folder, gs://, ram://)."""
 
 from __future__ import annotations
 
 import gzip
-import os
 import zlib
 
 import numpy as np
+import tensorflow as tf
 
 from nntrain.errors import NntrainError
 
@@ -20,11 +21,12 @@ _UINT8 = 0x08  # the IDX type code of unsigned bytes, the only one MNIST-style f
 
 def read(path: str, ndim: int) -> np.ndarray:
     """Parses one uint8 IDX file with `ndim` dimensions; a corrupt file raises NntrainError naming it."""
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError, zlib.error) as e:
+        if path.endswith(".gz"):
+            data = gzip.decompress(data)
+    except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
         raise NntrainError(f"IDX file {path} is unreadable ({e}): re-download it") from e
     magic = bytes([0, 0, _UINT8, ndim])
     if data[:4] != magic:
@@ -42,15 +44,15 @@ def read(path: str, ndim: int) -> np.ndarray:
 
 def _find(directory: str, name: str) -> str | None:
     for candidate in (name, name + ".gz"):
-        path = os.path.join(directory, candidate)
-        if os.path.isfile(path):
+        path = tf.io.gfile.join(directory, candidate)
+        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
             return path
     return None
 
 
 def load(directory: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`{split: (images (N, H, W), labels (N,))}` for each split whose files are in `directory`."""
-    if not os.path.isdir(directory):
+    if not tf.io.gfile.isdir(directory):
         raise NntrainError(f"data.source=idx:{directory}: no such directory; point it at a folder holding "
                            f"{FILES['train'][0]}[.gz] and friends")
     arrays = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 import zipfile
 from collections.abc import Callable, Mapping
@@ -14,11 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from nntrain import registry
-from nntrain.data import checks, csv_source, idx, splits, tfrecord
+from nntrain.data import checks, csv_source, idx, splits
 from nntrain.errors import NntrainError
 
-KINDS = ("tfds:NAME, idx:DIR, npz:PATH, images:DIR, csv:PATH, tfrecord:PATTERN|DIR, text:GLOB, generated:xor, "
-         "generated:quadratic, synthetic")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 GENERATED_SEEDS = {"train": 0, "test": 1}  # generated and synthetic data: a different draw per split
 SYNTHETIC_POOL = 64  # synthetic examples drawn per split and repeated: cheap at any input_shape
@@ -53,43 +52,25 @@ class IndexedSource:
 
 
 def open_source(data_config: ml_collections.ConfigDict) -> Source:
-    """The Source `data.source` names; NntrainError for an unknown kind or missing files."""
+    """The Source `data.source=SCHEME:ARG` names: the opener registered as SCHEME (registry.SOURCES: the built-ins
+    below and nntrain.register_source) called with ARG (`~` expanded); NntrainError for an unknown scheme."""
     source = data_config.source
-    kind, _, arg = source.partition(":")
-    path = os.path.expanduser(arg)
-    if kind == "tfds" and arg:
-        from nntrain.data.tfds_source import TfdsSource  # lazy: TFDS is slow to import
+    scheme, colon, arg = source.partition(":")
+    opener = registry.SOURCES.find(scheme)
+    if opener is None or (colon and not arg):
+        raise NntrainError(f"unknown data.source '{source}': use SCHEME:ARG with a registered scheme "
+                           f"({', '.join(registry.SOURCES.names())}), e.g. idx:DIR or tfds:mnist (or register one "
+                           "with nntrain.register_source)")
+    opened = opener(os.path.expanduser(arg), data_config)
+    return opened if hasattr(opened, "select") else _in_memory(source, opened)
 
-        return TfdsSource(arg, data_config)
-    if kind == "images" and arg:
-        from nntrain.data.images import ImageFolderSource
 
-        return ImageFolderSource(path, data_config)
-    if kind == "csv" and arg:
-        arrays, class_names = csv_source.load(path, data_config.label_column)
-        return _in_memory(source, arrays, class_names)
-    if kind == "idx" and arg:
-        return _in_memory(source, idx.load(path))
-    if kind == "npz" and arg:
-        return _in_memory(source, _load_npz(path))
-    if kind == "tfrecord" and arg:
-        return tfrecord.TFRecordSource(path, data_config)
-    if kind == "text" and arg:
-        from nntrain.data.text import TextSource
-
-        return TextSource(path, data_config)
-    if source == "generated:xor":
-        return _in_memory(source, _xor())
-    if source == "generated:quadratic":
-        return _in_memory(source, _quadratic(data_config.num_examples))
-    if source == "synthetic":
-        return _synthetic(data_config)
-    opener = registry.SOURCES.find(kind)  # nntrain.register_source("SCHEME")
-    if opener is not None:
-        opened = opener(arg, data_config)
-        return opened if hasattr(opened, "select") else _in_memory(source, opened)
-    raise NntrainError(f"unknown data.source '{source}': use one of {KINDS}, or a registered scheme "
-                       f"({', '.join(registry.SOURCES.names()) or 'none yet'})")
+# The built-in sources, one line each; a class or a module slow to import is registered by its import path.
+registry.SOURCES.add("tfds", "nntrain.data.tfds_source:TfdsSource")
+registry.SOURCES.add("images", "nntrain.data.images:ImageFolderSource")
+registry.SOURCES.add("text", "nntrain.data.text:TextSource")
+registry.SOURCES.add("tfrecord", "nntrain.data.tfrecord:TFRecordSource")
+# The in-memory ones below register with their decorator, as a user's source does.
 
 
 def _in_memory(name: str, arrays: Arrays, class_names: tuple[str, ...] | None = None) -> IndexedSource:
@@ -112,21 +93,48 @@ def _in_memory(name: str, arrays: Arrays, class_names: tuple[str, ...] | None = 
                          class_names=class_names)
 
 
-def _load_npz(path: str) -> Arrays:
-    """`x_train, y_train, x_test, y_test` (the keras.datasets layout) as splits `train` and `test`."""
-    if not os.path.isfile(path):
+@registry.register_source("csv")
+def csv(path: str, data_config: ml_collections.ConfigDict) -> IndexedSource:
+    """The CSV files of `path` (csv_source.py), class names from a text label column."""
+    arrays, class_names = csv_source.load(path, data_config.label_column)
+    return _in_memory(data_config.source, arrays, class_names)
+
+
+@registry.register_source("idx")
+def idx_files(directory: str, data_config: ml_collections.ConfigDict) -> Arrays:
+    """MNIST-style IDX files in `directory` (idx.py)."""
+    return idx.load(directory)
+
+
+@registry.register_source("npz")
+def npz(path: str, data_config: ml_collections.ConfigDict) -> Arrays:
+    """`x_train, y_train, x_test, y_test` (the keras.datasets layout) as splits `train` and `test`, read through
+    tf.io.gfile (a local file, gs://, ram://)."""
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
         raise NntrainError(f"data.source=npz:{path}: no such file; point it at an .npz holding "
                            f"{', '.join(NPZ_KEYS)}")
-    if not zipfile.is_zipfile(path):
+    with tf.io.gfile.GFile(path, "rb") as f:
+        archive = io.BytesIO(f.read())
+    if not zipfile.is_zipfile(archive):
         raise NntrainError(f"{path} is not an .npz archive: write one with numpy.savez({', '.join(NPZ_KEYS)})")
     try:
-        with np.load(path) as data:
+        with np.load(archive) as data:
             missing = [key for key in NPZ_KEYS if key not in data.files]
             if missing:
                 raise NntrainError(f"npz file {path} lacks {', '.join(missing)}: it needs {', '.join(NPZ_KEYS)}")
             return {split: (data[f"x_{split}"], data[f"y_{split}"]) for split in ("train", "test")}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise NntrainError(f"npz file {path} is unreadable ({e}): rewrite it with numpy.savez") from e
+
+
+@registry.register_source("generated")
+def generated(name: str, data_config: ml_collections.ConfigDict) -> Arrays:
+    """generated:xor (the truth table) or generated:quadratic (y = x^2, data.num_examples per split)."""
+    if name == "xor":
+        return _xor()
+    if name == "quadratic":
+        return _quadratic(data_config.num_examples)
+    raise NntrainError(f"unknown data.source 'generated:{name}': use generated:xor or generated:quadratic")
 
 
 def _xor() -> Arrays:
@@ -145,8 +153,12 @@ def _quadratic(num_examples: int) -> Arrays:
     return arrays
 
 
-def _synthetic(data_config: ml_collections.ConfigDict) -> IndexedSource:
+@registry.register_source("synthetic")
+def synthetic(arg: str, data_config: ml_collections.ConfigDict) -> IndexedSource:
     """Random float32 features in [0, 1) of data.input_shape and classes in [0, data.num_classes)."""
+    if arg:
+        raise NntrainError(f"data.source='synthetic:{arg}': synthetic takes no argument; set data.input_shape and "
+                           "data.num_classes")
     shape = tuple(data_config.input_shape)
 
     def read(split: str, start: int, stop: int) -> tf.data.Dataset:

@@ -7,31 +7,28 @@ import tempfile
 
 import tensorflow as tf
 
-from nntrain import quiet
+from nntrain import quiet, registry
 from nntrain.compat import collective_keys, mwms_reduce
 from nntrain.distribute import diagnostics, resolvers, runtime, tf_config, watchdog
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
-STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "tpu", "multi_worker")
-
 
 def create_strategy(name: str = "auto", tpu: str = "") -> tf.distribute.Strategy:
-    """Returns the strategy for `name` (see STRATEGIES); `tpu` is local, a TPU name or grpc://HOST:PORT."""
-    if name not in STRATEGIES:
-        raise NntrainError(f"unknown strategy '{name}': use one of {', '.join(STRATEGIES)}")
-    if name == "auto":
-        return _auto_strategy(tpu)
-    if name == "cpu":
-        return tf.distribute.OneDeviceStrategy("/cpu:0")
-    if name == "one_device":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        return _mirrored_strategy()
-    if name == "tpu":
-        return _tpu_strategy(tpu)
-    return _multi_worker_strategy()
+    """The strategy registered as `name` (registry.STRATEGIES: the built-ins below and nntrain.register_strategy);
+    `tpu` is local, a TPU name or grpc://HOST:PORT."""
+    return registry.STRATEGIES.get(name)(tpu)
+
+
+def cpu(tpu: str = "") -> tf.distribute.Strategy:
+    """One CPU."""
+    return tf.distribute.OneDeviceStrategy("/cpu:0")
+
+
+def one_device(tpu: str = "") -> tf.distribute.Strategy:
+    """The first GPU, else the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
 def kind(strategy: tf.distribute.Strategy) -> str:
@@ -74,9 +71,10 @@ def _is_default(strategy: tf.distribute.Strategy) -> bool:
     return type(strategy).__name__ == "_DefaultDistributionStrategy"
 
 
-def _auto_strategy(tpu: str) -> tf.distribute.Strategy:
+def auto(tpu: str = "") -> tf.distribute.Strategy:
+    """A TPU if one is named or attached, all GPUs (one: OneDeviceStrategy), else the default strategy."""
     if tpu or runtime.tpu_attached():
-        return _tpu_strategy(tpu or "local")
+        return tpu_strategy(tpu or "local")
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return _new_mirrored([d.name for d in gpus])
@@ -87,7 +85,8 @@ def _auto_strategy(tpu: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+def mirrored(tpu: str = "") -> tf.distribute.MirroredStrategy:
+    """All GPUs, else the CPU, in sync."""
     gpus = tf.config.list_logical_devices("GPU")
     devices = gpus or tf.config.list_logical_devices("CPU")
     return _new_mirrored([d.name for d in devices])
@@ -100,7 +99,8 @@ def _new_mirrored(devices: list[str]) -> tf.distribute.MirroredStrategy:
         return tf.distribute.MirroredStrategy(devices)
 
 
-def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
+def tpu_strategy(tpu: str = "") -> tf.distribute.TPUStrategy:
+    """The TPU `tpu` names (--tpu)."""
     if not tpu:
         raise NntrainError("--strategy=tpu needs --tpu: --tpu=local on a TPU VM (Colab, Cloud TPU VM), "
                            "or the TPU name / grpc://HOST:PORT of a TPU node")
@@ -133,7 +133,8 @@ def _tpu_advice(tpu: str, message: str) -> str:
     return f"could not connect to TPU '{tpu}': {first_line}; on a TPU VM use --tpu=local"
 
 
-def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+def multi_worker(tpu: str = "") -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The workers TF_CONFIG or a Slurm step names (`resolvers`), once all have joined."""
     return mwms_reduce.patch(connect(resolvers.resolve()))
 
 

@@ -15,17 +15,19 @@ import ml_collections
 
 from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
-from nntrain.models import backbone, cnn, gpt, heads, mlp, resnet, transformer
+from nntrain.models import heads
 from nntrain.registry import MODELS, experiment_model_call
 
 Builder = Callable[[keras.KerasTensor, ml_collections.ConfigDict, DatasetSpec], keras.KerasTensor]
 
-# model.name -> function from the input tensor, model config and data spec to the output tensor;
+# model.name -> function from the input tensor, model config and data spec to the output tensor, one line each;
 # nntrain.register_model adds more.
-for _name, _builder in {"mlp": mlp.build, "cnn": cnn.build, "resnet": resnet.build,
-                        "transformer": transformer.build, "gpt": gpt.build,
-                        "backbone": backbone.build}.items():
-    MODELS.register(_name)(_builder)
+MODELS.add("mlp", "nntrain.models.mlp:build")
+MODELS.add("cnn", "nntrain.models.cnn:build")
+MODELS.add("resnet", "nntrain.models.resnet:build")
+MODELS.add("transformer", "nntrain.models.transformer:build")
+MODELS.add("gpt", "nntrain.models.gpt:build")
+MODELS.add("backbone", "nntrain.models.backbone:build")
 
 
 def names() -> list[str]:

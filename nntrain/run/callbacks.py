@@ -1,4 +1,5 @@
-"""Callbacks of a run: the metrics file, the NaN guard, early stopping and the one rule of a monitor's direction.
+"""Callbacks of a run: `callbacks_for`, the one list `train` and every tuning trial fit with; the metrics file, the
+NaN guard, early stopping (a monitor's direction is config.monitor_mode's).
 
 Checkpoints and resume are in checkpoints.py.
 """
@@ -10,15 +11,17 @@ import time
 from typing import TYPE_CHECKING
 
 import keras
+import ml_collections
 
-from nntrain.compat import keras_accumulation, keras_metrics
-from nntrain.errors import NntrainError
+from nntrain import registry
+from nntrain.compat import keras_accumulation
+from nntrain.config import monitor_mode
 from nntrain.logs import log
+from nntrain.run import finetune, optim, prune
+from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 if TYPE_CHECKING:
     from nntrain.run.runstate import RunState
-
-MODES = ("auto", "min", "max")
 
 
 def finite_loss(logs: dict | None) -> bool:
@@ -26,22 +29,34 @@ def finite_loss(logs: dict | None) -> bool:
     return loss is not None and math.isfinite(float(loss))
 
 
-def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    """"max" if a higher `monitor` is better, else "min": the one rule of best checkpoint, early stopping and tuner.
+def callbacks_for(config: ml_collections.ConfigDict, model: keras.Model, steps_per_epoch: int,
+                  nan_guard: StopOnNaN, *, checkpoints: keras.callbacks.Callback | None,
+                  metrics_file: RunState | None = None, tensorboard_dir: str | None = None,
+                  resumed: bool = False) -> list[keras.callbacks.Callback]:
+    """The callbacks of a run or a tuning trial of `config`, in order.
 
-    Keras's own rule: `mode` min or max wins; with auto, a loss is minimised and a Keras metric goes the
-    direction it declares (r2_score, accuracy and auc up; mse and mae down).
+    EMA weights are swapped in first (so evaluation and saves see them), then the fine-tuning phase change; pruning
+    and bits/byte add to the logs before anything reads them; then the metrics line (`metrics_file`: the run's
+    RunState, None for a trial or a multi-worker backup); then `checkpoints`, the epoch's commit point after the
+    line that describes it (the run's `Checkpoints`; None for a trial, whose best epoch keras-tuner saves into the
+    trial's own directory with the callbacks it passes after these); TensorBoard into `tensorboard_dir` (a trial's
+    come from keras-tuner); early stopping; last the experiment file's `get_callbacks(config)`. `resumed`: restored
+    from a checkpoint.
     """
-    if mode not in MODES:
-        raise NntrainError(f"train.monitor_mode={mode!r} is not allowed: use one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    name = monitor.removeprefix("val_")
-    direction = "down" if name == "loss" or name.endswith("_loss") else keras_metrics.direction(name)
-    if direction is None:
-        raise NntrainError(f"cannot tell whether a higher '{monitor}' is better: set train.monitor_mode=max "
-                           "or train.monitor_mode=min")
-    return "max" if direction == "up" else "min"
+    train = config.train
+    callbacks: list[keras.callbacks.Callback] = [
+        *optim.callbacks(config, resumed=resumed), *finetune.callbacks(config),
+        *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
+        nan_guard, *bits_per_byte_callbacks(config)]
+    if metrics_file is not None:
+        callbacks.append(MetricsFile(metrics_file))
+    if checkpoints is not None:
+        callbacks.append(checkpoints)
+    if tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
+    if train.early_stopping_patience:
+        callbacks.append(early_stopping(train.monitor, train.monitor_mode, train.early_stopping_patience))
+    return [*callbacks, *registry.experiment_callbacks(config)]
 
 
 def early_stopping(monitor: str, mode: str, patience: int) -> keras.callbacks.EarlyStopping:

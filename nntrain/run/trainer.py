@@ -26,7 +26,6 @@ from nntrain.run import callbacks as nn_callbacks
 from nntrain.run import checkpoints, finetune, guards, optim, preemption, prune, runstate
 from nntrain.run import init_from as nn_init_from
 from nntrain.run.bits_per_byte import BitsPerByte
-from nntrain.run.bits_per_byte import callbacks as bits_per_byte_callbacks
 
 # tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
 _DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
@@ -112,8 +111,8 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
     strategy = strategy or strategies.create_strategy("auto")
     with cluster.peer_failures(strategy):  # building broadcasts the initial weights: a peer may be lost already
         run = _build_and_restore(config, strategy, files)
-    nan_guard = _begin(run)  # the first writes
-    try:
+    nan_guard = _nan_guard(run)
+    try:  # _fit makes the first writes (_begin), after the callbacks are built
         history, signum = _fit(run, nan_guard, verbose, extra_callbacks)
         _save_final_model(run, nan_guard)
         if signum:  # it came after the last epoch's checkpoint: the run is complete, and stops as asked
@@ -160,10 +159,8 @@ class _Run:
 
 
 def _validate(config: ml_collections.ConfigDict, model_dir: str) -> runstate.RunState:
-    """The config, and the run directory's files against it; writes nothing."""
-    nn_config.validate(config)
+    """The run directory's files against the config (which api.train validated); writes nothing."""
     nn_config.absolute_paths(config)  # a hand-made config too: its run works from any directory
-    nn_callbacks.monitor_mode(config.train.monitor, config.train.monitor_mode)
     rundir.check(model_dir)
     files = runstate.RunState.load(model_dir)
     files.check_same_model(config)
@@ -184,9 +181,15 @@ def _build_and_restore(config: ml_collections.ConfigDict, strategy: tf.distribut
                 cluster.output_dir(files.model_dir, strategy))
 
 
-def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
+def _nan_guard(run: _Run) -> nn_callbacks.StopOnNaN:
+    """The NaN guard, which knows the last finite loss (the metrics line of the checkpoint's epoch)."""
+    done = run.files.metrics_until(run.step // run.prepared.steps_per_epoch)
+    return nn_callbacks.StopOnNaN(run.prepared.steps_per_epoch, done[-1].get("loss") if done else None)
+
+
+def _begin(run: _Run) -> None:
     """The first writes: this worker's directory; the chief's config.json, dataset.json and metrics.jsonl (no
-    line after the checkpoint's epoch). Returns the NaN guard, which knows the last finite loss."""
+    line after the checkpoint's epoch)."""
     config, files, steps_per_epoch = run.config, run.files, run.prepared.steps_per_epoch
     rundir.makedirs(run.out_dir)
     initial_epoch = run.step // steps_per_epoch
@@ -197,18 +200,20 @@ def _begin(run: _Run) -> nn_callbacks.StopOnNaN:
     if run.step:
         log(f"resuming from the checkpoint in {run.checkpoint_dir}: step {run.step} of "
             f"{steps_per_epoch * config.train.epochs} ({initial_epoch} of {config.train.epochs} epochs done)")
-    done = files.metrics_until(initial_epoch)
-    return nn_callbacks.StopOnNaN(steps_per_epoch, done[-1].get("loss") if done else None)
 
 
 def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
          extra_callbacks: Sequence[keras.callbacks.Callback]) -> tuple[keras.callbacks.History | None, int | None]:
-    """Fits under the watch for SIGTERM/SIGINT; returns fit's History and a signal that came after the last
+    """The callbacks (an experiment's get_callbacks may fail: before the first write), the first writes (_begin),
+    then fit under the watch for SIGTERM/SIGINT; returns fit's History and a signal that came after the last
     epoch's checkpoint (one before it stops fit: Preempted)."""
     with preemption.watch() as signals, cluster.peer_failures(run.prepared.strategy), \
             data_service.watched(run.config.data.service, tf_config.worker_timeout()):
-        callbacks = _callbacks(run.config, run.prepared.model, run.files, run.out_dir, run.chief, run.step,
-                               run.prepared.steps_per_epoch, nan_guard, signals, run.checkpoint_state)
+        callbacks = nn_callbacks.callbacks_for(
+            run.config, run.prepared.model, run.prepared.steps_per_epoch, nan_guard,
+            checkpoints=_checkpoints(run, signals), metrics_file=run.files if run.chief else None,
+            tensorboard_dir=_tensorboard_dir(run), resumed=run.step > 0)
+        _begin(run)
         fit = dict(validation_steps=run.config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         with _tensorboard_flushed_on_stop(callbacks):
@@ -249,6 +254,24 @@ def _tensorboard_flushed_on_stop(callbacks: Sequence[keras.callbacks.Callback]) 
         raise
 
 
+def _checkpoints(run: _Run, signals: preemption.Watch) -> checkpoints.Checkpoints:
+    """This worker's checkpoints (the chief's in model_dir keep best.keras; a multi-worker backup's do not)."""
+    train = run.config.train
+    return checkpoints.Checkpoints(rundir.checkpoint_dir(run.out_dir), train.monitor, train.monitor_mode,
+                                   keep_best=run.chief, every_steps=train.checkpoint_every_steps,
+                                   keep=train.keep_checkpoints, signals=signals, state=run.checkpoint_state)
+
+
+def _tensorboard_dir(run: _Run) -> str | None:
+    """model_dir/logs with train.tensorboard, on the chief; else None."""
+    if not (run.config.train.tensorboard and run.chief):
+        return None
+    model_dir = run.files.model_dir
+    log_dir = rundir.join(model_dir, rundir.LOGS)
+    log(f"TensorBoard logs: {log_dir} (tensorboard --logdir={model_dir})")
+    return log_dir
+
+
 def _save_final_model(run: _Run, nan_guard: nn_callbacks.StopOnNaN) -> None:
     """TrainingDiverged if the loss became NaN/inf; else the chief saves model.keras (never NaN weights)."""
     if nan_guard.nan_step is not None:
@@ -270,31 +293,6 @@ def _report(run: _Run, history: keras.callbacks.History | None, start: float) ->
     log(f"done in {time.time() - start:.1f}s: {_format_metrics(metrics)}; model saved to "
         f"{rundir.join(run.files.model_dir, rundir.FINAL_MODEL)}")
     return metrics
-
-
-def _callbacks(config: ml_collections.ConfigDict, model: keras.Model, files: runstate.RunState, out_dir: str,
-               chief: bool, step: int, steps_per_epoch: int, nan_guard: nn_callbacks.StopOnNaN,
-               signals: preemption.Watch, state: dict | None) -> list[keras.callbacks.Callback]:
-    """The callbacks of a run, in order: EMA weights are swapped in first (so evaluation and saves see them);
-    pruning and bits/byte add to the logs before the metrics line; the checkpoint is an epoch's commit point, so
-    it comes after the metrics line that describes the epoch."""
-    train, model_dir = config.train, files.model_dir
-    callbacks: list[keras.callbacks.Callback] = [
-        *optim.callbacks(config, resumed=step > 0), *finetune.callbacks(config),
-        *prune.callbacks(model, config.prune, optim.updates(config.optimizer, steps_per_epoch * train.epochs)),
-        nan_guard, *bits_per_byte_callbacks(config)]
-    if chief:
-        callbacks.append(nn_callbacks.MetricsFile(files))
-    callbacks.append(checkpoints.Checkpoints(
-        rundir.checkpoint_dir(out_dir), train.monitor, train.monitor_mode, keep_best=chief,
-        every_steps=train.checkpoint_every_steps, keep=train.keep_checkpoints, signals=signals, state=state))
-    if train.tensorboard and chief:
-        callbacks.append(keras.callbacks.TensorBoard(rundir.join(model_dir, rundir.LOGS)))
-        log(f"TensorBoard logs: {rundir.join(model_dir, rundir.LOGS)} (tensorboard --logdir={model_dir})")
-    if train.early_stopping_patience:
-        callbacks.append(nn_callbacks.early_stopping(train.monitor, train.monitor_mode,
-                                                     train.early_stopping_patience))
-    return callbacks
 
 
 def _progress(verbose: int | str) -> int | str:

@@ -2,7 +2,8 @@
 
 build(hp): a copy of the config with the trial's values filled in (search_space.apply), compiled by
 trainer.build_model. fit(hp, model, **kwargs): the input pipeline for the trial's batch size, then model.fit with
-the tuner's kwargs passed through (Hyperband's epochs and initial_epoch, callbacks, verbose).
+a run's callbacks (run.callbacks.callbacks_for: pruning, bits/byte, EMA, early stopping, the experiment's own) and
+the tuner's kwargs passed through (Hyperband's epochs and initial_epoch, its callbacks after ours, verbose).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import ml_collections
 import tensorflow as tf
 
 from nntrain import data as nn_data
-from nntrain import registry
 from nntrain.run import callbacks as nn_callbacks
-from nntrain.run import finetune, optim, trainer
+from nntrain.run import trainer
 from nntrain.tuning import search_space
 
 # Extra metrics each trial reports beside Keras's: shown in the leaderboard, never the objective.
@@ -66,11 +66,9 @@ class HyperModel(keras_tuner.HyperModel):
         data = trainer.datasets(config, self.strategy, skip_batches=0)
         steps = self.steps_per_epoch(config)
         nan_guard = nn_callbacks.StopOnNaN(steps)
-        callbacks = [*optim.callbacks(config), *finetune.callbacks(config), nan_guard,
-                     *registry.experiment_callbacks(config), *kwargs.pop("callbacks", [])]
-        if config.train.early_stopping_patience:
-            callbacks.append(nn_callbacks.early_stopping(config.train.monitor, config.train.monitor_mode,
-                                                         config.train.early_stopping_patience))
+        # keras-tuner's own callbacks (the trial's best-epoch checkpoint in its trial directory, TensorBoard) last
+        callbacks = [*nn_callbacks.callbacks_for(config, model, steps, nan_guard, checkpoints=None),
+                     *kwargs.pop("callbacks", [])]
         kwargs.setdefault("epochs", config.train.epochs)
         start = time.time()
         history = model.fit(data.train, steps_per_epoch=steps, validation_data=data.eval,

@@ -113,7 +113,6 @@ def _check(config: ml_collections.ConfigDict, space: dict, model_dir: str, strat
                            "on several machines")
     tuners.check(options.tuner, options.max_trials, options.executions_per_trial)
     scaling.rule_for(options.lr_scaling, config.optimizer.name)
-    nn_config.validate(config)
     search_space.validate(space, config)
 
 

@@ -8,18 +8,13 @@ import os
 import keras_tuner
 import tensorflow as tf
 
+from nntrain import registry
+from nntrain.config import monitor_mode
 from nntrain.errors import NntrainError
 from nntrain.logs import log
-from nntrain.run.callbacks import monitor_mode
 from nntrain.tuning import results
 from nntrain.tuning.hypermodel import HyperModel
 
-TUNERS = {
-    "random": keras_tuner.RandomSearch,
-    "bayesian": keras_tuner.BayesianOptimization,
-    "hyperband": keras_tuner.Hyperband,
-    "grid": keras_tuner.GridSearch,
-}
 PROJECT = "search"  # keras-tuner's project folder inside model_dir
 MAX_CONSECUTIVE_FAILED_TRIALS = 5
 HYPERBAND_FACTOR = 3
@@ -41,6 +36,16 @@ class _Progress:
         log(results.progress_line(self.oracle, self.oracle.get_trial(trial.trial_id), self.hypermodel))
 
 
+class Hyperband(keras_tuner.Hyperband):
+    """keras-tuner's Hyperband with the others' arguments: it budgets epochs up to the experiment's train.epochs,
+    and `max_trials` still caps the number of trials."""
+
+    def __init__(self, hypermodel: HyperModel, max_trials: int, **options):
+        super().__init__(hypermodel=hypermodel, max_epochs=hypermodel.config.train.epochs, factor=HYPERBAND_FACTOR,
+                         **options)
+        self.oracle.max_trials = max_trials
+
+
 def objective(name: str, hypermodel: HyperModel) -> keras_tuner.Objective:
     """The objective `name` with its direction; it must be a metric that the experiment's training reports."""
     config = hypermodel.config
@@ -54,17 +59,17 @@ def objective(name: str, hypermodel: HyperModel) -> keras_tuner.Objective:
 
 
 def check(name: str, max_trials: int, executions_per_trial: int) -> None:
-    """Raises NntrainError for an unknown tuner or a budget below one."""
-    if name not in TUNERS:
-        raise NntrainError(f"--tuner={name} is not allowed: use one of {', '.join(TUNERS)}")
+    """Raises NntrainError for an unknown tuner (registry.TUNERS) or a budget below one."""
+    registry.TUNERS.get(name)
     if max_trials < 1 or executions_per_trial < 1:
         raise NntrainError(f"--max_trials={max_trials} and --executions_per_trial={executions_per_trial} must be >= 1")
 
 
 def create(name: str, hypermodel: HyperModel, goal: keras_tuner.Objective, max_trials: int,
            executions_per_trial: int, model_dir: str, strategy: tf.distribute.Strategy) -> keras_tuner.Tuner:
-    """The tuner `name` (see `check`) over `hypermodel`, reloading the search in model_dir/search if there is one."""
-    base = TUNERS[name]
+    """The tuner registered as `name` (see `check`) over `hypermodel`, reloading the search in model_dir/search if
+    there is one."""
+    base = registry.TUNERS.get(name)
     tuner_class = type(f"Nntrain{base.__name__}", (_Progress, base), {})
     common = {
         "hypermodel": hypermodel, "objective": goal,
@@ -74,12 +79,7 @@ def create(name: str, hypermodel: HyperModel, goal: keras_tuner.Objective, max_t
         "max_consecutive_failed_trials": MAX_CONSECUTIVE_FAILED_TRIALS,
     }
     try:
-        if name == "hyperband":
-            # Hyperband budgets epochs (up to train.epochs); max_trials still caps the number of trials.
-            tuner = tuner_class(max_epochs=hypermodel.config.train.epochs, factor=HYPERBAND_FACTOR, **common)
-            tuner.oracle.max_trials = max_trials
-        else:
-            tuner = tuner_class(max_trials=max_trials, **common)
+        tuner = tuner_class(max_trials=max_trials, **common)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:  # keras-tuner's state files, read on reload
         raise NntrainError(f"the search state in {os.path.join(model_dir, PROJECT)} is damaged (a JSON file: {e}): "
                            "restore it, or start a new search in another --model_dir") from e
