@@ -1,102 +1,173 @@
-"""text_gpt's training steps against a hand-written plain Keras decoder of the same size, on the same batches.
+"""text_gpt against the decoder a Keras user builds with KerasHub, side by side in one process, alternating.
 
-  .venv/bin/python benchmarks/compare_gpt.py --steps=64 --repeats=3   # prints a markdown table
+  .venv/bin/python benchmarks/compare_gpt.py --variant=default --steps=64 --repeats=5   # training tokens/s
+  .venv/bin/python benchmarks/compare_gpt.py --variant=default --generate --run=runs/text_gpt   # new tokens/s
 
-Both models are compiled with text_gpt's optimizer settings, steps_per_execution and jit_compile, and fitted on
-the same distributed dataset (nntrain's text pipeline over the standard library's .py files), in one process.
-Each repeat times both, in a rotated order, with nntrain.benchmark.throughput.time_model (warm-up executions,
-then at least --steps steps). The plain decoder is what a Keras user writes by hand: a position-embedding layer
-with keras.ops.arange, causal MultiHeadAttention blocks, a tied output layer and a from-logits loss. MFU uses the
-FLOPs the TensorFlow profiler counts for nntrain's model for both (the same layers and matmuls) over the peak
-matmul rate measured here.
+keras-hub is a benchmark extra (`pip install --no-deps keras-hub regex tokenizers`), never a runtime dependency.
+
+Training: keras.io's "miniature GPT" (`keras_hub.layers.TokenAndPositionEmbedding` + `TransformerDecoder` blocks,
+post-norm ReLU, an untied Dense output on logits) at the variant's width, depth, heads, feed-forward width and
+context, compiled with text_gpt's optimizer, steps_per_execution and jit_compile, fitted on the same distributed
+dataset (nntrain's text pipeline). Three sides: nntrain at precision=auto, KerasHub at that precision, KerasHub
+in float32. Each repeat times every side in a rotated order (nntrain.benchmark.throughput.time_model: warm-up
+executions, then at least --steps steps).
+
+Generation (--generate): `nntrain generate`'s sampler on the run's model (--run, a text_gpt run of the variant)
+against KerasHub's cached sampler (`GPT2CausalLM.generate`, a GPT2Backbone of the same size: pre-norm GELU, tied,
+the same precision; KerasHub compiles its loop with XLA too), both top-k 40, one prompt: new tokens/s within the
+context, warm (the first call, which compiles, is not timed); then nntrain alone for --new_tokens past the context.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
 
 import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
 
 import nntrain
-from nntrain.benchmark import flops, runner, throughput
+from nntrain.benchmark import throughput
+from nntrain.benchmark.runner import WARMUP_EXECUTIONS
+from nntrain.data import text
 from nntrain.distribute import strategies
+from nntrain.exports import artifacts, sampling
 from nntrain.run import trainer
 
-
-class PositionEmbedding(keras.layers.Layer):
-    def __init__(self, length: int, width: int, **kwargs):
-        super().__init__(**kwargs)
-        self.table = keras.layers.Embedding(length, width)
-
-    def call(self, x):
-        return x + self.table(keras.ops.arange(keras.ops.shape(x)[1]))
+PROMPT = b"def "
 
 
-class TiedOutput(keras.layers.Layer):
-    def __init__(self, embedding: keras.layers.Embedding, **kwargs):
-        super().__init__(**kwargs)
-        self.embedding = embedding
-
-    def call(self, x):
-        return keras.ops.matmul(x, keras.ops.transpose(self.embedding.embeddings))
-
-
-def plain_decoder(vocab: int, length: int, width: int, heads: int, layers: int, ff: int) -> keras.Model:
+def keras_hub_decoder(config, vocab: int, length: int) -> keras.Model:
+    """keras.io's miniature GPT at the config's size, from logits."""
+    model = config.model
     inputs = keras.Input((length,), dtype="int32")
-    embedding = keras.layers.Embedding(vocab, width)
-    x = PositionEmbedding(length, width)(embedding(inputs))
-    for _ in range(layers):
-        y = keras.layers.LayerNormalization()(x)
-        x = x + keras.layers.MultiHeadAttention(heads, width // heads)(y, y, use_causal_mask=True)
-        y = keras.layers.LayerNormalization()(x)
-        x = x + keras.layers.Dense(width)(keras.layers.Dense(ff, activation="gelu")(y))
-    return keras.Model(inputs, TiedOutput(embedding)(keras.layers.LayerNormalization()(x)))
+    x = keras_hub.layers.TokenAndPositionEmbedding(vocab, length, model.embed_dim)(inputs)
+    for _ in range(model.num_layers):
+        x = keras_hub.layers.TransformerDecoder(model.ff_multiplier * model.embed_dim, model.num_heads)(x)
+    return keras.Model(inputs, keras.layers.Dense(vocab)(x))
+
+
+def train_side(config, vocab: int, length: int, precision: str, run, strategy) -> keras.Model:
+    keras.mixed_precision.set_global_policy(precision)
+    with strategy.scope():
+        model = keras_hub_decoder(config, vocab, length)
+        model.compile(optimizer=keras.optimizers.AdamW(config.optimizer.learning_rate,
+                                                       global_clipnorm=config.optimizer.global_clip_norm),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+                      steps_per_execution=run.steps_per_execution, jit_compile=run.jit_compile)
+    return model
+
+
+def compare_training(config, args) -> None:
+    strategy = strategies.create_strategy("cpu")
+    prepared = trainer.prepare(config, strategy)
+    run, data = prepared.execution, prepared.data
+    length, vocab = data.spec.input_shape[0], data.spec.vocab_size
+    models = {f"nntrain text_gpt ({run.precision})": prepared.model,
+              f"KerasHub decoder ({run.precision})": train_side(config, vocab, length, run.precision, run, strategy),
+              "KerasHub decoder (float32)": train_side(config, vocab, length, "float32", run, strategy)}
+    keras.mixed_precision.set_global_policy(run.precision)
+    params = {name: model.count_params() for name, model in models.items()}
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    for repeat in range(args.repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
+            timing = throughput.time_model(models[name], data.train, run.steps_per_execution, WARMUP_EXECUTIONS,
+                                           args.steps)
+            rates[name].append(data.global_batch_size * length * timing.timed_steps / timing.timed_seconds)
+            print(f"{time.strftime('%H:%M:%S')} repeat {repeat + 1}: {name} {rates[name][-1]:,.0f} tokens/s",
+                  file=sys.stderr, flush=True)
+    ours = rates[names[0]]
+    print(f"| {config.experiment} | parameters | tokens/s (median) | nntrain / it (median of repeats) |")
+    print("|---|---|---|---|")
+    for name in names:
+        ratios = [a / b for a, b in zip(ours, rates[name])]
+        print(f"| {name} | {params[name]:,} | {statistics.median(rates[name]):,.0f} | "
+              f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) |")
+    print(f"\n{args.repeats} repeats of >= {args.steps} timed steps per side, rotated; global batch "
+          f"{data.global_batch_size} x {length} tokens; steps_per_execution {run.steps_per_execution}, jit_compile "
+          f"{run.jit_compile}; precision=auto gave {run.precision} ({run.why_precision})")
+
+
+def keras_hub_causal_lm(config, length: int, precision: str) -> keras_hub.models.GPT2CausalLM:
+    model = config.model
+    keras.mixed_precision.set_global_policy(precision)
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=text.VOCAB_SIZE, num_layers=model.num_layers,
+                                             num_heads=model.num_heads, hidden_dim=model.embed_dim,
+                                             intermediate_dim=model.ff_multiplier * model.embed_dim, dropout=0.0,
+                                             max_sequence_length=length)
+    causal_lm = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    causal_lm.compile(sampler=keras_hub.samplers.TopKSampler(k=40, seed=0))
+    return causal_lm
+
+
+def compare_generation(config, args) -> None:
+    model = artifacts.load_model(args.run, "final")
+    length = int(model.input_shape[1])
+    precision = model.get_layer("final_norm").dtype_policy.name
+    generate = tf.function(sampling.sampler(model), autograph=False)
+    hub = keras_hub_causal_lm(config, length, precision)
+    prompt = [text.END_OF_FILE, *PROMPT]
+    new = length - len(prompt)  # what fits in the context: KerasHub generates up to its max_length
+    hub_inputs = {"token_ids": np.array([prompt + [0] * new], np.int32),
+                  "padding_mask": np.array([[True] * len(prompt) + [False] * new])}
+
+    def ours(tokens: int, seed: int) -> int:
+        texts = generate(tf.constant([PROMPT]), tf.constant(tokens), tf.constant(1.0), tf.constant(40),
+                         tf.constant(1.0), tf.constant(seed))
+        return len(texts.numpy()[0])
+
+    def theirs(tokens: int, seed: int) -> int:
+        out = hub.generate(hub_inputs, stop_token_ids=None)
+        return int(out["padding_mask"].sum()) - len(prompt)
+
+    sides = {"nntrain sampler": ours, "KerasHub GPT2CausalLM.generate": theirs}
+    for side in sides.values():  # compiles
+        side(new, 0)
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for repeat, name in itertools.product(range(args.repeats), sides):
+        start = time.perf_counter()
+        produced = sides[name](new, repeat)
+        rates[name].append(produced / (time.perf_counter() - start))
+        print(f"{time.strftime('%H:%M:%S')} {name}: {produced} new tokens, {rates[name][-1]:,.0f} tokens/s",
+              file=sys.stderr, flush=True)
+    long_rates = []
+    for seed in range(args.repeats):
+        start = time.perf_counter()
+        produced = ours(args.new_tokens, seed)
+        long_rates.append(produced / (time.perf_counter() - start))
+        print(f"{time.strftime('%H:%M:%S')} nntrain past the context: {produced} new tokens, "
+              f"{long_rates[-1]:,.0f} tokens/s", file=sys.stderr, flush=True)
+    print(f"| generation, {config.experiment}, {precision}, batch 1, top-k 40 | new tokens/s (median) |")
+    print("|---|---|")
+    for name, values in rates.items():
+        print(f"| {name}, {new} new tokens in a context of {length} | {statistics.median(values):,.0f} |")
+    print(f"| nntrain sampler, up to {args.new_tokens} new tokens (window sliding) | "
+          f"{statistics.median(long_rates):,.0f} |")
+    print(f"\n{args.repeats} warm calls per side, alternating; nntrain / KerasHub: "
+          f"{statistics.median(rates['nntrain sampler']) / statistics.median(rates[list(sides)[1]]):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="default")
     parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--generate", action="store_true", help="compare generation instead of training")
+    parser.add_argument("--run", help="--generate: a text_gpt run of --variant")
+    parser.add_argument("--new_tokens", type=int, default=1000)
     args = parser.parse_args()
-    config = nntrain.load_config("text_gpt")
-    strategy = strategies.create_strategy("auto")
-    prepared = trainer.prepare(config, strategy)
-    run, data, model_config = prepared.execution, prepared.data, config.model
-    length = data.spec.input_shape[0]
-    with strategy.scope():
-        plain = plain_decoder(data.spec.vocab_size, length, model_config.embed_dim, model_config.num_heads,
-                              model_config.num_layers, model_config.ff_multiplier * model_config.embed_dim)
-        plain.compile(optimizer=keras.optimizers.AdamW(config.optimizer.learning_rate,
-                                                       global_clipnorm=config.optimizer.global_clip_norm),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
-                      steps_per_execution=run.steps_per_execution, jit_compile=run.jit_compile)
-    assert plain.count_params() == prepared.model.count_params(), (plain.count_params(), prepared.model.count_params())
-    models = {"nntrain text_gpt": prepared.model, "plain Keras decoder": plain}
-    rates: dict[str, list[float]] = {name: [] for name in models}
-    for repeat in range(args.repeats):
-        order = list(models) if repeat % 2 == 0 else list(reversed(models))
-        for name in order:
-            timing = throughput.time_model(models[name], data.train, run.steps_per_execution,
-                                           runner.WARMUP_EXECUTIONS, args.steps)
-            rates[name].append(data.global_batch_size * timing.timed_steps / timing.timed_seconds)
-            print(f"{time.strftime('%H:%M:%S')} repeat {repeat + 1}: {name} {rates[name][-1]:.1f} examples/s",
-                  file=sys.stderr, flush=True)
-    features, labels = next(iter(data.train))
-    per_example = flops.per_example(config, data.spec, features, labels)
-    peak = flops.peak_matmul(strategy, strategies.accelerator(strategy), "float32").flops_per_second
-    ratios = [a / b for a, b in zip(*rates.values())]
-    print("| model | examples/s | tokens/s | MFU |\n|---|---|---|---|")
-    for name, values in rates.items():
-        rate = statistics.median(values)
-        print(f"| {name} | {rate:.1f} | {rate * length:,.0f} | {per_example * rate / peak:.0%} |")
-    print(f"\nnntrain / plain Keras: median {statistics.median(ratios):.3f} (per repeat: "
-          f"{', '.join(f'{r:.3f}' for r in ratios)}); {args.repeats} repeats of {args.steps} timed steps, "
-          f"global batch {data.global_batch_size} x {length} tokens, {run.precision}, steps_per_execution "
-          f"{run.steps_per_execution}, jit_compile {run.jit_compile}; peak matmul {peak / 1e9:.1f} GFLOP/s, "
-          f"{per_example / 1e6:.0f} MFLOP/example")
+    config = nntrain.load_config(f"text_gpt:{args.variant}")
+    if args.generate:
+        compare_generation(config, args)
+    else:
+        compare_training(config, args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""text_gpt: a small GPT-style byte-level language model on text files; by default the `.py` files of the
-running interpreter's standard library (on every machine, no download), 90% of the files for training.
+"""text_gpt: a GPT-style byte-level language model on text files; by default the `.py` files of the running
+interpreter's standard library (on every machine, no download), 90% of the files for training.
 
   nntrain train --experiment=text_gpt --model_dir=runs/text_gpt
   nntrain generate --model_dir=runs/text_gpt --prompt='def ' --max_new_tokens=200 --seed=0
@@ -8,11 +8,12 @@ On a folder of your own text:
 
   nntrain train --experiment=text_gpt --model_dir=runs/my_text --config.data.source='text:my_texts/*.txt'
 
-The small variant for quick checks and tests (a tiny model on a few steps; the RUNLOCAL overrides below):
+Sizes are variants (`--experiment=text_gpt:VARIANT`; docs/language_model.md has each one's tokens/s and memory):
 
-  nntrain train --experiment=text_gpt --model_dir=/tmp/text_gpt_local --config.model.embed_dim=32 \
-    --config.model.num_layers=1 --config.data.sequence_length=32 --config.train.batch_size=8 \
-    --config.train.epochs=2 --config.train.steps_per_epoch=4 --config.train.eval_steps=2
+  nntrain train --experiment=text_gpt:tiny --model_dir=/tmp/text_gpt_tiny    # 32 wide, 1 layer, 8 steps: tests
+  nntrain train --experiment=text_gpt --model_dir=runs/text_gpt              # default: 128 x 3 layers, 0.64 M
+  nntrain train --experiment=text_gpt:small --model_dir=runs/text_gpt_small  # 384 x 6 layers, context 256, 11 M
+  nntrain train --experiment=text_gpt:base --model_dir=runs/text_gpt_base    # GPT-2 small: 768 x 12, context 1024, 86 M
 """
 
 import sysconfig
@@ -24,7 +25,18 @@ RUNLOCAL = {"model.embed_dim": 32, "model.num_layers": 1, "data.sequence_length"
             "train.epochs": 2, "train.steps_per_epoch": 4, "train.eval_steps": 2, "train.tensorboard": False}
 
 
-def get_config():
+VARIANTS = ("tiny", "default", "small", "base")
+SIZES = {  # the model and batch of each variant beyond the default
+    "tiny": RUNLOCAL,
+    "small": {"model.embed_dim": 384, "model.num_heads": 6, "model.num_layers": 6, "data.sequence_length": 256,
+              "optimizer.learning_rate": 1e-3, "train.batch_size": 16, "train.eval_steps": 24},
+    "base": {"model.embed_dim": 768, "model.num_heads": 12, "model.num_layers": 12, "data.sequence_length": 1024,
+             "optimizer.learning_rate": 6e-4, "schedule.warmup_steps": 200, "train.batch_size": 8,
+             "optimizer.gradient_accumulation_steps": 4, "train.eval_steps": 12, "train.checkpoint_every_steps": 100},
+}
+
+
+def get_config(variant: str = "default"):
     config = base_config()
     config.data.source = f"text:{sysconfig.get_paths()['stdlib']}/*.py"
     config.data.train_split = "train[:90%]"  # whole files: the 10% held out are files the model never saw
@@ -49,6 +61,9 @@ def get_config():
     config.train.steps_per_epoch = 200
     config.train.eval_steps = 48  # the same first 1,536 held-out sequences (~200 KB) after every epoch
     config.train.monitor = "val_loss"
+    for key, value in SIZES.get(variant, {}).items():
+        section, field = key.split(".")
+        config[section][field] = value
     return config
 
 

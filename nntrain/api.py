@@ -197,10 +197,10 @@ def find_lr(config: ml_collections.ConfigDict | str, output_dir: str, strategy: 
 
 @_library_call
 def generate(model_dir: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
-             seed: int = 0, checkpoint: str = "final") -> dict:
+             seed: int = 0, checkpoint: str = "final", top_p: float = 1.0) -> dict:
     """Text sampled from a trained byte-level language model (a run or its export) after `prompt`:
     {prompt, completion, new_tokens}; the same seed gives the same text."""
     from nntrain.exports import generate as generation
 
     with quiet.native_records_hidden():  # oneDNN's record of its int64 fallback, on the first model call
-        return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint)
+        return generation.generate(model_dir, prompt, max_new_tokens, temperature, top_k, seed, checkpoint, top_p)

@@ -23,9 +23,10 @@ from nntrain.errors import NntrainError
 from nntrain.tuning import TUNERS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file.")
-flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file or a run's config.json "
-                    "(then --config.KEY=VALUE overrides it).")
+flags.DEFINE_string("experiment", None, "Experiment name (see experiments/) or path to an experiment .py file, "
+                    "optionally :VARIANT (e.g. text_gpt:small).")
+flags.DEFINE_string("config", None, "Instead of --experiment: an experiment .py file (optionally :VARIANT) or a "
+                    "run's config.json (then --config.KEY=VALUE overrides it).")
 flags.DEFINE_string("model_dir", None, "Directory for the run's config, checkpoints, logs and model.")
 flags.DEFINE_string("strategy", "auto", "The tf.distribute strategy to run with.")
 flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, a TPU name, or grpc://HOST:PORT.")
@@ -72,7 +73,9 @@ flags.DEFINE_integer("lr_steps", 100, "`find-lr`: training steps from --min_lr t
 flags.DEFINE_string("prompt", "", "`generate`: the text the sampled text continues.")
 flags.DEFINE_integer("max_new_tokens", 200, "`generate`: bytes to sample at most (it stops early at a file's end).")
 flags.DEFINE_float("temperature", 1.0, "`generate`: > 0; below 1 samples more likely bytes, above 1 more varied.")
-flags.DEFINE_integer("top_k", 0, "`generate`: sample from the K most likely bytes only (0: from all).")
+flags.DEFINE_integer("top_k", 0, "`generate`: sample from the K most likely bytes only (0: from all; 1: greedy).")
+flags.DEFINE_float("top_p", 1.0, "`generate`: sample from the most likely bytes whose probabilities sum to P "
+                   "(nucleus sampling; 1: from all).")
 flags.DEFINE_integer("seed", 0, "`generate`: the sampling seed; the same seed gives the same text.")
 flags.DEFINE_string("source", None, "`convert`: the data.source to convert, e.g. images:DIR or csv:PATH.")
 flags.DEFINE_multi_string("split", [], "`convert`: a split to write (NAME, or NAME=SPEC such as val=train[90%:]); "
@@ -234,7 +237,7 @@ def _find_lr(config: Config, overrides: list[tuple[str, str]]) -> Output:
 
 def _generate(config: Config, overrides: list[tuple[str, str]]) -> Output:
     result = api.generate(_require("model_dir"), FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens,
-                          temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed,
+                          temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed,
                           checkpoint=FLAGS.checkpoint)
     return Output(result, result["prompt"] + result["completion"])
 
@@ -284,7 +287,8 @@ COMMANDS: dict[str, Command] = {
     "data-service": Command(_data_service, "a tf.data service (dispatcher + --workers) on --port, every interface",
                             ("port", "host", "workers", "max_seconds")),
     "generate": Command(_generate, "sample text from a trained language model (text_gpt) after --prompt",
-                        ("model_dir", "checkpoint", "prompt", "max_new_tokens", "temperature", "top_k", "seed")),
+                        ("model_dir", "checkpoint", "prompt", "max_new_tokens", "temperature", "top_k", "top_p",
+                         "seed")),
     "convert": Command(_convert, "write --split(s) of --source as --shards TFRecord files + metadata.json in "
                        "--output", ("source", "split", "output", "shards", *_CONFIG)),
 }

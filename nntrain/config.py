@@ -199,13 +199,27 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
+def split_variant(name_or_path: str) -> tuple[str, str | None]:
+    """`NAME:VARIANT` or `FILE.py:VARIANT` (the ml_collections convention) -> (NAME, VARIANT); no colon: None."""
+    name, sep, variant = name_or_path.rpartition(":")
+    return (name, variant) if sep and name and "/" not in variant else (name_or_path, None)
+
+
 def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
-    """Loads `experiments/NAME.py` or a path to an experiment file and returns its config."""
+    """Loads `experiments/NAME.py` or a path to an experiment file, either optionally `:VARIANT`, and
+    returns its config: `get_config(VARIANT)`, or `get_config()` without a variant. A file with variants lists
+    them in `VARIANTS`."""
     module, path = experiment_module(name_or_path)
+    variant = split_variant(name_or_path)[1]
     if not hasattr(module, "get_config"):
         raise NntrainError(f"experiment file '{path}' has no get_config() function")
+    known = tuple(getattr(module, "VARIANTS", ()))
+    if variant is not None and variant not in known:
+        listed = f"its variants are {', '.join(known)} (e.g. {path.stem}:{known[-1]})" if known else \
+            f"it has none: give '{path.stem}' alone"
+        raise NntrainError(f"experiment '{path.stem}' has no variant '{variant}': {listed}")
     try:
-        config = module.get_config()
+        config = module.get_config() if variant is None else module.get_config(variant)
     except Exception as e:  # a broken experiment file is the user's to fix
         misspelt = _misspelt_key(path, e) if isinstance(e, (AttributeError, KeyError)) else None
         if misspelt:  # a locked base section refused a misspelt key
@@ -215,7 +229,7 @@ def load_experiment(name_or_path: str) -> ml_collections.ConfigDict:
         raise NntrainError(f"experiment file '{path}': get_config() returned {type(config).__name__}, not an "
                            "ml_collections.ConfigDict: start from nntrain.config.base_config()")
     with config.unlocked():
-        config.experiment = str(path.stem)
+        config.experiment = path.stem if variant is None else f"{path.stem}:{variant}"
     registry.add_experiment_hooks(module, config)  # its get_model() and get_callbacks(), if it has them
     return config
 
@@ -238,7 +252,9 @@ def _misspelt_key(path: Path, error: BaseException) -> str | None:
 
 
 def experiment_module(name_or_path: str) -> tuple[types.ModuleType, Path]:
-    """The executed experiment file (`experiments/NAME.py` or a path) and its path."""
+    """The executed experiment file (`experiments/NAME.py` or a path; a `:VARIANT` is ignored) and its
+    path."""
+    name_or_path = split_variant(name_or_path)[0]
     if not name_or_path:
         raise NntrainError("no experiment given: pass --experiment=NAME or a path "
                            f"(available: {', '.join(experiment_names())})")

@@ -149,13 +149,17 @@ class _SignalAtBatch(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path):
-    """Packed text stream, dropout, Adam: stopped mid-epoch by SIGTERM and resumed, it ends bit-identical."""
+def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Packed text stream, dropout, Adam: stopped mid-epoch by SIGTERM and resumed, it ends bit-identical; the
+    stopped run reports the unigram entropy too."""
     config = nntrain.load_config("text_gpt", {**text_gpt.RUNLOCAL, "train.steps_per_execution": 1,
                                               "model.dropout": 0.1})
     nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
     with pytest.raises(Preempted, match=r"after step [1-3], "):  # mid-epoch: 4 steps per epoch
+        lines = []
+        monkeypatch.setattr(bits_per_byte, "log", lines.append)
         nntrain.train(config, str(tmp_path / "stopped"), strategy="cpu", verbose=0, callbacks=[_SignalAtBatch(1)])
+    assert [line for line in lines if "unigram entropy of the training bytes: 4." in line]  # no val bits yet
     nntrain.train(config, str(tmp_path / "stopped"), strategy="cpu", verbose=0)
     straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
                          for name in ("straight", "stopped"))

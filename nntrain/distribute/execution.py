@@ -10,6 +10,7 @@ Known failures this steers around:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import keras
 import ml_collections
@@ -20,6 +21,8 @@ from nntrain.logs import log
 
 TPU_STEPS_PER_EXECUTION = 32
 SINGLE_DEVICE_STEPS_PER_EXECUTION = 8
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 matmul instructions
+CPUINFO = "/proc/cpuinfo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Execution:
     precision: str
     steps_per_execution: int
     jit_compile: bool | str  # "auto" leaves the choice to Keras
+    why_precision: str = ""  # how precision=auto chose, for the start-up line
 
 
 def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy,
@@ -34,9 +38,9 @@ def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Str
     """Chooses precision, steps_per_execution and jit_compile; logs every change made to a user's setting."""
     strategy_kind = strategies.kind(strategy)
     device = strategies.accelerator(strategy)
-    precision = train_config.precision
+    precision, why = train_config.precision, ""
     if precision == "auto":
-        precision = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}[device]
+        precision, why = auto_precision(device, cpu_flags() if device == "cpu" else ())
 
     steps = train_config.steps_per_execution
     if strategy_kind in ("mirrored", "multi_worker"):
@@ -67,7 +71,26 @@ def resolve(train_config: ml_collections.ConfigDict, strategy: tf.distribute.Str
             log("float16 on CPU without XLA: turning off grappler's remapper (otherwise ~200x slower)")
             tf.config.optimizer.set_experimental_options({"remapping": False})
     return Execution(precision=precision, steps_per_execution=steps,
-                     jit_compile="auto" if jit is None else jit)
+                     jit_compile="auto" if jit is None else jit, why_precision=why)
+
+
+def auto_precision(device: str, flags: Iterable[str] = ()) -> tuple[str, str]:
+    """precision=auto on `device` ("tpu" | "gpu" | "cpu") whose CPU has `flags`: (policy, why, for the log)."""
+    if device != "cpu":
+        return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}[device], f"auto on {device.upper()}"
+    found = sorted(set(flags) & set(BF16_CPU_FLAGS))
+    if found:
+        return "mixed_bfloat16", f"auto: this CPU has {' and '.join(found)}"
+    return "float32", f"auto: this CPU has no {' or '.join(BF16_CPU_FLAGS)}"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open(CPUINFO) as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
 
 
 def largest_divisor(steps_per_epoch: int, at_most: int) -> int:

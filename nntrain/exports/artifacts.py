@@ -168,12 +168,14 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
 
 
 def format_table(result: dict) -> str:
-    """The export's artifacts as a table: file, quantization, size and eval-split score."""
-    metric = next(k for k in ("accuracy", "mse") if k in result["artifacts"][0])
-    lines = [f"exported to {result['export_dir']}; {metric} on the {result['eval_examples']} eval examples",
-             f"{'artifact':<16}{'quantize':<10}{'size':>12}{metric:>12}"]
+    """The export's artifacts as a table: file, quantization, size and eval-split scores (bits per byte too, for
+    a byte-level language model)."""
+    metrics = [k for k in ("accuracy", "mse", "bits_per_byte") if k in result["artifacts"][0]]
+    lines = [f"exported to {result['export_dir']}; {' and '.join(metrics)} on the {result['eval_examples']} eval "
+             "examples", f"{'artifact':<16}{'quantize':<10}{'size':>12}" + "".join(f"{m:>15}" for m in metrics)]
     for row in result["artifacts"]:
-        lines.append(f"{row['artifact']:<16}{row['quantize']:<10}{row['bytes'] / 1024:>9.1f} KB{row[metric]:>12.6g}")
+        lines.append(f"{row['artifact']:<16}{row['quantize']:<10}{row['bytes'] / 1024:>9.1f} KB"
+                     + "".join(f"{row[m]:>15.6g}" for m in metrics))
     return "\n".join(lines)
 
 
@@ -237,4 +239,5 @@ def _keras_score(model: keras.Model, config, steps: int | None) -> dict:
     `evaluate` measures it."""
     results = _metrics(model, config, steps)
     key = "mse" if config.model.head == "regression" else "accuracy"
-    return {key: float(results.get(key, results["loss"]))}
+    bits = {"bits_per_byte": results["bits_per_byte"]} if "bits_per_byte" in results else {}
+    return {key: float(results.get(key, results["loss"])), **bits}

@@ -10,6 +10,10 @@ batch of strings (UTF-8 or any bytes), tokenized in the graph as training tokeni
 (`text.prompt_window`), and returns the next token's `probabilities`, `next_token` and `next_byte`; their
 `serve_tokens` takes `token_ids` (batch, context) and returns every position's `probabilities` and `class_index`.
 
+Byte-level gpt models also get `generate`: `prompts` (batch,) strings, scalars `max_new_tokens` (int32),
+`temperature` (float32), `top_k` (int32, 0: all), `top_p` (float32, 1: all) and `seed` (int32) in; `text`, each
+prompt's sampled continuation (bytes), out: `sampling.sampler`, with a key/value cache and an XLA-compiled loop.
+
 Image models also get `serve_encoded`, taking `image_bytes`: a batch of encoded image files (JPEG, PNG, BMP, GIF)
 of any size, decoded and resized exactly as an `images:DIR` source does in tf.data, then answered as above.
 """
@@ -25,15 +29,22 @@ import tensorflow as tf
 
 from nntrain.data import images, text
 from nntrain.data.raw import RawData
+from nntrain.exports import sampling
 
 SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serve_encoded"  # image models: encoded image files of any size
 TOKENS_SIGNATURE = "serve_tokens"  # byte-level language models: token ids, every position's probabilities
 FEATURES, PROMPTS, TOKEN_IDS = "features", "prompts", "token_ids"  # the signatures' input names
 EVAL_BATCH = 256
+GENERATE_SIGNATURE = "generate"  # byte-level gpt models: prompts and sampling settings in, text out
+TEXT = "text"  # the generate signature's output
+GENERATE_INPUTS = [tf.TensorSpec((None,), tf.string, name=PROMPTS), tf.TensorSpec((), tf.int32, name="max_new_tokens"),
+                   tf.TensorSpec((), tf.float32, name="temperature"), tf.TensorSpec((), tf.int32, name="top_k"),
+                   tf.TensorSpec((), tf.float32, name="top_p"), tf.TensorSpec((), tf.int32, name="seed")]
 
 Answers = dict[str, tf.Tensor]
 Predictor = Callable[[np.ndarray], dict[str, np.ndarray]]
+Generator = Callable[..., Answers]
 
 
 def write_saved_model(model: keras.Model, config: ml_collections.ConfigDict, raw: RawData, path: str) -> None:
@@ -52,6 +63,8 @@ def write_saved_model(model: keras.Model, config: ml_collections.ConfigDict, raw
     if raw.byte_level:
         archive.add_endpoint(SIGNATURE, next_token_answers(model),
                              input_signature=[tf.TensorSpec((None,), tf.string, name=PROMPTS)])
+        if config.model.name == "gpt":
+            archive.add_endpoint(GENERATE_SIGNATURE, generation(model), input_signature=GENERATE_INPUTS)
     if _is_image(stored):
         decode = images.decoder(tuple(stored.shape))
         decoded_spec = tf.TensorSpec(stored.shape, stored.dtype)
@@ -91,6 +104,17 @@ def next_token_answers(model: keras.Model) -> Callable[[tf.Tensor], Answers]:
     return serve
 
 
+def generation(model: keras.Model) -> Generator:
+    """The generate signature's function of a byte-level gpt model: {"text": continuations}."""
+    sample = sampling.sampler(model)
+
+    def generate(prompts: tf.Tensor, max_new_tokens: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
+                 top_p: tf.Tensor, seed: tf.Tensor) -> Answers:
+        return {TEXT: sample(prompts, max_new_tokens, temperature, top_k, top_p, seed)}
+
+    return generate
+
+
 def _is_image(stored: tf.TensorSpec) -> bool:
     """Whether stored features are uint8 images (height, width, 1|3|4 channels), which files can encode."""
     shape = stored.shape
@@ -119,8 +143,9 @@ def saved_model_predictor(path: str, raw: RawData) -> Predictor:
 
 
 def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:
-    """`accuracy` (classification, binary) or `mse` (regression) of a raw-input predictor on the eval split."""
-    total, count = 0.0, 0
+    """`accuracy` (classification, binary) or `mse` (regression) of a raw-input predictor on the eval split;
+    and `bits_per_byte` for a byte-level language model (its mean -log2 probability of each next token)."""
+    total, count, bits = 0.0, 0, 0.0
     for features, labels in raw.eval.batch(EVAL_BATCH).as_numpy_iterator():
         result = predict(features)
         if head == "regression":  # squared errors, averaged over every output of every example
@@ -129,7 +154,12 @@ def score(predict: Predictor, raw: RawData, head: str) -> dict[str, float]:
             count += outputs.size
         else:
             index = result["class_index"]  # one class per example, or per token of a sequence
-            total += float(np.sum(index == labels.reshape(index.shape).astype(np.int64)))
+            targets = labels.reshape(index.shape).astype(np.int64)
+            total += float(np.sum(index == targets))
             count += index.size
-    return {"mse" if head == "regression" else "accuracy": total / count}
+            if raw.byte_level:
+                picked = np.take_along_axis(result["probabilities"], targets[..., None], axis=-1)
+                bits -= float(np.sum(np.log2(np.maximum(picked, np.finfo(np.float32).tiny))))
+    scores = {"mse" if head == "regression" else "accuracy": total / count}
+    return {**scores, "bits_per_byte": bits / count} if raw.byte_level else scores
 

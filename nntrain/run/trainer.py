@@ -25,6 +25,7 @@ from nntrain.logs import log
 from nntrain.run import callbacks as nn_callbacks
 from nntrain.run import checkpoints, finetune, guards, optim, preemption, prune, runstate
 from nntrain.run import init_from as nn_init_from
+from nntrain.run.bits_per_byte import BitsPerByte
 
 # tf.data errors of a damaged file (bad CRC, truncated record, unparsable example, undecodable image, a file gone)
 _DATA_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
@@ -242,12 +243,13 @@ def _fit_epochs(run: _Run, fit: dict) -> keras.callbacks.History | None:
 
 @contextlib.contextmanager
 def _tensorboard_flushed_on_stop(callbacks: Sequence[keras.callbacks.Callback]) -> Iterator[None]:
-    """A run stopped by a signal ends at once (cli.py): TensorBoard's events are written out first."""
+    """A run stopped by a signal ends at once (cli.py): TensorBoard's events are written out first, and a text
+    run's unigram-entropy line is logged (fit skips on_train_end)."""
     try:
         yield
     except preemption.Preempted:
         for callback in callbacks:
-            if isinstance(callback, keras.callbacks.TensorBoard):
+            if isinstance(callback, (keras.callbacks.TensorBoard, BitsPerByte)):
                 callback.on_train_end()
         raise
 
@@ -313,5 +315,6 @@ def _log_plan(config: ml_collections.ConfigDict, prepared: Prepared) -> None:
     log(f"global batch {data.global_batch_size} = {data.per_replica_batch_size} per replica x "
         f"{data.num_replicas} replica(s); {prepared.steps_per_epoch} steps/epoch; {data.spec.train_examples} train / "
         f"{data.spec.eval_examples} eval examples")
-    log(f"precision {run.precision}, steps_per_execution {run.steps_per_execution}, "
+    why = f" ({run.why_precision})" if run.why_precision else ""
+    log(f"precision {run.precision}{why}, steps_per_execution {run.steps_per_execution}, "
         f"jit_compile {run.jit_compile}")
