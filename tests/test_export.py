@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -234,3 +235,24 @@ def test_serve_encoded_takes_image_files_of_any_size_and_answers_as_evaluate(tmp
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "inputs['image_bytes'] tensor_info:" in shown.stdout and "dtype: DT_STRING" in shown.stdout
     assert "outputs['class_index']" in shown.stdout
+
+
+@pytest.mark.fast
+def test_a_bf16_models_float32_copy_for_tflite_has_its_weights_and_float32_ops():
+    """precision=auto trains in mixed_bfloat16 on CPUs with AVX512_BF16; TFLite's int8 quantizer cannot translate a
+    bf16 MatMul, so `export --format=tflite` converts a float32 copy: same weights, float32 compute, close outputs."""
+    from nntrain.exports.artifacts import float32_copy
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(hidden))
+    keras.mixed_precision.set_global_policy("float32")
+    copy = float32_copy(model)
+    assert {layer.dtype_policy.name for layer in model._flatten_layers()} >= {"mixed_bfloat16"}
+    assert {layer.dtype_policy.name for layer in copy._flatten_layers()} == {"float32"}
+    for mine, theirs in zip(model.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05)
+    assert float32_copy(copy) is copy  # a float32 model is used as it is

@@ -134,6 +134,8 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     check_export_dir(model_dir, export_dir)
     config = nn_config.load_saved(model_dir)
     model = load_model(model_dir, checkpoint, unfinished=False)
+    if export_format == "tflite":  # TFLite's converter and quantizer take float32 ops, not a bf16 run's
+        model = float32_copy(model)
     head = config.model.head
     steps = config.train.eval_steps
     raw = raw_data.load(config.data, steps * config.train.batch_size if steps else None)
@@ -165,6 +167,25 @@ def export(model_dir: str, export_dir: str, checkpoint: str = "final", export_fo
     return {"export_dir": export_dir, "keras": paths[KERAS_FILE], "saved_model": paths[SAVED_MODEL],
             **({"tflite": paths[TFLITE_FILE]} if TFLITE_FILE in paths else {}), "eval_examples": raw.eval_examples,
             "artifacts": rows}
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """`model` computing in float32: the same layers and weights, every mixed dtype policy (a mixed_bfloat16 or
+    mixed_float16 run's) replaced by float32. Mixed precision keeps its variables in float32, so no weight changes."""
+    def float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: float32(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [float32(value) for value in node]
+        return node
+
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+    copy = keras.saving.deserialize_keras_object(float32(keras.saving.serialize_keras_object(model)))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def format_table(result: dict) -> str:
