@@ -8,13 +8,16 @@ from pathlib import Path
 # backoff, minutes), and no GCE metadata server is probed for credentials (seconds).
 os.environ.setdefault("GCS_RETRY_CONFIG_MAX_RETRIES", "0")
 os.environ.setdefault("NO_GCE_CHECK", "true")
+# precision=auto is float32 in tests on every CPU (bf16 where the CPU has it otherwise), in this process and in the
+# nntrain processes tests start: results do not depend on the machine. tests/test_precision.py checks both choices.
+os.environ["NNTRAIN_CPUINFO"] = os.devnull
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from nntrain.config import base_config  # noqa: E402
-from nntrain.distribute import execution, launch  # noqa: E402
+from nntrain.distribute import launch  # noqa: E402
 
 # Split the CPU into two logical devices once, before TensorFlow initialises its runtime.
 _CPUS = tf.config.list_physical_devices("CPU")
@@ -67,15 +70,6 @@ def closed_port() -> int:
 def _no_tfds_download_host(monkeypatch):
     """Tests never reach the real TFDS download host: its probe goes to a closed local port."""
     monkeypatch.setenv("NNTRAIN_TFDS_PROBE_ADDRESS", f"127.0.0.1:{closed_port()}")
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _float32_cpu():
-    """precision=auto is float32 in tests on every CPU (bf16 where the CPU has it otherwise), module fixtures'
-    runs included: results do not depend on the machine. tests/test_precision.py checks both choices."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(execution, "cpu_flags", set)
-        yield
 
 
 @pytest.fixture(autouse=True)
