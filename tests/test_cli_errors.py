@@ -71,7 +71,8 @@ def _cases(tmp: Path, earlier: Path, corrupt: Path) -> list[tuple[str, list[str]
          "--temperature=inf: it must be a finite number > 0"),
         ("temperature not a number", ["generate", md, "--prompt=a", "--temperature=nan"],
          "--temperature=nan: it must be a finite number > 0"),
-        ("negative sampling seed", ["generate", md, "--prompt=a", "--seed=-1"], "--seed=-1: it must be in [0, 2147483647]"),
+        ("negative sampling seed", ["generate", md, "--prompt=a", "--seed=-1"],
+         "--seed=-1: it must be in [0, 2147483647]"),
         ("prompt not UTF-8", ["generate", md, "--prompt=\udcff\udcfeab"],  # argv's bytes ff fe 61 62 in Python
          "--prompt is not UTF-8 text (byte 0xff at position 0)"),
         ("stray argument", ["train", *XOR, md, "3"], "unexpected argument '3' after `train`"),
