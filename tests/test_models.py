@@ -142,6 +142,10 @@ def test_shipped_experiment_models_build(experiment):
     if config.model.name in ("transformer", "gpt"):
         spec = DatasetSpec(input_shape=(config.data.sequence_length,), input_dtype="int32", num_classes=num_classes,
                            train_examples=1, vocab_size=config.data.vocab_size)
+    elif config.model.name == "backbone":  # an images: folder's shape; ImageNet weights are not offline here
+        config.model.backbone_weights = "none"
+        spec = DatasetSpec(input_shape=(*config.data.image_size, config.data.channels), input_dtype="float32",
+                           num_classes=num_classes, train_examples=1)
     else:
         spec = DatasetSpec(input_shape=tuple(config.data.input_shape), input_dtype="float32",
                            num_classes=num_classes, train_examples=1)

@@ -2,6 +2,7 @@
 
 import keras
 import pytest
+from absl import flags as absl_flags
 
 import nntrain
 from nntrain.distribute import execution
@@ -41,6 +42,7 @@ def test_cpu_flags_read_from_cpuinfo(tmp_path, monkeypatch):
 @pytest.mark.parametrize("flags, precision", [(EPYC_FLAGS, "mixed_bfloat16"), (OLD_FLAGS, "float32")])
 def test_start_up_line_says_the_choice(flags, precision, tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(execution, "cpu_flags", lambda: set(flags))
+    absl_flags.FLAGS.unparse_flags()  # an in-process CLI test before this one leaves absl's flags parsed: library logs
     config = nntrain.load_config("text_gpt:tiny", {"train.epochs": 1, "train.steps_per_epoch": 2})
     nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
     assert f"precision {precision} (auto: this CPU has " in capfd.readouterr().err

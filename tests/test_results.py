@@ -36,7 +36,7 @@ def test_predict_returns_labels_and_the_models_answers(xor_run):
 def test_history_and_predict_name_the_fix_for_an_empty_dir(tmp_path):
     with pytest.raises(nntrain.NntrainError, match="train into it first"):
         nntrain.history(str(tmp_path))
-    with pytest.raises(nntrain.NntrainError, match="must be > 0"):
+    with pytest.raises(nntrain.NntrainError, match="train into it first"):
         nntrain.predict(str(tmp_path), limit=0)
 
 
