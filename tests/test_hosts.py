@@ -259,7 +259,11 @@ def test_sigstop_the_chief_past_the_timeout(network, tmp_path):
     continued = time.monotonic()
     assert chief.wait(timeout=TIMEOUT + 30) == 1, run.tail(0)
     bound("SIGCONT the chief: it exits", time.monotonic() - continued, TIMEOUT + 15)
-    assert "worker 0 lost contact with its peers (this worker sent no heartbeat" in given_up_in_one_line(run.log(0))
+    # Which error TensorFlow reports first to the continued chief is a race: its own missed heartbeats, or the
+    # workers that gave up meanwhile. Either way it is one line naming the loss.
+    line = given_up_in_one_line(run.log(0))
+    assert line.startswith("nntrain: error: worker 0 lost contact with") and (
+        "this worker sent no heartbeat" in line or {1, 2} & set(named(line))), line
 
 
 def test_a_worker_whose_peers_never_come_gives_up_with_exit_1(network, tmp_path):
