@@ -86,8 +86,10 @@ def test_mnist_mlp_pruned_to_80_percent_resumed_mid_pruning(tmp_path, monkeypatc
     """3 epochs, stop (mid-schedule), resume to 10: masks come back from the checkpoint and are never lost."""
     model_dir = tmp_path / "pruned"
     overrides = {**MNIST_8K_2K, "prune.target_sparsity": 0.8, "prune.frequency": 20, "prune.end_step": 400}
-    nntrain.train(nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 3}), str(model_dir),
-                  strategy="cpu", verbose=0)
+    stop_after_3 = keras.callbacks.LambdaCallback(  # a 3-epoch run would be refused: pruning ends after it
+        on_epoch_end=lambda epoch, logs: setattr(stop_after_3.model, "stop_training", epoch == 2))
+    nntrain.train(nntrain.load_config("mnist_mlp", {**overrides, "train.epochs": 10}), str(model_dir),
+                  strategy="cpu", verbose=0, callbacks=[stop_after_3])
     masks = _latest_masks(model_dir)
     assert len(masks) == 3 and all(0.3 < np.mean(mask == 0) < 0.8 for mask in masks)  # mid-pruning
     best = model_dir / "checkpoints" / "best.keras"
