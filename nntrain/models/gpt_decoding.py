@@ -1,7 +1,8 @@
 """Key/value-cached decoding of a trained `gpt` model: the prompt once (prefill), then one position per step.
 
 `Decoder(model)` finds the model's layers by kind and order (token and position embeddings, per block two
-LayerNormalizations, the attention's projections and two Dense layers; the final norm and the tied or dense output)
+LayerNormalizations, the attention's projections, two Dense layers and the GELU Activation between them (older
+runs: GELU inside the first Dense); the final norm and the tied or dense output)
 and calls those same layers on one position at a time, keeping every block's keys and values in a cache of shape
 (num_layers, 2, batch, context, num_heads, head_dim) in the model's compute dtype (bfloat16 for a mixed_bfloat16
 run). It works on any model `gpt.build` made, old runs included: no layer names are needed beyond the ones
@@ -28,6 +29,7 @@ class _Block:
     output: keras.layers.Layer
     ff_norm: keras.layers.Layer
     ff_in: keras.layers.Layer
+    ff_activation: keras.layers.Layer | None  # None: GELU inside ff_in (runs made before the float32 GELU)
     ff_out: keras.layers.Layer
 
 
@@ -84,7 +86,10 @@ class Decoder:
 
     def _finish_block(self, block: _Block, x: tf.Tensor, attended: tf.Tensor) -> tf.Tensor:
         x = x + block.output(attended)
-        return x + block.ff_out(block.ff_in(block.ff_norm(x)))
+        hidden = block.ff_in(block.ff_norm(x))
+        if block.ff_activation is not None:
+            hidden = block.ff_activation(hidden)
+        return x + block.ff_out(hidden)
 
     def _logits(self, x: tf.Tensor) -> tf.Tensor:
         x = self.final_norm(x)
@@ -100,14 +105,15 @@ def _blocks(model: keras.Model) -> list[_Block]:
         return [layer for layer in model.layers if type(layer) is cls and layer.name not in ("final_norm", "logits")]
 
     norms, dense = kind(keras.layers.LayerNormalization), kind(keras.layers.Dense)
+    activations = [layer for layer in kind(keras.layers.Activation) if layer.name != "predictions"]
     attention = kind(keras.layers.MultiHeadAttention)
     if attention:
         projections = [(a.query_dense, a.key_dense, a.value_dense, a.output_dense) for a in attention]
     else:  # rotary: query, key, value and output EinsumDense layers
         einsum = kind(keras.layers.EinsumDense)
         projections = [tuple(einsum[i:i + 4]) for i in range(0, len(einsum), 4)]
-    return [_Block(norms[2 * i], *projections[i], norms[2 * i + 1], dense[2 * i], dense[2 * i + 1])
-            for i in range(len(projections))]
+    return [_Block(norms[2 * i], *projections[i], norms[2 * i + 1], dense[2 * i],
+                   activations[i] if activations else None, dense[2 * i + 1]) for i in range(len(projections))]
 
 
 def _write(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
