@@ -157,6 +157,13 @@ def test_memory_estimate_and_check():
     assert memory.optimizer_bytes >= 2 * 49 * 4  # Adam: two slots per weight
     assert memory.activation_bytes == 10 * (8 + 8 + 1) * 4  # Dense(8), Flatten, Dense(1) outputs
     assert preflight.memory_check(memory, "tpu", 10).status == "pass"
+    tokens = keras.Input((6, 4))  # causal self-attention, 2 heads of 3, then a GELU and a residual add (a keras.op)
+    attended = keras.layers.MultiHeadAttention(2, 3)(tokens, tokens, use_causal_mask=True)
+    attention = keras.Model(tokens, tokens + keras.layers.Dense(4, activation="gelu")(attended))
+    attention.optimizer = keras.optimizers.Adam()
+    attention.optimizer.build(attention.trainable_variables)
+    inside = 2 * (6 + 6) * (3 + 3) + 3 * 2 * 6 * 6  # q, k, v, attended; scores, masked scores, softmax weights
+    assert guards.estimate_memory(attention, 1).activation_bytes == (6 * 4 + inside + 2 * 6 * 4 + 6 * 4) * 4
     huge = guards.Memory(10**9, 4 * 10**9, 4 * 10**9, 8 * 10**9, 2 * 10**9)  # 18 GB > 16 GiB
     assert preflight.memory_check(huge, "tpu", 10).status == "fail"
     big = guards.Memory(10**9, 2 * 10**9, 2 * 10**9, 4 * 10**9, 10**9)

@@ -2,11 +2,12 @@
 
 Token embedding (spec.vocab_size), dropout, then model.num_layers pre-LayerNorm decoder blocks (causal
 attention, then a GELU feed-forward of ff_multiplier x embed_dim units, the GELU in float32 under any policy;
-each with dropout and a residual connection), a final LayerNormalization and a float32 softmax over the vocabulary; with model.tie_embeddings the
-output projection is the token embedding transposed. model.positions: `learned` adds a position embedding
-(spec.input_shape[0] positions) and attends with Keras's MultiHeadAttention(use_causal_mask=True); `rotary`
-rotates queries and keys by position (RoFormer, Su et al. 2021) and attends with keras.ops.dot_product_attention
-(is_causal=True), as MultiHeadAttention has no hook for it (no dropout on the attention weights then).
+each with dropout and a residual connection), a final LayerNormalization and a float32 softmax over the
+vocabulary; with model.tie_embeddings the output projection is the token embedding transposed.
+model.positions: `learned` adds a position embedding (spec.input_shape[0] positions) and attends with Keras's
+MultiHeadAttention(use_causal_mask=True); `rotary` rotates queries and keys by position (RoFormer, Su et al.
+2021) and attends with keras.ops.dot_product_attention (is_causal=True), as MultiHeadAttention has no hook for it
+(no dropout on the attention weights then).
 Only Keras built-in layers and ops: model.keras loads with plain `keras.saving.load_model`.
 
 Reads model.embed_dim, num_heads, num_layers, ff_multiplier, dropout, tie_embeddings, positions.

@@ -103,23 +103,41 @@ def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
 
 
 def estimate_memory(model: keras.Model, per_replica_batch: int) -> Memory:
-    """Weights, gradients and optimizer slots from the built model; activations from every layer's output."""
+    """Weights, gradients and optimizer slots from the built model; activations from every operation's outputs
+    (layers and keras.ops alike) and what attention and activations keep inside a layer for the backward pass."""
     def nbytes(variables) -> int:
         return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables))
 
-    activations = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            outputs = tf.nest.flatten(layer.output)
-        except (AttributeError, ValueError):  # a layer called more than once: no single output
-            continue
-        itemsize = np.dtype(layer.compute_dtype).itemsize
-        activations += sum(int(np.prod([d or 1 for d in out.shape[1:]])) * itemsize for out in outputs)
+    activations = sum(_saved_bytes(operation) for operation in model.operations
+                      if not isinstance(operation, keras.layers.InputLayer))
     return Memory(parameters=model.count_params(), parameter_bytes=nbytes(model.weights),
                   gradient_bytes=nbytes(model.trainable_weights), optimizer_bytes=nbytes(model.optimizer.variables),
                   activation_bytes=activations * per_replica_batch)
+
+
+def _saved_bytes(operation) -> int:
+    """Bytes per example `operation` keeps for the backward pass: its outputs; inside attention the projected
+    queries, keys and values, the (heads, queries, keys) scores before and after the mask and the softmax
+    weights; a layer's output before its non-linear activation; and an Activation's input at its dtype."""
+    try:
+        outputs = tf.nest.flatten(operation.output)
+    except (AttributeError, ValueError):  # a layer called more than once: no single output
+        return 0
+    saved = sum(_example_bytes(out.shape, out.dtype) for out in outputs)
+    activation = getattr(operation, "activation", None)
+    if isinstance(operation, keras.layers.MultiHeadAttention):
+        query, value = (tuple(t.shape) for t in tf.nest.flatten(operation.input)[:2])
+        heads, queries, keys = operation._num_heads, query[1], value[1]
+        projected = heads * (queries + keys) * (operation._key_dim + operation._value_dim)  # q, k, v and attended
+        saved += (projected + 3 * heads * queries * keys) * np.dtype(operation.compute_dtype).itemsize
+    elif activation is not None and getattr(activation, "__name__", "linear") != "linear":
+        # Dense(activation=...): the pre-activation; an Activation layer: its input cast to its dtype
+        saved += sum(_example_bytes(out.shape, operation.compute_dtype) for out in outputs)
+    return saved
+
+
+def _example_bytes(shape, dtype) -> int:
+    return int(np.prod([d or 1 for d in shape[1:]])) * np.dtype(dtype).itemsize
 
 
 def host_memory_bytes() -> int:
