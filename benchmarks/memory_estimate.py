@@ -35,7 +35,7 @@ def main() -> None:
     strategy = strategies.create_strategy("cpu")
     before = resident_bytes()
     prepared = trainer.prepare(config, strategy)
-    estimate = estimate_memory(prepared.model, config.train.batch_size).total_bytes
+    estimate = estimate_memory(prepared.model, config.train.batch_size, traced=True).total_bytes
     prepared.model.fit(prepared.data.train, epochs=1, steps_per_epoch=args.steps, verbose=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     added = peak - before

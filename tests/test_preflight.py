@@ -164,6 +164,9 @@ def test_memory_estimate_and_check():
     attention.optimizer.build(attention.trainable_variables)
     inside = 2 * (6 + 6) * (3 + 3) + 3 * 2 * 6 * 6  # q, k, v, attended; scores, masked scores, softmax weights
     assert guards.estimate_memory(attention, 1).activation_bytes == (6 * 4 + inside + 2 * 6 * 4 + 6 * 4) * 4
+    # Traced: what the gradient graph reads, i.e. the input (for the first kernel's gradient) and Dense(8)'s output
+    assert guards.estimate_memory(model, 10, traced=True).activation_bytes == 10 * (4 + 8) * 4
+    assert guards.traced_activation_bytes(attention, 1) >= 2 * 6 * 6 * 4  # at least the softmax weights
     huge = guards.Memory(10**9, 4 * 10**9, 4 * 10**9, 8 * 10**9, 2 * 10**9)  # 18 GB > 16 GiB
     assert preflight.memory_check(huge, "tpu", 10).status == "fail"
     big = guards.Memory(10**9, 2 * 10**9, 2 * 10**9, 4 * 10**9, 10**9)

@@ -102,17 +102,44 @@ def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
                            f"{available / 2**30:,.1f} GiB: lower train.batch_size or the model size")
 
 
-def estimate_memory(model: keras.Model, per_replica_batch: int) -> Memory:
+def estimate_memory(model: keras.Model, per_replica_batch: int, traced: bool = False) -> Memory:
     """Weights, gradients and optimizer slots from the built model; activations from every operation's outputs
-    (layers and keras.ops alike) and what attention and activations keep inside a layer for the backward pass."""
+    (layers and keras.ops alike) and what attention and activations keep inside a layer for the backward pass,
+    or, `traced`, from the gradient graph TensorFlow builds for the model (traced_activation_bytes: seconds)."""
     def nbytes(variables) -> int:
         return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables))
 
-    activations = sum(_saved_bytes(operation) for operation in model.operations
-                      if not isinstance(operation, keras.layers.InputLayer))
+    if traced:
+        activations = traced_activation_bytes(model, per_replica_batch)
+    else:
+        activations = per_replica_batch * sum(_saved_bytes(operation) for operation in model.operations
+                                              if not isinstance(operation, keras.layers.InputLayer))
     return Memory(parameters=model.count_params(), parameter_bytes=nbytes(model.weights),
                   gradient_bytes=nbytes(model.trainable_weights), optimizer_bytes=nbytes(model.optimizer.variables),
-                  activation_bytes=activations * per_replica_batch)
+                  activation_bytes=activations)
+
+
+_NOT_ACTIVATIONS = {"Const", "ReadVariableOp", "VarHandleOp"}  # constants and the weights, counted apart
+
+
+def traced_activation_bytes(model: keras.Model, batch: int) -> int:
+    """Bytes of the forward tensors TensorFlow keeps for the backward pass of `batch` examples: every tensor of the
+    forward graph that a gradient op reads (the model traced with a GradientTape, not run; no XLA, so XLA's own
+    fusion and buffer reuse are not in it)."""
+    specs = [tf.TensorSpec((batch, *tensor.shape[1:]), tensor.dtype) for tensor in model.inputs]
+
+    @tf.function(autograph=False)
+    def forward_backward(*inputs):
+        with tf.GradientTape() as tape:
+            outputs = tf.nest.flatten(model(list(inputs) if len(inputs) > 1 else inputs[0], training=True))
+            total = tf.add_n([tf.reduce_sum(tf.cast(out, tf.float32)) for out in outputs])
+        return tape.gradient(total, model.trainable_variables)
+
+    graph = forward_backward.get_concrete_function(*specs).graph
+    backward = [op for op in graph.get_operations() if op.name.startswith("gradient_tape/")]
+    kept = {tensor.ref(): tensor for op in backward for tensor in op.inputs
+            if not tensor.op.name.startswith("gradient_tape/") and tensor.op.type not in _NOT_ACTIVATIONS}
+    return sum(int(np.prod(t.shape)) * t.dtype.size for t in kept.values() if t.shape.is_fully_defined())
 
 
 def _saved_bytes(operation) -> int:

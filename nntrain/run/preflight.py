@@ -107,7 +107,7 @@ def _model_checks(config: ml_collections.ConfigDict, target: str, replicas: int,
         return checks, None
     checks.append(Check("xla compile", "pass", f"one train step compiled with XLA and ran (loss {logs['loss']:.4g})"))
     checks.append(precision_check(precision, target, model, logs))
-    memory = estimate_memory(model, per_replica)
+    memory = estimate_memory(model, per_replica, traced=True)
     checks.append(memory_check(memory, target, per_replica))
     return checks, memory
 
