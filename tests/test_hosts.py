@@ -4,17 +4,23 @@ Each host is a network namespace with its own address on a bridge the test makes
 real: SIGKILL (sockets closed by the kernel), a link down (a partition: nothing closes, packets vanish), netem
 delay and loss, SIGSTOP. The checks: every process that gives up says so in one `nntrain: error:` line and exits
 1 within a bound; nothing hangs; a restart resumes and ends bit-identical to one uninterrupted 3-worker run,
-shared by the scenarios. Run them alone with `pytest -m hosts` (root; skipped elsewhere).
+shared by the scenarios. Run them alone with `pytest -m hosts` (root; skipped elsewhere); `-s` shows the bounds.
+
+Two scenarios run at a time: the tests marked @in_lane (and the reference run) run one after another in a thread
+beside the others, since on 2 cores one cluster's processes can start while another waits for a fault to show.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hosts
@@ -49,20 +55,76 @@ def _nothing_left_behind():
     assert hosts.namespaces_left() == []
 
 
-@pytest.fixture
-def network(request):
-    """`network(n, tag)` makes n hosts, removed with all their processes when the test ends, pass or fail."""
+@contextlib.contextmanager
+def networks() -> Iterator[Callable[[int, str], hosts.Hosts]]:
+    """`make(n, tag)` makes n hosts; all are removed with their processes at the end, pass or fail."""
     made: list[hosts.Hosts] = []
 
     def make(count: int, tag: str) -> hosts.Hosts:
         made.append(hosts.Hosts(count, tag))
         return made[-1]
 
-    yield make
-    for each in made:
-        each.close()
-        assert all(process.poll() is not None for process in each.processes)
+    try:
+        yield make
+    finally:
+        for each in made:
+            each.close()
+    assert all(process.poll() is not None for each in made for process in each.processes)
     assert not [name for each in made for name in [*each.names, each.switch] if name in hosts.namespaces_left()]
+
+
+@pytest.fixture
+def network() -> Iterator[Callable[[int, str], hosts.Hosts]]:
+    """`network(n, tag)` makes n hosts, removed with all their processes when the test ends, pass or fail."""
+    with networks() as make:
+        yield make
+
+
+Scenario = Callable[[Callable[[int, str], hosts.Hosts], Path], object]
+LANE: list[Scenario] = []  # the scenarios of tests marked @in_lane, in file order
+LANE_TIMEOUT = 900  # seconds a test waits for its scenario in the lane (each wait in it is bounded)
+
+
+class Lane:
+    """Scenarios run one after another in a thread, beside the other tests: on 2 cores, one scenario's processes
+    start while another's wait for a timeout or a fault. `outcome(scenario)` waits for it and returns its result,
+    or raises its failure (in its own test)."""
+
+    def __init__(self, scenarios: list[Scenario], roots: list[Path]):
+        self.results: dict[str, object] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.ended = {scenario.__name__: threading.Event() for scenario in scenarios}
+        self.thread = threading.Thread(target=self._run, args=(scenarios, roots), name="hosts-lane", daemon=True)
+        self.thread.start()
+
+    def _run(self, scenarios: list[Scenario], roots: list[Path]) -> None:
+        for scenario, root in zip(scenarios, roots, strict=True):
+            try:
+                with networks() as make:
+                    self.results[scenario.__name__] = scenario(make, root)
+            except BaseException as e:  # noqa: BLE001 (raised again in the scenario's test)
+                self.errors[scenario.__name__] = e
+            self.ended[scenario.__name__].set()
+
+    def outcome(self, scenario: Scenario) -> object:
+        name = scenario.__name__
+        assert self.ended[name].wait(LANE_TIMEOUT), f"{name} has not ended after {LANE_TIMEOUT} s"
+        if name in self.errors:
+            raise self.errors[name]
+        return self.results[name]
+
+
+def in_lane(scenario: Scenario) -> Callable[[Lane], None]:
+    """Runs the test `scenario(network, tmp_path)` in the lane; pytest runs a test of the same name and docstring
+    that takes its outcome."""
+    LANE.append(scenario)
+
+    def test(lane: Lane) -> None:
+        lane.outcome(scenario)
+
+    test.__name__ = test.__qualname__ = scenario.__name__
+    test.__doc__ = scenario.__doc__
+    return test
 
 
 class Training:
@@ -153,22 +215,32 @@ def assert_same_weights(run: Path, reference: Path) -> None:
         np.testing.assert_array_equal(mine, expected)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One uninterrupted 3-worker run, started at the first request and run beside that test's own run;
-    `reference()` waits for it and returns its model_dir."""
-    root = tmp_path_factory.mktemp("reference")
-    net = hosts.Hosts(3, "ref")
-    run = Training(net, root / "run", root / "logs")
+def clean_reference(network: Callable[[int, str], hosts.Hosts], tmp_path: Path) -> Path:
+    """One uninterrupted 3-worker run; its model_dir."""
+    run = Training(network(3, "ref"), tmp_path / "run", tmp_path / "logs")
     run.start()
+    codes = run.wait()
+    assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]
+    return run.model_dir
 
-    def finished() -> Path:
-        codes = run.wait()
-        assert codes == [0, 0, 0], [run.tail(i) for i in range(3)]
-        return run.model_dir
 
-    yield finished
-    net.close()
+@pytest.fixture(scope="module", autouse=True)
+def lane(_nothing_left_behind, request, tmp_path_factory) -> Iterator[Lane]:
+    """The lane, started with the module's first test: the clean reference run first (if a selected test compares
+    with it), then the selected tests marked @in_lane."""
+    here = [item for item in request.session.items if item.getparent(pytest.Module) is request.node]
+    selected = {item.name for item in here}
+    scenarios = [clean_reference] * any("reference" in item.fixturenames for item in here) + \
+        [scenario for scenario in LANE if scenario.__name__ in selected]
+    running = Lane(scenarios, [tmp_path_factory.mktemp(scenario.__name__[:30]) for scenario in scenarios])
+    yield running
+    running.thread.join(LANE_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def reference(lane: Lane) -> Callable[[], Path]:
+    """`reference()`: the uninterrupted run's model_dir (the lane's first scenario), once it has ended."""
+    return lambda: lane.outcome(clean_reference)
 
 
 def restart(run: Training, round_: int) -> int:
@@ -278,6 +350,7 @@ def test_sigstop_the_chief_past_the_timeout(network, tmp_path):
         "this worker sent no heartbeat" in line or {1, 2} & set(named(line))), line
 
 
+@in_lane
 def test_a_worker_whose_peers_never_come_gives_up_with_exit_1(network, tmp_path):
     """Worker 0 of 2 started alone (its peer's host is up, nothing listens): one line after --worker_timeout and
     exit status 1, which a scheduler reads as a failure (it was 137, SIGKILL from its own watcher: out of memory)."""
@@ -312,6 +385,7 @@ def tune(net: hosts.Hosts, model_dir: Path, logs: Path) -> list[subprocess.Popen
               for i in range(1, net.count))]
 
 
+@in_lane
 def test_tune_kill_9_one_worker_mid_trial(network, tmp_path):
     """Chief + 2 workers on 3 hosts; SIGKILL to worker w1 while it runs a trial: the chief puts that trial back
     in the queue after --worker_timeout, w2 runs it, and the search ends with every trial completed once. w2 waits
@@ -337,6 +411,7 @@ def test_tune_kill_9_one_worker_mid_trial(network, tmp_path):
     assert all(t["status"] == "completed" for t in trials), trials
 
 
+@in_lane
 def test_tune_partition_the_chief(network, tmp_path):
     """The chief's link down mid-search: each worker gives up in one line within --worker_timeout (plus its
     heartbeat interval and start-up slack), exit 1; so does the chief, which hears from no worker."""
@@ -357,6 +432,7 @@ def test_tune_partition_the_chief(network, tmp_path):
     assert "no worker heard from" in given_up_in_one_line(logs / "chief.log")
 
 
+@in_lane
 def test_data_service_host_killed_mid_epoch(network, tmp_path):
     """`nntrain data-service` on host 0 feeds a 2-worker run on hosts 1 and 2; SIGKILL to the service mid-epoch:
     the training workers end (in one line each, exit 1) or finish; none hangs."""
