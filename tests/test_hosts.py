@@ -377,7 +377,7 @@ ORACLE_PORT = 8000
 def tune(net: hosts.Hosts, model_dir: Path, logs: Path) -> list[subprocess.Popen]:
     """`nntrain tune --role=chief` on host 0, a `--role=worker` (w1, w2, ...) on each other host."""
     logs.mkdir(parents=True, exist_ok=True)
-    args = ["tune", "--experiment=xor", f"--model_dir={model_dir}", "--strategy=cpu", "--max_trials=3",
+    args = ["tune", "--experiment=xor", f"--model_dir={model_dir}", "--strategy=cpu", "--max_trials=2",
             "--config.train.steps_per_epoch=40", "--config.train.epochs=2", f"--worker_timeout={TUNE_TIMEOUT}",
             f"--oracle_address={net.address(0)}:{ORACLE_PORT}"]
     return [net.start(0, [*args, "--role=chief"], logs / "chief.log"),
@@ -388,8 +388,8 @@ def tune(net: hosts.Hosts, model_dir: Path, logs: Path) -> list[subprocess.Popen
 @in_lane
 def test_tune_kill_9_one_worker_mid_trial(network, tmp_path):
     """Chief + 2 workers on 3 hosts; SIGKILL to worker w1 while it runs a trial: the chief puts that trial back
-    in the queue after --worker_timeout, w2 runs it, and the search ends with every trial completed once. Done with
-    the other trials first, w2 waits for it: the chief tells no worker to stop while another's trial runs
+    in the queue after --worker_timeout, w2 runs it, and the search ends with both trials completed once. Done with
+    its own trial before that, w2 waits for it: the chief tells no worker to stop while another's trial runs
     (keras-tuner let w2 exit, and the lost trial found no worker left: 3 of 4 trials in a fresh-clone CI run)."""
     logs = tmp_path / "logs"
     chief, w1, w2 = tune(network(3, "tkill"), tmp_path / "search", logs)
@@ -407,7 +407,7 @@ def test_tune_kill_9_one_worker_mid_trial(network, tmp_path):
     ran_by_w2 = re.search(r"worker w2: done, ran trial\(s\) (.*)", (logs / "w2.log").read_text()).group(1).split(", ")
     assert lost.group(1) in ran_by_w2
     trials = json.loads((tmp_path / "search" / "results.json").read_text())["trials"]
-    assert sorted(t["trial"] for t in trials) == ["0", "1", "2"]
+    assert sorted(t["trial"] for t in trials) == ["0", "1"]
     assert all(t["status"] == "completed" for t in trials), trials
 
 
