@@ -165,12 +165,18 @@ def test_every_experiment_declares_a_valid_search_space():
         assert {"train.batch_size", "optimizer.learning_rate"} <= set(space), name
 
 
-def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_left(tmp_path):
-    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=3, seed=1)
+def random_oracle(tmp_path: Path, max_trials: int) -> keras_tuner.Oracle:
+    """A chief's oracle searching x in [0, 1] for val_loss, its state in tmp_path."""
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=max_trials, seed=1)
     oracle._set_project_dir(str(tmp_path), "search")
     hp = keras_tuner.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     oracle.update_space(hp)
+    return oracle
+
+
+def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_left(tmp_path):
+    oracle = random_oracle(tmp_path, max_trials=3)
     port = launch.free_ports(1)[0]
 
     def worker_that_dies():  # asks for one trial, then never heartbeats again
@@ -192,11 +198,7 @@ def test_a_worker_with_nothing_to_start_waits_and_runs_the_trial_of_a_worker_tha
     """keras-tuner tells a worker to stop once every trial has started, even while another worker's trial runs; when
     that worker then died, its trial came back to the queue with no worker left (a 3-host search ended with 3 of 4
     trials). The chief tells it to wait instead, and hands it the silent worker's trial."""
-    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=2, seed=1)
-    oracle._set_project_dir(str(tmp_path), "search")
-    hp = keras_tuner.HyperParameters()
-    hp.Float("x", 0.0, 1.0)
-    oracle.update_space(hp)
+    oracle = random_oracle(tmp_path, max_trials=2)
     port = launch.free_ports(1)[0]
     answers = []
 
