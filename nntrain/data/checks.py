@@ -1,4 +1,4 @@
-"""Data checks on the first pass over every source, before a run writes anything.
+"""Data checks on a first pass over every split (its arrays, where it is held in memory), before a run writes anything.
 
 Each problem is one NntrainError naming the source, the split and the fix: x and y of different lengths, dtypes
 the pipeline cannot turn into inputs and targets, labels outside [0, num_classes), non-finite values (how many
