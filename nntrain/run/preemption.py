@@ -93,10 +93,14 @@ class Watch:
 def watch(at_once: bool = False) -> Iterator[Watch]:
     """Catches SIGTERM and SIGINT while the block runs (main thread only; elsewhere signals stay as they were).
 
-    Inside another watch's block, that watch is the one used (and its handlers stay).
+    Inside another watch's block, that watch is the one used, its handlers set again: TensorFlow's multi-worker
+    runtime takes SIGTERM over when it starts (Python still names its own handler).
     """
     handler = signal.getsignal(signal.SIGTERM)
     if isinstance(getattr(handler, "__self__", None), Watch):
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                signal.signal(s, handler)
         yield handler.__self__
         return
     state = Watch(at_once)
