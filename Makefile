@@ -25,12 +25,13 @@ train: install
 	$(BIN)/nntrain train --experiment=mnist_mlp --model_dir=$(MODEL_DIR) --flagfile=runs/mnist.flags
 	$(BIN)/nntrain evaluate --model_dir=$(MODEL_DIR)
 
+# Two pytest-xdist workers, a test module at a time (tests/conftest.py): many tests wait on processes they start.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # A few minutes: the tests marked `fast`, which touch every package (tests/conftest.py checks that they do).
 test-fast: install
-	$(BIN)/pytest -m fast
+	$(BIN)/pytest -m fast -n 2 --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks
