@@ -38,6 +38,7 @@ def test_run_resume_evaluate_export_on_ram_leave_local_disk_untouched(tmp_path, 
     assert metrics["epoch"] == 5
     assert [m["epoch"] for m in nntrain.history(model_dir)] == [1, 2, 3, 4, 5]
     assert rundir.read_state(rundir.checkpoint_dir(model_dir))["step"] == 100
+    assert sorted(rundir.listdir(rundir.checkpoint_dir(model_dir))) == ["best.keras", "state.json", "step-100"]
     assert nntrain.evaluate(model_dir)["accuracy"] == 1.0
     exported = nntrain.export(model_dir, export_dir)
     assert [row["accuracy"] for row in exported["artifacts"]] == [1.0, 1.0]  # model.keras, serving SavedModel
