@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,6 +21,7 @@ from nntrain import api, logs, quiet
 from nntrain import config as nn_config
 from nntrain.distribute import STRATEGIES, tf_config
 from nntrain.errors import NntrainError
+from nntrain.run import preemption
 from nntrain.tuning import TUNERS
 
 FLAGS = flags.FLAGS
@@ -426,8 +428,10 @@ def _main(argv: list[str]) -> None:
         logs.use_absl_flags()
         # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
         # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
-        # starts processes.
-        with logs.stdout_to_stderr(FLAGS.json):  # prints (an experiment file's, Keras progress) never mix with JSON
+        # starts processes. A train answers SIGTERM/SIGINT from here on: at once during start-up, at a step with a
+        # checkpoint once training began (run/preemption.py).
+        with logs.stdout_to_stderr(FLAGS.json), \
+                (preemption.watch(at_once=True) if argv[1] == "train" else contextlib.nullcontext()):
             with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
                 config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
             for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may

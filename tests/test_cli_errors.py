@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -525,3 +527,36 @@ def test_an_experiment_file_importing_keras_keeps_tensorflow_start_up_lines_off_
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
         result.stderr.strip().splitlines()[-1]] and "returned a model of output shape (None, 5)" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_a_train_starts_stops_it_at_once_writing_nothing(signum, tmp_path, capfd, monkeypatch):
+    """SIGTERM/SIGINT during start-up (here while the data and model are built), before the run's first write:
+    exit 128 + signal with the one line, and the run directory as it was: absent for a new run, hash-identical for
+    one that would resume."""
+    from conftest import snapshot
+
+    import nntrain
+    from nntrain import cli
+    from nntrain.run import trainer
+
+    args = ["train", *XOR, "--strategy=cpu", "--config.train.epochs=2", "--config.train.steps_per_epoch=2"]
+    nntrain.train(nntrain.load_config("xor", {"train.epochs": 1, "train.steps_per_epoch": 2}), str(tmp_path / "old"),
+                  strategy="cpu", verbose=0)
+    before = snapshot(tmp_path / "old")
+    prepare = trainer.prepare
+
+    def signalled(*a, **kw):
+        os.kill(os.getpid(), signum)
+        return prepare(*a, **kw)
+
+    monkeypatch.setattr(trainer, "prepare", signalled)
+    for model_dir in ("new", "old"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(["nntrain", *args, f"--model_dir={tmp_path / model_dir}"])
+        err = capfd.readouterr().err
+        assert exit_info.value.code == 128 + signum and "Traceback" not in err, err[-2000:]
+        assert f"nntrain: error: stopped by {signal.Signals(signum).name} while starting, before anything was " \
+               "written" in err, err[-2000:]
+    assert not (tmp_path / "new").exists() and snapshot(tmp_path / "old") == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI's handlers are gone with the run

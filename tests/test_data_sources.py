@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 MNIST_DIR = os.environ.get("NNTRAIN_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
 needs_mnist = pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason=f"no MNIST IDX files in {MNIST_DIR}")
-MLP = {"data.train_split": "train", "data.eval_split": "test"}
+# 3 epochs of batch 32 reach the 10 epochs of 128's accuracy (on the PNGs: 0.967 against 0.969) in half the time.
+MLP = {"data.train_split": "train", "data.eval_split": "test", "train.epochs": 3, "train.batch_size": 32}
 
 
 def write_pngs(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -146,7 +147,7 @@ def test_csv_digits_trains_mlp(tmp_path):
     csv = digits_csv(tmp_path / "digits.csv")
     config = nntrain.load_config("mnist_mlp", {"data.source": f"csv:{csv}", "data.label_column": "digit",
                                                "data.train_split": "train[:80%]", "data.eval_split": "train[80%:]",
-                                               "train.epochs": 20})
+                                               "train.epochs": 3, "train.batch_size": 16})
     metrics = nntrain.train(config, str(tmp_path / "run"), strategy="cpu", verbose=0)
     assert metrics["val_accuracy"] >= 0.95  # on the held-out 20%
 

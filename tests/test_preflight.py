@@ -6,6 +6,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import keras
@@ -26,7 +27,9 @@ SMALL = {"images_finetune": {"data.source": "synthetic", "data.input_shape": "32
                              "data.num_examples": 64, "data.train_split": "train", "data.eval_split": "test",
                              "model.backbone_weights": "none"},
          "cifar10_resnet": {"model.depth": 8, "model.width": 8}, "fashion_mnist_cnn": {"model.filters": "8,16"},
-         "imdb_transformer": {"data.sequence_length": 32, "model.embed_dim": 16, "model.ff_dim": 16}}
+         "imdb_transformer": {"data.sequence_length": 32, "model.embed_dim": 16, "model.ff_dim": 16},
+         "text_gpt": {"data.source": f"text:{sysconfig.get_paths()['stdlib']}/email/*.py",  # 20 files, 0.4 MB
+                      "data.sequence_length": 32, "model.embed_dim": 16, "model.num_layers": 1, "train.eval_steps": 2}}
 TPU_CORES = {"xor": 1}  # the 4 rows of XOR do not make a batch for each of 8 cores
 
 

@@ -38,6 +38,7 @@ def test_run_resume_evaluate_export_on_ram_leave_local_disk_untouched(tmp_path, 
     assert metrics["epoch"] == 5
     assert [m["epoch"] for m in nntrain.history(model_dir)] == [1, 2, 3, 4, 5]
     assert rundir.read_state(rundir.checkpoint_dir(model_dir))["step"] == 100
+    assert sorted(rundir.listdir(rundir.checkpoint_dir(model_dir))) == ["best.keras", "state.json", "step-100"]
     assert nntrain.evaluate(model_dir)["accuracy"] == 1.0
     exported = nntrain.export(model_dir, export_dir)
     assert [row["accuracy"] for row in exported["artifacts"]] == [1.0, 1.0]  # model.keras, serving SavedModel
@@ -108,7 +109,8 @@ def test_optimizer_takes_exactly_epochs_times_steps(tmp_path, steps_per_executio
 
 
 def test_same_config_twice_in_one_process_gives_identical_weights(tmp_path):
-    config = nntrain.load_config("quadratic", {"train.epochs": 2, "model.dropout": 0.2, "train.tensorboard": False})
+    config = nntrain.load_config("quadratic", {"train.epochs": 2, "train.steps_per_epoch": 8, "model.dropout": 0.2,
+                                               "train.tensorboard": False})
     for name in ("a", "b"):
         nntrain.train(config, str(tmp_path / name), strategy="cpu", verbose=0)
     first, second = (artifacts.load_model(str(tmp_path / name)).get_weights() for name in ("a", "b"))
@@ -169,7 +171,7 @@ def test_best_checkpoint_keeps_the_highest_r2(tmp_path):
 def test_search_on_ram_is_reproducible_and_leaves_local_disk_untouched(tmp_path, monkeypatch):
     """Trial dirs, oracle state, results and best_config.py all on ram://; the same search twice scores the same."""
     monkeypatch.chdir(tmp_path)
-    overrides = {"train.epochs": 2, "train.steps_per_epoch": 20, "model.dropout": 0.2}
+    overrides = {"train.epochs": 1, "train.steps_per_epoch": 5, "model.dropout": 0.2}
     scores = []
     for name in ("a", "b"):
         result = nntrain.tune("xor", f"ram://bucket/tune-{name}", overrides, strategy="cpu", max_trials=2,

@@ -113,10 +113,12 @@ def train(config: ml_collections.ConfigDict, model_dir: str,
         run = _build_and_restore(config, strategy, files)
     nan_guard = _nan_guard(run)
     try:  # _fit makes the first writes (_begin), after the callbacks are built
-        history, signum = _fit(run, nan_guard, verbose, extra_callbacks)
-        _save_final_model(run, nan_guard)
-        if signum:  # it came after the last epoch's checkpoint: the run is complete, and stops as asked
-            raise preemption.Preempted(signum, run.prepared.steps_per_epoch * config.train.epochs, run.out_dir)
+        with preemption.watch() as signals:  # fit, its final evaluation and the final save answer a signal
+            history = _fit(run, nan_guard, verbose, extra_callbacks, signals)
+            _save_final_model(run, nan_guard)
+        if signals.signum:  # it came after the last epoch's checkpoint: the run is complete, and stops as asked
+            raise preemption.Preempted(signals.signum, run.prepared.steps_per_epoch * config.train.epochs,
+                                       run.out_dir)
     except (TrainingDiverged, rundir.NonFiniteWeights):  # NaN weights after a finite loss: stopped at a save
         if run.chief:  # the settings that diverged are not the run's
             files.undo(run.prepared.steps_per_epoch)
@@ -203,22 +205,22 @@ def _begin(run: _Run) -> None:
 
 
 def _fit(run: _Run, nan_guard: nn_callbacks.StopOnNaN, verbose: int | str,
-         extra_callbacks: Sequence[keras.callbacks.Callback]) -> tuple[keras.callbacks.History | None, int | None]:
+         extra_callbacks: Sequence[keras.callbacks.Callback],
+         signals: preemption.Watch) -> keras.callbacks.History | None:
     """The callbacks (an experiment's get_callbacks may fail: before the first write), the first writes (_begin),
-    then fit under the watch for SIGTERM/SIGINT; returns fit's History and a signal that came after the last
-    epoch's checkpoint (one before it stops fit: Preempted)."""
-    with preemption.watch() as signals, cluster.peer_failures(run.prepared.strategy), \
+    then fit; a signal stops fit at a step (Preempted), or is in `signals` after the last epoch's checkpoint."""
+    with cluster.peer_failures(run.prepared.strategy), \
             data_service.watched(run.config.data.service, tf_config.worker_timeout()):
         callbacks = nn_callbacks.callbacks_for(
             run.config, run.prepared.model, run.prepared.steps_per_epoch, nan_guard,
             checkpoints=_checkpoints(run, signals), metrics_file=run.files if run.chief else None,
             tensorboard_dir=_tensorboard_dir(run), resumed=run.step > 0)
+        signals.started()  # a signal from here on is answered at a step, with a checkpoint
         _begin(run)
         fit = dict(validation_steps=run.config.train.eval_steps, callbacks=[*callbacks, *extra_callbacks],
                    verbose=_progress(verbose), shuffle=False)
         with _tensorboard_flushed_on_stop(callbacks):
-            history = _fit_epochs(run, fit)
-    return history, signals.signum
+            return _fit_epochs(run, fit)
 
 
 def _fit_epochs(run: _Run, fit: dict) -> keras.callbacks.History | None:
