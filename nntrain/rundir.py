@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -37,6 +38,7 @@ from nntrain.errors import NntrainError, op_message
 CONFIG = "config.json"  # the resolved config (config.save, config.load_saved)
 METRICS = "metrics.jsonl"
 DATASET = "dataset.json"  # the data spec: shapes, split sizes, class names (data/spec.py)
+_PROBE = ".nntrain-probe-"  # check's test directories
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 FINAL_MODEL = "model.keras"
@@ -91,13 +93,22 @@ def check(model_dir: str, what: str = "model_dir") -> None:
     if not os.path.isdir(existing):
         raise NntrainError(f"{what} '{model_dir}' cannot be created: '{existing}' is a file; choose another path")
     # Every directory of it that nntrain writes into (a run's checkpoints/, logs/...), before a first file changes.
-    directories = [root for root, _, _ in os.walk(existing)] if existing == os.path.abspath(model_dir) else [existing]
+    directories = list(_walk(existing)) if existing == os.path.abspath(model_dir) else [existing]
     for directory in directories:
         try:  # a real write: root passes every permission check, yet cannot write under /proc (or chattr +i)
-            shutil.rmtree(tempfile.mkdtemp(prefix=".nntrain-probe-", dir=directory))
+            shutil.rmtree(tempfile.mkdtemp(prefix=_PROBE, dir=directory))
         except OSError as e:
+            if isinstance(e, FileNotFoundError) and not os.path.isdir(directory):
+                continue  # removed meanwhile by another worker starting on this model_dir (a stale checkpoint)
             raise NntrainError(f"{what} '{model_dir}' is not writable (creating a directory in '{directory}' failed: "
                                f"{e.strerror or e}): make it writable, or choose a directory you can write to") from e
+
+
+def _walk(top: str) -> Iterator[str]:
+    """Every directory under `top`, without the probes of other processes checking the same model_dir."""
+    for root, directories, _ in os.walk(top):
+        directories[:] = [d for d in directories if not d.startswith(_PROBE)]
+        yield root
 
 
 def _check_url(url: str, what: str) -> None:

@@ -6,6 +6,7 @@ and every file of a pre-existing run hash-identical.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -26,7 +27,7 @@ from conftest import cli_failures, closed_port
 
 from nntrain import cli, rundir
 from nntrain import config as nn_config
-from nntrain.data import checks, service
+from nntrain.data import checks, service, sources
 from nntrain.data.splits import Split
 from nntrain.distribute import launch
 from nntrain.errors import NntrainError
@@ -372,6 +373,20 @@ def test_data_checks_read_examples_of_varying_shape(data_config):
         output_signature=(tf.TensorSpec((None, 2, 1), tf.float32), tf.TensorSpec((), tf.int64)))
     with pytest.raises(NntrainError, match="1 example\\(s\\) have NaN or infinite features, the first at index 2"):
         checks.check_splits(data_config, "tfds:shapes", 2, Split(images, 3), None, 1)
+
+
+@pytest.mark.fast
+def test_data_checks_of_an_in_memory_source_read_its_arrays(data_config):
+    """An in-memory split is checked on its arrays, not by a pass through tf.data (its dataset is emptied here):
+    a NaN in the second part of `train+test` is found at its index in the split, after the train part."""
+    x, y = np.zeros((6, 2), np.float32), np.zeros(6, np.int64)
+    x_test = x[:4].copy()
+    x_test[2, 1] = np.nan
+    source = sources._in_memory("npz:mem", {"train": (x, y), "test": (x_test, y[:4])})
+    split = source.select("train[2:]+test")
+    with pytest.raises(NntrainError, match="1 example\\(s\\) have NaN or infinite features, the first at index 6"):
+        checks.check_splits(data_config, source.name, source.num_classes,
+                            dataclasses.replace(split, dataset=split.dataset.take(0)), None, 1)
 
 
 def test_a_resume_that_meets_nan_weights_leaves_the_run_as_it_was(tmp_path, capfd):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nntrain import rundir
 from nntrain.compat import mwms_reduce
 from nntrain.distribute import cluster, launch, resolvers, tf_config
 from nntrain.errors import NntrainError
@@ -133,6 +134,28 @@ def _assert_same_bundles(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarr
     assert mine.keys() == theirs.keys()
     for name in mine:
         np.testing.assert_array_equal(mine[name], theirs[name])
+
+
+@pytest.mark.fast
+def test_workers_checking_one_model_dir_at_once_do_not_fail_on_each_others_directories(tmp_path, monkeypatch):
+    """Three workers restarting on one model_dir each probe every directory of it: one worker's probe directory,
+    or a stale checkpoint the chief removes, vanished under another's walk ('not writable', seen on 3 hosts)."""
+    checkpoints_dir = tmp_path / "run" / "checkpoints"
+    for name in ("step-10", "step-15", "step-15/.nntrain-probe-of-another-worker"):
+        (checkpoints_dir / name).mkdir(parents=True)
+    probed, mkdtemp = [], rundir.tempfile.mkdtemp
+
+    def others_meanwhile(prefix: str, dir: str) -> str:  # noqa: A002 (tempfile's name)
+        if not probed:  # the chief drops its stale checkpoint, another worker its probe, after this walk listed them
+            for name in ("step-10", "step-15/.nntrain-probe-of-another-worker"):
+                (checkpoints_dir / name).rmdir()
+        probed.append(dir)
+        return mkdtemp(prefix=prefix, dir=dir)
+
+    monkeypatch.setattr(rundir.tempfile, "mkdtemp", others_meanwhile)
+    rundir.check(str(tmp_path / "run"))
+    assert str(checkpoints_dir / "step-15") in probed and str(checkpoints_dir / "step-10") in probed
+    assert not any(".nntrain-probe-" in directory for directory in probed)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,7 +19,7 @@ from conftest import snapshot
 from keras.src.saving import saving_lib
 
 import nntrain
-from nntrain.compat import keras_saving
+from nntrain.compat import keras_saving, keras_tensorboard
 from nntrain.distribute import execution, strategies
 from nntrain.exports import artifacts
 from nntrain.run.trainer import TrainingDiverged
@@ -75,6 +76,26 @@ def test_keras_attribute_skipsets_are_computed_once():
     keras_saving.patch()
     assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")
     assert "variables" not in saving_lib.get_attr_skipset("Optimizer")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("tensorboard", [keras_tensorboard.TensorBoard, keras.callbacks.TensorBoard])
+def test_tensorboard_records_no_batch_scalars_per_epoch(tmp_path, monkeypatch, tensorboard):
+    """With update_freq="epoch" no writer takes batch scalars: nntrain's TensorBoard makes no summary call for
+    them, Keras's makes one per value (when it stops, delete compat/keras_tensorboard.py). The epoch's still go."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    callback = tensorboard(str(tmp_path), write_graph=False)
+    callback.set_model(model)
+    calls = []
+    scalar = callback.summary.scalar
+    monkeypatch.setattr(callback.summary, "scalar", lambda name, *a, **k: calls.append(name) or scalar(name, *a, **k))
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)
+    callback.on_train_batch_end(0, {"loss": 0.5})
+    assert calls == ([] if tensorboard is keras_tensorboard.TensorBoard else ["batch_loss"])
+    callback.on_epoch_end(0, {"loss": 0.5})
+    assert "epoch_loss" in calls
 
 
 @pytest.mark.slow

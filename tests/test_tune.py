@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from google.protobuf import json_format
 from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_client
 from nntrain.experiments import text_gpt
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
@@ -164,12 +165,18 @@ def test_every_experiment_declares_a_valid_search_space():
         assert {"train.batch_size", "optimizer.learning_rate"} <= set(space), name
 
 
-def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_left(tmp_path):
-    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=3, seed=1)
+def random_oracle(tmp_path: Path, max_trials: int) -> keras_tuner.Oracle:
+    """A chief's oracle searching x in [0, 1] for val_loss, its state in tmp_path."""
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=max_trials, seed=1)
     oracle._set_project_dir(str(tmp_path), "search")
     hp = keras_tuner.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     oracle.update_space(hp)
+    return oracle
+
+
+def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_left(tmp_path):
+    oracle = random_oracle(tmp_path, max_trials=3)
     port = launch.free_ports(1)[0]
 
     def worker_that_dies():  # asks for one trial, then never heartbeats again
@@ -185,6 +192,41 @@ def test_chief_requeues_a_silent_workers_trial_and_gives_up_when_no_worker_is_le
         distributed.serve(oracle, "127.0.0.1", port, worker_timeout=3.0, on_trial_end=print)
     assert time.monotonic() - start < 5.5  # the timeout once (it was counted twice: >= 6 s), plus start-up
     assert oracle._retry_queue == ["0"] and not oracle.ongoing_trials and not oracle.tuner_ids
+
+
+def test_a_worker_with_nothing_to_start_waits_and_runs_the_trial_of_a_worker_that_went_silent(tmp_path):
+    """keras-tuner tells a worker to stop once every trial has started, even while another worker's trial runs; when
+    that worker then died, its trial came back to the queue with no worker left (a 3-host search ended with 3 of 4
+    trials). The chief tells it to wait instead, and hands it the silent worker's trial."""
+    oracle = random_oracle(tmp_path, max_trials=2)
+    port = launch.free_ports(1)[0]
+    answers = []
+
+    def workers():  # w1 takes a trial and goes silent; w2 runs the other, waits, then runs w1's
+        with distributed.worker_environment("127.0.0.1", port, "w2", rpc_timeout=20):
+            client = distributed.PacedClient(oracle_client.OracleClient(oracle))
+            first = client.create_trial("w1")
+            answers.append(("w1", first.trial_id, first.status))
+            while (trial := client.create_trial("w2")).status != "STOPPED":
+                answers.append(("w2", trial.trial_id, trial.status))
+                if trial.status == "RUNNING":
+                    client.update_trial(trial.trial_id, {"val_loss": 0.5})
+                    trial.status = "COMPLETED"
+                    client.end_trial(trial)
+
+    thread = threading.Thread(target=workers, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    distributed.serve(oracle, "127.0.0.1", port, worker_timeout=2.0, on_trial_end=print)  # returns: search done
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    statuses = [status for _, _, status in answers]
+    assert [answer[:2] for answer in answers if answer[2] == "RUNNING"] == [("w1", "0"), ("w2", "1"), ("w2", "0")]
+    assert statuses[:2] == ["RUNNING", "RUNNING"] and statuses[-1] == "RUNNING"  # waits between its two trials
+    waited = time.monotonic() - start
+    assert 3 <= statuses.count("IDLE") <= waited / distributed._POLL_S + 1  # paced: every 0.2 s, not at once
+    assert sorted(oracle.end_order) == ["0", "1"]
+    assert all(t.status == "COMPLETED" for t in oracle.trials.values())
 
 
 @pytest.mark.slow

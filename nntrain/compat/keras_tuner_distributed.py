@@ -32,6 +32,11 @@ def get_space_request():
     return protos.get_service().GetSpaceRequest()
 
 
+def create_trial_response(trial: keras_tuner.engine.trial.Trial):
+    """The service's answer to a worker asking for a trial."""
+    return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+
+
 def add_servicer(servicer: OracleServicer, server: grpc.Server) -> None:
     """Serves `servicer` on `server`."""
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)

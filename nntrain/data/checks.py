@@ -1,4 +1,4 @@
-"""Data checks on the first pass over every source, before a run writes anything.
+"""Data checks on a first pass over every split (its arrays, where it is held in memory), before a run writes anything.
 
 Each problem is one NntrainError naming the source, the split and the fix: x and y of different lengths, dtypes
 the pipeline cannot turn into inputs and targets, labels outside [0, num_classes), non-finite values (how many
@@ -8,7 +8,7 @@ while the loss stays finite (ReLU maps NaN to 0), so the NaN-loss guard would ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import ml_collections
 import numpy as np
@@ -69,7 +69,8 @@ def _check_dtypes(element_spec: tuple, where: str) -> None:
 
 
 def _check_values(split: Split, where: str, num_classes: int | None) -> None:
-    """One pass over the split in batches of ~CHECK_BATCH_ELEMENTS numbers."""
+    """One pass over the split in batches of ~CHECK_BATCH_ELEMENTS numbers: its arrays where it is held in memory
+    (mnist_mlp's check took 0.04 s of CPU through tf.data, a fresh process's first pass), else through tf.data."""
     dataset = split.dataset
     features_spec, labels_spec = dataset.element_spec
     per_example = features_spec.shape.num_elements()  # None for examples of varying shape: read one at a time
@@ -81,7 +82,7 @@ def _check_values(split: Split, where: str, num_classes: int | None) -> None:
     bad_features, bad_labels = _Count(), _Count()
     offset = 0
     try:
-        for x, y in dataset.batch(batch).as_numpy_iterator():
+        for x, y in _batches(split, batch):
             if check_features:
                 bad_features.add((~np.isfinite(x)).reshape(len(x), -1).any(axis=1), offset)
             if labels_spec.dtype.is_floating:
@@ -104,6 +105,16 @@ def _check_values(split: Split, where: str, num_classes: int | None) -> None:
         raise NntrainError(f"{where}: {bad_labels.count} label(s) outside 0..{num_classes - 1}, the first "
                            f"{bad_labels.first_value} at index {bad_labels.first}: labels are class indices; fix them, "
                            "or data.num_classes for sources that take it")
+
+
+def _batches(split: Split, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The split's examples in order, `batch` at a time (the last batch of each array slice may be shorter)."""
+    if not split.arrays:
+        yield from split.dataset.batch(batch).as_numpy_iterator()
+        return
+    for x, y in split.arrays:
+        for start in range(0, len(x), batch):
+            yield x[start:start + batch], y[start:start + batch]
 
 
 def _first_bad_file(split: Split) -> str:

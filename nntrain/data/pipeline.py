@@ -151,14 +151,12 @@ def _input(split: Split, ctx: tf.distribute.InputContext, spec: str, cached: boo
 
 
 def _passes(split: Split, ctx: tf.distribute.InputContext, spec: str, cached: bool,
-            seed: int) -> Callable[[tf.Tensor], tf.data.Dataset]:
+            seed: int) -> Callable[[tf.Tensor], tf.data.Dataset] | tf.data.Dataset:
     """The train passes over this input pipeline's part of a split, as a function of each pass's seed: each reads
-    its files in its seed's order; cached, all are the one read in `seed`'s order, kept after its first pass."""
+    its files in its seed's order; cached, the one dataset every pass reads, read in `seed`'s order and kept after
+    its first pass."""
     read = _reader(split, ctx, spec)
-    if not cached:
-        return read
-    whole = read(seed).cache()
-    return lambda _: whole
+    return read(seed).cache() if cached else read
 
 
 def _reader(split: Split, ctx: tf.distribute.InputContext,

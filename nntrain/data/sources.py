@@ -44,11 +44,14 @@ class IndexedSource:
     read: Callable[[str, int, int], tf.data.Dataset]  # (split, start, stop) -> (features, label) examples
     cacheable: bool = True
     class_names: tuple[str, ...] | None = None
+    arrays: Arrays | None = None  # what `read` slices, when the source holds its splits in memory
 
     def select(self, spec: str) -> splits.Split:
         parts = splits.ranges(spec, self.sizes, self.name)
         dataset = functools.reduce(tf.data.Dataset.concatenate, [self.read(*part) for part in parts])
-        return splits.Split(dataset, sum(stop - start for _, start, stop in parts), self.cacheable)
+        arrays = tuple((self.arrays[split][0][start:stop], self.arrays[split][1][start:stop])
+                       for split, start, stop in parts) if self.arrays else ()
+        return splits.Split(dataset, sum(stop - start for _, start, stop in parts), self.cacheable, arrays=arrays)
 
 
 def open_source(data_config: ml_collections.ConfigDict) -> Source:
@@ -90,7 +93,7 @@ def _in_memory(name: str, arrays: Arrays, class_names: tuple[str, ...] | None = 
     if class_names:
         num_classes = len(class_names)
     return IndexedSource(name, num_classes, {split: len(y) for split, (_, y) in arrays.items()}, read,
-                         class_names=class_names)
+                         class_names=class_names, arrays=arrays)
 
 
 @registry.register_source("csv")

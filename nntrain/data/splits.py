@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from nntrain.errors import NntrainError
@@ -28,6 +29,9 @@ class Split:
     files: tuple[str, ...] = ()
     shard: Callable[[int, int, int | tf.Tensor | None], tf.data.Dataset] | None = None
     count: Callable[[], int] | None = None  # a full pass over the files, for num_examples None
+    # Held in memory (arrays, npz, IDX, CSV): the examples as (features, labels) array slices, in order, which the
+    # data checks read instead of a pass through tf.data.
+    arrays: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def counted(self) -> Split:
         """This split with its examples counted, by a full pass when they were not known."""

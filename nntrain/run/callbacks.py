@@ -14,7 +14,7 @@ import keras
 import ml_collections
 
 from nntrain import registry
-from nntrain.compat import keras_accumulation
+from nntrain.compat import keras_accumulation, keras_tensorboard
 from nntrain.config import monitor_mode
 from nntrain.logs import log
 from nntrain.run import finetune, optim, prune
@@ -53,7 +53,7 @@ def callbacks_for(config: ml_collections.ConfigDict, model: keras.Model, steps_p
     if checkpoints is not None:
         callbacks.append(checkpoints)
     if tensorboard_dir:
-        callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir))
+        callbacks.append(keras_tensorboard.TensorBoard(tensorboard_dir))
     if train.early_stopping_patience:
         callbacks.append(early_stopping(train.monitor, train.monitor_mode, train.early_stopping_patience))
     return [*callbacks, *registry.experiment_callbacks(config)]

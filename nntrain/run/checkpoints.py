@@ -164,13 +164,13 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.commit_if_written()
-        step, last = self._step(), self._saved_step()
         if batch + 1 >= (self.params.get("steps") or math.inf):  # the epoch's last execution: on_epoch_end saves
             return
-        due = self.every_steps and step // self.every_steps > last // self.every_steps
+        # The step is read only where it decides something (a read is a device-to-host copy after every execution)
+        due = bool(self.every_steps) and self._step() // self.every_steps > self._saved_step() // self.every_steps
         signum = self.signals.agreed(self.model.distribute_strategy) if self.signals else None
         if (due or signum) and finite_loss(logs):
-            self.save(step)
+            self.save(self._step())
         if signum:
             self.wait()
             raise Preempted(signum, self.state["step"], self.directory)

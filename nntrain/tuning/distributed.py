@@ -3,8 +3,9 @@
 Workers find the chief through keras-tuner's environment (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
 KERASTUNER_ORACLE_PORT). The chief binds the address it is given (127.0.0.1 unless told otherwise). keras-tuner's
 own chief waits forever for workers that died; this one hears a heartbeat from every worker, puts the trial of a
-worker silent for `worker_timeout` seconds back in the queue, and when no worker is left before the search is
-done it raises SearchIncomplete (after the caller has its results) instead of waiting.
+worker silent for `worker_timeout` seconds back in the queue, tells a worker with nothing to do to wait (not to
+stop) while another worker's trial runs, so that someone is left to run that trial if it comes back, and when no
+worker is left before the search is done it raises SearchIncomplete (after the caller has its results).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEFAULT_ADDRESS = "127.0.0.1:8000"
 HEARTBEAT_KEY = "nntrain-worker"
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 _POLL_S = 0.2
+TrialStatus = keras_tuner.engine.trial.TrialStatus
 
 
 class SearchIncomplete(NntrainError):
@@ -132,7 +134,38 @@ class _SupervisedServicer(kt_internals.OracleServicer):
 
     def CreateTrial(self, request, context):  # noqa: N802 (gRPC method name)
         self.last_seen[request.tuner_id] = time.monotonic()
-        return super().CreateTrial(request, context)
+        trial = _next_trial(self.oracle, request.tuner_id)
+        if trial.status == TrialStatus.STOPPED:
+            self.stop_triggered = True
+        return kt_internals.create_trial_response(trial)
+
+
+class PacedClient:
+    """A worker's client of the chief (keras-tuner's OracleClient) that, told to wait, asks again after a pause:
+    keras-tuner's worker asks again at once, as fast as the chief answers."""
+
+    def __init__(self, client: object):
+        self._client = client
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def create_trial(self, tuner_id: str) -> keras_tuner.engine.trial.Trial:
+        trial = self._client.create_trial(tuner_id)
+        if trial.status == TrialStatus.IDLE:
+            time.sleep(_POLL_S)
+        return trial
+
+
+@keras_tuner.synchronized
+def _next_trial(oracle: keras_tuner.Oracle, tuner_id: str) -> keras_tuner.engine.trial.Trial:
+    """The oracle's next trial for `tuner_id`, but a wait (IDLE) where keras-tuner says stop while another worker's
+    trial runs: that worker may die, and its trial must find a worker still there when it comes back."""
+    trial = oracle.create_trial(tuner_id)
+    if trial.status == TrialStatus.STOPPED and oracle.ongoing_trials:
+        oracle.tuner_ids.add(tuner_id)  # keras-tuner forgets a worker it told to stop
+        trial.status = TrialStatus.IDLE
+    return trial
 
 
 @keras_tuner.synchronized

@@ -14,14 +14,14 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from nntrain import rundir
-from nntrain.compat import keras_tuner_hparams
+from nntrain.compat import keras_tensorboard, keras_tuner_hparams
 
 LOGS = "logs"
 
 
 def callback(log_dir: str) -> keras.callbacks.TensorBoard:
     """The TensorBoard callback keras-tuner copies into each trial (and adds its HParams callback beside)."""
-    return keras.callbacks.TensorBoard(log_dir, write_graph=False)
+    return keras_tensorboard.TensorBoard(log_dir, write_graph=False)
 
 
 def write_config(log_dir: str, space: keras_tuner.HyperParameters, config: ml_collections.ConfigDict) -> bool:

@@ -147,6 +147,7 @@ def _work(hypermodel: HyperModel, objective: keras_tuner.Objective, model_dir: s
         with contextlib.redirect_stdout(sys.stderr):
             tuner = tuners.create(options.tuner, hypermodel, objective, options.max_trials,
                                   options.executions_per_trial, model_dir, strategy)
+            tuner.oracle = distributed.PacedClient(tuner.oracle)
             interval = min(2.0, options.worker_timeout / 4)
             with distributed.Heartbeat(host, port, tuner_id, interval, options.worker_timeout):
                 tuner.search(callbacks=[hparams.callback(rundir.join(model_dir, hparams.LOGS))], verbose=0)
