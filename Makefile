@@ -27,11 +27,11 @@ train: install
 
 # Two pytest-xdist workers, a test module at a time (tests/conftest.py): many tests wait on processes they start.
 test: install
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # A few minutes: the tests marked `fast`, which touch every package (tests/conftest.py checks that they do).
 test-fast: install
-	$(BIN)/pytest -m fast -n 2 --dist loadgroup
+	$(BIN)/pytest -m fast -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check nntrain experiments tests benchmarks notebooks

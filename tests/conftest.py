@@ -25,23 +25,16 @@ if tf.config.get_logical_device_configuration(_CPUS[0]) is None:
     tf.config.set_logical_device_configuration(_CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
-# `make test` runs the suite on two pytest-xdist workers, a test module at a time (its module fixtures, such as a
-# shared reference run, are made once). The wheel's tests share one session-scoped build, so they go together. The
-# longest modules start first, so that neither worker is left with a long one at the end.
-_TOGETHER = {"test_docs": "wheel", "test_wheel": "wheel"}
-_LONGEST_FIRST = ("test_docs", "test_wheel", "test_hosts")
+# `make test` runs the suite on two pytest-xdist workers, a test module at a time (--dist loadfile: its module
+# fixtures, such as a shared reference run, are made once), in this order (--no-loadscope-reorder): the longest
+# modules first, so that neither worker is left with a long one at the end.
+_LONGEST_FIRST = ("test_docs", "test_hosts", "test_finetune", "test_resume_streams")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups the tests by module for xdist's --dist=loadgroup and puts the longest modules first."""
-    def module(item: pytest.Item) -> str:
-        return item.path.stem
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_TOGETHER.get(module(item), module(item))))
+    """Puts the longest modules first (a stable sort: the rest keep their order)."""
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: the rest keep their order
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 def snapshot(root: Path) -> dict[str, str]:
