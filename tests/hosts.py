@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,37 @@ def unavailable() -> str | None:
         return f"`ip netns add` failed: {made.stderr.strip()}"
     _ip("netns", "del", probe)
     return None
+
+
+def remove_orphans() -> list[str]:
+    """Deletes the namespaces of test processes that are gone (killed before their `close()` could run, e.g. a
+    pytest stopped by a signal) with whatever still runs in them; returns their names."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    orphans = []
+    for name in (line.split()[0] for line in listing.stdout.splitlines()):
+        owner = re.fullmatch(r"nnt(\d+)-.+", name)
+        if owner and not _alive(int(owner.group(1))):
+            _kill_all_in(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=COMMAND_TIMEOUT)
+            orphans.append(name)
+    return orphans
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_all_in(namespace: str) -> None:
+    """SIGKILL to every process in `namespace`."""
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def namespaces_left() -> list[str]:
@@ -146,13 +178,7 @@ class Hosts:
                 process.send_signal(signal.SIGCONT)  # a stopped process dies on SIGKILL too, but say it plainly
                 process.kill()
         for name in [*self.names, self.switch]:
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
-                                  timeout=COMMAND_TIMEOUT).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _kill_all_in(name)
         for process in self.processes:
             process.wait(timeout=30)
         for name in [*self.names, self.switch]:

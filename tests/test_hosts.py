@@ -51,6 +51,7 @@ def _nothing_left_behind():
     reason = hosts.unavailable()
     if reason:
         pytest.skip(reason)
+    hosts.remove_orphans()  # of a test process killed before it could clean up
     yield
     assert hosts.namespaces_left() == []
 
@@ -464,3 +465,24 @@ def test_data_service_host_killed_mid_epoch(network, tmp_path):
             assert "tf.data service" in given_up_in_one_line(logs / f"w{i}.log")
         else:
             assert code == 0, (logs / f"w{i}.log").read_text()[-3000:]
+
+
+
+def test_namespaces_of_a_killed_test_process_are_removed_at_the_next_start():
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid stands for a test process that was killed before its close()
+    orphan, ours = f"nnt{gone.pid}-orphan-h0", f"{hosts.PREFIX}alive-h0"
+    listed = lambda: subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout  # noqa: E731
+    for name in (orphan, ours):
+        subprocess.run(["ip", "netns", "add", name], check=True, timeout=hosts.COMMAND_TIMEOUT)
+    inside = subprocess.Popen(["ip", "netns", "exec", orphan, "sleep", "60"])
+    try:
+        assert hosts.wait_until(lambda: subprocess.run(["ip", "netns", "pids", orphan], capture_output=True,
+                                                       text=True).stdout.strip() != "", timeout=10)
+        assert orphan in hosts.remove_orphans()
+        assert inside.wait(timeout=10) == -signal.SIGKILL
+        assert orphan not in listed() and ours in listed()  # a live process's namespaces stay
+    finally:
+        inside.kill()
+        for name in (orphan, ours):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=hosts.COMMAND_TIMEOUT)
