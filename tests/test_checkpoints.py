@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from corpora import TINY_GPT
 from nntrain.experiments import text_gpt
 
 import nntrain
@@ -31,8 +32,8 @@ from nntrain.run import bundles
 from nntrain.run.preemption import Preempted
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS, EPOCHS = 4, 2  # text_gpt.RUNLOCAL
-SETTINGS = {**text_gpt.RUNLOCAL, "train.steps_per_execution": 1, "model.dropout": 0.1,
+STEPS, EPOCHS = 4, 2  # TINY_GPT
+SETTINGS = {**TINY_GPT, "train.steps_per_execution": 1, "model.dropout": 0.1,
             "train.checkpoint_every_steps": 1}
 pytestmark = pytest.mark.slow
 
@@ -241,6 +242,7 @@ def test_text_gpt_answers_sigterm_within_seconds(tmp_path):
     """SIGTERM mid-epoch, once training runs (after its first step checkpoint): exit 143 within 5 s of the
     checkpoint's state.json and within 10 s of the signal."""
     model_dir = tmp_path / "run"
+    # text_gpt's own corpus, the whole standard library: its input pipeline is among what must stop in time.
     settings = {**text_gpt.RUNLOCAL, "train.steps_per_epoch": 400, "train.epochs": 2,
                 "train.checkpoint_every_steps": 16}
     args = [sys.executable, "-m", "nntrain.cli", "train", "--experiment=text_gpt", "--strategy=cpu",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from nntrain.experiments import text_gpt
+from corpora import TINY_GPT
 
 from nntrain import cli
 
@@ -44,7 +44,7 @@ def test_every_command_prints_one_json_document(tmp_path, capfd, monkeypatch):
     seen["tune"], _ = _json_of(["tune", *TINY, "--model_dir=sweep", "--max_trials=1"], capfd)
     seen["data-service"], _ = _json_of(["data-service", "--port=0", "--workers=1", "--max_seconds=0.5"], capfd)
     seen["convert"], _ = _json_of(["convert", "--source=generated:xor", "--split=train", "--output=records"], capfd)
-    small_gpt = [f"--config.{key}={value}" for key, value in text_gpt.RUNLOCAL.items()]
+    small_gpt = [f"--config.{key}={value}" for key, value in TINY_GPT.items()]
     _json_of(["train", "--experiment=text_gpt", "--strategy=cpu", "--model_dir=gpt", *small_gpt], capfd)
     seen["generate"], _ = _json_of(["generate", "--model_dir=gpt", "--prompt=def ", "--max_new_tokens=4"], capfd)
     # launch starts worker processes: run it as one, bounded by a timeout.

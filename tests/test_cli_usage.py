@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import cli_failures
-from nntrain.experiments import text_gpt
+from corpora import TINY_GPT
 from PIL import Image
 
 import nntrain
@@ -203,7 +203,7 @@ C_RECORDS = (".cc:", "absl::InitializeLog", "XNNPACK", "cuInit", "oneDNN")  # Te
 
 @pytest.mark.slow
 def test_tensorflow_records_stay_off_the_terminal_in_a_library_call_export_and_generate(tmp_path, capfd):
-    small_gpt = [f"--config.{key}={value}" for key, value in text_gpt.RUNLOCAL.items()]
+    small_gpt = [f"--config.{key}={value}" for key, value in TINY_GPT.items()]
     _cli(["train", "--experiment=text_gpt", "--strategy=cpu", f"--model_dir={tmp_path}/gpt", *small_gpt], capfd)
     _cli(["train", "--experiment=xor", "--strategy=cpu", f"--model_dir={tmp_path}/xor", *TINY], capfd)
     env = {key: value for key, value in os.environ.items() if key not in ("NNTRAIN_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")}

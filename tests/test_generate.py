@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from nntrain.experiments import text_gpt
+from corpora import TINY_GPT
 
 import nntrain
 from nntrain import api, cli
 from nntrain.data import text
 from nntrain.exports import artifacts
 
-CONTEXT = text_gpt.RUNLOCAL["data.sequence_length"]
+CONTEXT = TINY_GPT["data.sequence_length"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A text_gpt run of the small variant (context 32 tokens: 31 prompt bytes after the start token)."""
     model_dir = tmp_path_factory.mktemp("text_gpt")
-    nntrain.train(nntrain.load_config("text_gpt", text_gpt.RUNLOCAL), str(model_dir), strategy="cpu", verbose=0)
+    nntrain.train(nntrain.load_config("text_gpt", TINY_GPT), str(model_dir), strategy="cpu", verbose=0)
     return model_dir
 
 

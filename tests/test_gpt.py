@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 
 import keras
 import ml_collections
 import numpy as np
 import pytest
-from nntrain.experiments import text_gpt
+from corpora import TINY_GPT
 
 import nntrain
 from nntrain import models
@@ -21,8 +20,6 @@ from nntrain.data.spec import DatasetSpec
 from nntrain.run import bits_per_byte
 from nntrain.run.preemption import Preempted
 
-# text_gpt's tiny size on the 20 files of the standard library's email package (0.4 MB), not the whole library.
-RUNLOCAL = {**text_gpt.RUNLOCAL, "data.source": f"text:{sysconfig.get_paths()['stdlib']}/email/*.py"}
 LENGTH, VOCAB = 12, 257
 SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB, train_examples=1, vocab_size=VOCAB)
 
@@ -69,7 +66,7 @@ def test_bits_per_byte_is_nats_over_ln2_per_byte():
 @pytest.mark.slow
 def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
     # No warmup: nntrain's own Warmup schedule is not a Keras built-in (issue 12 replaces it with CosineDecay's).
-    config = nntrain.load_config("text_gpt", {**RUNLOCAL, "schedule.warmup_steps": 0})
+    config = nntrain.load_config("text_gpt", {**TINY_GPT, "schedule.warmup_steps": 0})
     metrics = nntrain.train(config, str(tmp_path), strategy="cpu", verbose=0)
     assert metrics["epoch"] == 2
     assert metrics["val_bits_per_byte"] == pytest.approx(metrics["val_loss"] / math.log(2))
@@ -96,7 +93,7 @@ def test_runlocal_trains_and_model_keras_loads_without_nntrain(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("target,positions", [("tpu", "learned"), ("gpu", "learned"), ("tpu", "rotary")])
 def test_preflight_passes_in_bfloat16_and_float16_with_xla(target, positions):
-    config = nntrain.load_config("text_gpt", {**RUNLOCAL, "train.batch_size": 64,
+    config = nntrain.load_config("text_gpt", {**TINY_GPT, "train.batch_size": 64,
                                               "model.positions": positions})
     report = nntrain.preflight(config, target, tpu_cores=8, gpus=1)
     statuses = {check["check"]: check["status"] for check in report["checks"]}
@@ -110,7 +107,7 @@ def test_float16_gets_loss_scaling_and_float32_outputs():
 
     from nntrain.run import trainer
 
-    config = nntrain.load_config("text_gpt", {**RUNLOCAL, "train.precision": "mixed_float16"})
+    config = nntrain.load_config("text_gpt", {**TINY_GPT, "train.precision": "mixed_float16"})
     model, run = trainer.build_model(config, SPEC, 4, tf.distribute.get_strategy())
     assert run.jit_compile is True  # float16 on CPU only runs at speed under XLA
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -133,7 +130,7 @@ def test_the_end_of_training_line_compares_with_the_unigram_entropy(tmp_path, mo
 def test_bench_reports_tokens_per_second():
     from nntrain.benchmark import format_table
 
-    result = nntrain.bench(nntrain.load_config("text_gpt", RUNLOCAL), strategy="cpu", steps=8)
+    result = nntrain.bench(nntrain.load_config("text_gpt", TINY_GPT), strategy="cpu", steps=8)
     assert result["tokens_per_second"] == pytest.approx(result["examples_per_second"] * 32)
     assert f"({result['tokens_per_second']:,.0f} tokens/s)" in format_table(result)
 
@@ -155,7 +152,7 @@ class _SignalAtBatch(keras.callbacks.Callback):
 def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Packed text stream, dropout, Adam: stopped mid-epoch by SIGTERM and resumed, it ends bit-identical; the
     stopped run reports the unigram entropy too."""
-    config = nntrain.load_config("text_gpt", {**RUNLOCAL, "train.steps_per_execution": 1,
+    config = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1,
                                               "model.dropout": 0.1})
     nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
     with pytest.raises(Preempted, match=r"after step [1-3], "):  # mid-epoch: 4 steps per epoch

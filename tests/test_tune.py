@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
+from corpora import TINY_GPT
 from google.protobuf import json_format
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_client
-from nntrain.experiments import text_gpt
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 import nntrain
@@ -355,8 +354,7 @@ def test_a_trial_prunes_like_a_run_and_saves_the_pruned_kernels(tmp_path):
 
 
 def test_a_text_gpt_trial_logs_bits_per_byte(tmp_path):
-    corpus = f"text:{sysconfig.get_paths()['stdlib']}/email/*.py"  # 20 files, 0.4 MB: not the whole library
-    overrides = {**text_gpt.RUNLOCAL, "train.epochs": 1, "data.source": corpus}
+    overrides = {**TINY_GPT, "train.epochs": 1}
     result = nntrain.tune("text_gpt", str(tmp_path), overrides, search_space={"model.num_heads": choice(2)},
                           strategy="cpu", tuner="grid", max_trials=1, verbose=False)
     [trial] = result["trials"]
