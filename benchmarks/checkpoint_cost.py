@@ -23,6 +23,8 @@ import statistics
 import tempfile
 import time
 
+import tensorflow as tf
+
 import nntrain
 from nntrain import rundir
 from nntrain.distribute import strategies
@@ -54,6 +56,7 @@ def measure(name: str, steps: int, pairs: int, also_nice: int | None = None) -> 
     model.fit(data, steps_per_epoch=EVERY, epochs=1, verbose=0)  # trace and warm up
     nbytes = bundles.host_bytes(model)
     times: dict[int, list[float]] = {EVERY: [], 0: [], -EVERY: []}  # -EVERY: with the writer at also_nice
+    cpu: dict[int, list[float]] = {EVERY: [], 0: [], -EVERY: []}  # the process's CPU seconds
     saves, peaks = [], {EVERY: [], 0: [], -EVERY: []}
     nice = bundles.NICE
     with tempfile.TemporaryDirectory() as directory:
@@ -64,9 +67,10 @@ def measure(name: str, steps: int, pairs: int, also_nice: int | None = None) -> 
                                                 every_steps=abs(every), state={})
                 resident, _ = _memory()
                 _reset_peak()
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[saver])
                 times[every].append(time.perf_counter() - start)
+                cpu[every].append(time.process_time() - start_cpu)
                 peaks[every].append(_memory()[1] - resident)
                 if every > 0:
                     saves.append(len(saver.saved_seconds) - 1)  # step checkpoints (the last is the epoch end)
@@ -89,6 +93,7 @@ def measure(name: str, steps: int, pairs: int, also_nice: int | None = None) -> 
     lost = statistics.median((a - b) / n for a, b, n in zip(times[EVERY], times[0], saves))
     return {"model": name, "params": model.count_params(), "bytes": nbytes, "steps": steps,
             "with": statistics.median(times[EVERY]), "without": statistics.median(times[0]), "ratio": ratio,
+            "cpu": (statistics.median(cpu[EVERY]), statistics.median(cpu[0])),
             "lost": lost, "write": statistics.median(writes), "peak": max(peaks[EVERY]), "peak_without": max(peaks[0]),
             "resume": resume,
             "keras_save": keras_save, "saves": saves[0],
@@ -102,15 +107,21 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--also_nice", type=int, default=None, help="also fit with the writer this much nicer")
+    parser.add_argument("--training_threads", type=int, default=0,
+                        help="TensorFlow's intra- and inter-op threads (0: one per core), e.g. 1 to leave a core to "
+                             "the host's other work, as an accelerator's host has while the device trains")
     args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.training_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.training_threads)
     rows = [measure(name, args.steps, args.pairs, args.also_nice) for name in args.models.split(",")]
     print(f"| model | parameters | model + optimizer | {args.steps} steps, every {EVERY} / none (s) | ratio | lost "
-          "per checkpoint | write (idle) | peak host memory above start, every 5 / none | resume | "
-          "`.keras` save (before) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "per checkpoint | CPU s, every 5 / none | write (idle) | peak host memory above start, every 5 / none | "
+          "resume | `.keras` save (before) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['with']:.2f} / "
-              f"{r['without']:.2f} | {r['ratio']:.2f}x | {r['lost'] * 1e3:,.0f} ms | {r['write'] * 1e3:,.0f} ms | "
+              f"{r['without']:.2f} | {r['ratio']:.2f}x | {r['lost'] * 1e3:,.0f} ms | "
+              f"{r['cpu'][0]:.2f} / {r['cpu'][1]:.2f} | {r['write'] * 1e3:,.0f} ms | "
               f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) / {r['peak_without'] / 2**20:,.0f} MiB | "
               f"{r['resume'] * 1e3:,.0f} ms | "
               f"{r['keras_save'] * 1e3:,.0f} ms |")

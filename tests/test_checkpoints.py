@@ -111,23 +111,19 @@ def slow_writes(monkeypatch):
     assert max(overlaps, default=0) == 0, "two writes were in flight at once"
 
 
-def _niceness() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-
 def test_a_snapshot_is_written_as_it_was_taken_while_training_goes_on(tmp_path, monkeypatch):
     """The writer's tensors are the variables' buffers, yet steps taken during the write change none of them. The
     writer runs bundles.NICE levels below training while training goes on, and at training's priority once training
     waits for it (this machine's tests run as root: a priority may be raised back)."""
-    released, write, niceness, training = threading.Event(), bundles.write, [], _niceness()
+    released, write, niceness, training = threading.Event(), bundles.write, [], bundles._niceness()
 
     def held(*args):
-        niceness.append(_niceness())
+        niceness.append(bundles._niceness())
         released.wait(60)
         deadline = time.time() + 30
-        while _niceness() != training and time.time() < deadline:  # until wait() raises it back
+        while bundles._niceness() != training and time.time() < deadline:  # until wait() raises it back
             time.sleep(0.01)
-        niceness.append(_niceness())
+        niceness.append(bundles._niceness())
         write(*args)
 
     monkeypatch.setattr(bundles, "write", held)
@@ -172,11 +168,11 @@ def test_a_run_dying_during_a_write_resumes_exactly_from_the_previous_checkpoint
     """The write of step 3 has written part of its files when the run dies: state.json still names step 2."""
     write, held, partial = bundles.write, threading.Event(), threading.Event()
 
-    def dies_in_step_3(path, names, tensors):
-        if "step-3" not in path:
-            return write(path, names, tensors)
-        with tf.io.gfile.GFile(path + ".index", "wb") as f:
-            f.write(b"half an index")
+    def dies_in_step_3(directory, names, tensors):
+        if "step-3" not in directory:
+            return write(directory, names, tensors)
+        with tf.io.gfile.GFile(f"{directory}/{bundles.DATA}", "wb") as f:
+            f.write(b"half of the data")
         partial.set()
         held.wait(60)  # never returns before the run is gone
         return None
@@ -191,7 +187,7 @@ def test_a_run_dying_during_a_write_resumes_exactly_from_the_previous_checkpoint
     with pytest.raises(RuntimeError, match="died"):
         nntrain.train(_config(), model_dir, strategy="cpu", verbose=0, callbacks=[Dies()])
     assert partial.wait(30) and _state(model_dir)["latest"] == "step-2"
-    assert tf.io.gfile.exists(f"{model_dir}/checkpoints/step-3/variables.index")  # the half-written one
+    assert tf.io.gfile.exists(f"{model_dir}/checkpoints/step-3/{bundles.DATA}")  # the half-written one
     monkeypatch.setattr(bundles, "write", write)
     _assert_resumes_exactly(model_dir, reference[kind])
     held.set()
