@@ -29,7 +29,6 @@ import json
 import math
 import mmap
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -161,21 +160,14 @@ def read(model: keras.Model, directory: str, optimizer: bool = True) -> None:
         variable.assign(value)
 
 
-NICE = 10  # how much nicer than training the writer thread runs while training goes on (Linux)
-
-
 class Writer:
-    """Writes bundles on one background thread, at most one in flight.
-
-    The thread runs NICE levels below training's priority while training goes on (on 2 cores it competes with
-    training for CPU: ~0.7 s per 573 MiB, measured in docs/benchmarks.md), and at training's own once training
-    waits for it (`wait`). Where the priority could not be raised back (no CAP_SYS_NICE), it is never lowered.
-    """
+    """Writes bundles on one background thread, at most one in flight, at training's priority: the write needs
+    little CPU but the thread must issue it at once (10 levels nicer, training waited longer for it: 1.41x-1.62x
+    against 1.14x-1.15x at 50 M parameters under load, docs/benchmarks.md)."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._priority = 0  # training's (the thread that starts writes) niceness
 
     def start(self, model: keras.Model, directory: str, discard: list[str] = ()) -> None:
         """Waits for the write in flight, snapshots every variable, and starts writing them into `directory`; first
@@ -188,7 +180,6 @@ class Writer:
         tensors = [tf.convert_to_tensor(variable.value) for variable in variables]  # the buffers, no copy
         weights = {id(weight) for weight in model.weights}
         checked = [(variable.path, tensor) for variable, tensor in zip(variables, tensors) if id(variable) in weights]
-        self._priority = _niceness()
         self._thread = threading.Thread(target=self._write, args=(directory, names, tensors, checked, list(discard)),
                                         name="nntrain-checkpoint-writer", daemon=True)
         self._thread.start()
@@ -196,7 +187,6 @@ class Writer:
     def _write(self, directory: str, names: list[str], tensors: list[tf.Tensor],
                checked: list[tuple[str, tf.Tensor]], discard: list[str]) -> None:
         try:
-            _lower_priority(self._priority)
             for path in discard:
                 rundir.remove(path)
             _check_finite(checked, directory)
@@ -215,8 +205,6 @@ class Writer:
         """Blocks until the write in flight has ended; raises its error. True if a write ended here."""
         if self._thread is None:
             return False
-        if self._thread.is_alive():  # training waits for it: at training's priority
-            _set_niceness(self._thread.native_id, self._priority)
         self._thread.join()
         self._thread = None
         error, self._error = self._error, None
@@ -228,29 +216,6 @@ class Writer:
 def _check_finite(checked: list[tuple[str, tf.Tensor]], directory: str) -> None:
     for name, tensor in checked:
         rundir.check_finite(name, np.asarray(tensor), directory)  # the buffer (tensor.numpy() would copy it)
-
-
-def _niceness() -> int:
-    """The calling thread's niceness (0 where threads have none of their own)."""
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform == "linux" else 0
-
-
-def _set_niceness(thread: int | None, niceness: int) -> bool:
-    """Sets a thread's niceness (Linux: per thread); False where not allowed or not possible."""
-    if sys.platform != "linux" or thread is None:
-        return False
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, niceness)
-    except OSError:  # raising a priority needs CAP_SYS_NICE; the thread may have ended
-        return False
-    return True
-
-
-def _lower_priority(priority: int) -> None:
-    """The calling thread NICE levels below `priority`, if it may be raised back to it (tried with one level)."""
-    me = threading.get_native_id()
-    if _set_niceness(me, min(priority + 1, 19)) and _set_niceness(me, priority):
-        _set_niceness(me, min(priority + NICE, 19))
 
 
 def write(directory: str, names: list[str], tensors: list[tf.Tensor]) -> None:
