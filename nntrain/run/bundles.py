@@ -3,9 +3,9 @@
 A bundle holds every variable a resume needs (the model's weights and RNG states, then the optimizer's slots) by
 position (`model/I`, `optimizer/I`: Keras's variable paths change with the layer names a process hands out) in two
 files: `tensors.data`, each tensor's bytes as they lie in memory (C order, little-endian on every platform
-TensorFlow runs on) one after the other, and `tensors.json`, the index (format, then each tensor's name, dtype and
-shape, in the data's order), written after the data. Local files are written with `open`, others (gs://, ram://)
-through tf.io.gfile. Bundles in TensorFlow's checkpoint format (`variables.index` +
+TensorFlow runs on; up to 4 KiB of zeros before each, see `_DataFile`), and `tensors.json`, the index (each
+tensor's name, dtype, shape and offset), written after the data. A local data file is written with O_DIRECT, others
+(gs://, ram://) through tf.io.gfile. Bundles in TensorFlow's checkpoint format (`variables.index` +
 `variables.data-00000-of-00001`, SaveV2: nntrain's until December 2026) are still read.
 
 `Writer.start` takes a snapshot and returns: each tensor of the snapshot is the variable's buffer as read, no copy;
@@ -15,10 +15,11 @@ lets go of each buffer once written. One background thread writes; at most one w
 for it). Measured at 50 M parameters with Adam (573 MiB; docs/benchmarks.md): a `.keras` save blocked training
 4.6-4.8 s, a bundle written in place 1.7-2.3 s, a bundle started from a snapshot 0.01-0.03 s. The writer thread's
 CPU per bundle: SaveV2 0.28-0.29 s (TensorFlow's software CRC32C of the data and a copy into its buffer beside the
-kernel's copy into the page cache), these files 0.11-0.12 s (the kernel's copy alone). No checksum: zlib.crc32
-would cost 0.24 s, a hardware CRC32C (google-crc32c) 0.08 s; the index and the data file's size catch a bundle
-that is missing or cut short. `tf.train.Checkpoint`'s own async option was tried: its second write fails with
-Keras 3 variables (Keras's `_copy_trackable_to_cpu` creates a tf.Variable in a tf.function).
+kernel's copy into the page cache), raw bytes through the page cache 0.11-0.14 s, with O_DIRECT 0.02-0.03 s (the
+disk reads the buffers). No checksum: zlib.crc32 would cost 0.24 s, a hardware CRC32C (google-crc32c) 0.08 s; the
+index and the data file's size catch a bundle that is missing or cut short. `tf.train.Checkpoint`'s own async
+option was tried: its second write fails with Keras 3 variables (Keras's `_copy_trackable_to_cpu` creates a
+tf.Variable in a tf.function).
 """
 
 from __future__ import annotations
