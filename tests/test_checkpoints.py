@@ -138,6 +138,38 @@ def test_a_snapshot_is_written_as_it_was_taken_while_training_goes_on(tmp_path, 
         np.testing.assert_array_equal(a, v.numpy())
 
 
+@pytest.mark.parametrize("path", ["direct", "plain", "ram"])
+def test_a_bundle_reads_back_exactly_whichever_way_it_was_written(path, tmp_path, monkeypatch):
+    """O_DIRECT (tensors at page-congruent offsets), a local disk without it, and tf.io.gfile; a data file cut
+    short is named by problem()."""
+    if path == "plain":
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    directory = f"ram://{tmp_path.name}/step-1" if path == "ram" else str(tmp_path / "step-1")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1000), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    for variable in [*model.variables, *model.optimizer.variables]:
+        variable.assign(np.random.default_rng(len(variable.path)).normal(size=variable.shape).astype(variable.dtype))
+    before = [v.numpy().copy() for v in [*model.variables, *model.optimizer.variables]]
+    writer = bundles.Writer()
+    writer.start(model, directory)
+    assert writer.wait() and bundles.problem(directory) is None
+    for variable in [*model.variables, *model.optimizer.variables]:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    bundles.read(model, directory)
+    for a, v in zip(before, [*model.variables, *model.optimizer.variables], strict=True):
+        np.testing.assert_array_equal(a, v.numpy())
+    data = f"{directory}/{bundles.DATA}"
+    with tf.io.gfile.GFile(data, "rb") as f:
+        content = f.read()
+    assert (len(content) > bundles.host_bytes(model)) == (path == "direct")  # O_DIRECT's padding
+    tf.io.gfile.remove(data)  # (ram:// does not truncate a file it overwrites)
+    with tf.io.gfile.GFile(data, "wb") as f:
+        f.write(content[:-1])
+    assert bundles.problem(directory) == (f"its data file tensors.data holds {len(content) - 1:,} bytes, its index "
+                                          f"{len(content):,}")
+
+
 @pytest.mark.parametrize("kind", ["local", "ram"])
 def test_sigterm_during_a_write_commits_it_and_resumes_exactly(kind, tmp_path, reference, slow_writes, caplog):
     model_dir = _root(kind, tmp_path, "run")
