@@ -5,7 +5,8 @@ model_dir layout:
   metrics.jsonl      one strict-JSON line per epoch (non-finite values as null)
   dataset.json       the data spec: shapes, split sizes, class names (copied into exports)
   checkpoints/       step-N/ (a tensor bundle of every variable: model, optimizer, RNG states; the last
-                     `train.keep_checkpoints`; runs before it wrote step-N.keras, which still resume), best.keras,
+                     `train.keep_checkpoints`; runs before it wrote step-N.keras or TensorFlow's format, which
+                     still resume), best.keras,
                      state.json (the commit point: which step, RNG states, best value)
   logs/              TensorBoard
   model.keras        the final model

@@ -112,23 +112,12 @@ def slow_writes(monkeypatch):
     assert max(overlaps, default=0) == 0, "two writes were in flight at once"
 
 
-def _niceness() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-
 def test_a_snapshot_is_written_as_it_was_taken_while_training_goes_on(tmp_path, monkeypatch):
-    """The writer's tensors are the variables' buffers, yet steps taken during the write change none of them. The
-    writer runs bundles.NICE levels below training while training goes on, and at training's priority once training
-    waits for it (this machine's tests run as root: a priority may be raised back)."""
-    released, write, niceness, training = threading.Event(), bundles.write, [], _niceness()
+    """The writer's tensors are the variables' buffers, yet steps taken during the write change none of them."""
+    released, write = threading.Event(), bundles.write
 
     def held(*args):
-        niceness.append(_niceness())
         released.wait(60)
-        deadline = time.time() + 30
-        while _niceness() != training and time.time() < deadline:  # until wait() raises it back
-            time.sleep(0.01)
-        niceness.append(_niceness())
         write(*args)
 
     monkeypatch.setattr(bundles, "write", held)
@@ -148,7 +137,38 @@ def test_a_snapshot_is_written_as_it_was_taken_while_training_goes_on(tmp_path, 
     bundles.read(model, str(tmp_path / "step-1"))
     for a, v in zip(before, [*model.variables, *model.optimizer.variables], strict=True):
         np.testing.assert_array_equal(a, v.numpy())
-    assert niceness == [min(training + bundles.NICE, 19), training]
+
+
+@pytest.mark.parametrize("path", ["direct", "plain", "ram"])
+def test_a_bundle_reads_back_exactly_whichever_way_it_was_written(path, tmp_path, monkeypatch):
+    """O_DIRECT (tensors at page-congruent offsets), a local disk without it, and tf.io.gfile; a data file cut
+    short is named by problem()."""
+    if path == "plain":
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    directory = f"ram://{tmp_path.name}/step-1" if path == "ram" else str(tmp_path / "step-1")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1000), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    for variable in [*model.variables, *model.optimizer.variables]:
+        variable.assign(np.random.default_rng(len(variable.path)).normal(size=variable.shape).astype(variable.dtype))
+    before = [v.numpy().copy() for v in [*model.variables, *model.optimizer.variables]]
+    writer = bundles.Writer()
+    writer.start(model, directory)
+    assert writer.wait() and bundles.problem(directory) is None
+    for variable in [*model.variables, *model.optimizer.variables]:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    bundles.read(model, directory)
+    for a, v in zip(before, [*model.variables, *model.optimizer.variables], strict=True):
+        np.testing.assert_array_equal(a, v.numpy())
+    data = f"{directory}/{bundles.DATA}"
+    with tf.io.gfile.GFile(data, "rb") as f:
+        content = f.read()
+    assert (len(content) > bundles.host_bytes(model)) == (path == "direct")  # O_DIRECT's padding
+    tf.io.gfile.remove(data)  # (ram:// does not truncate a file it overwrites)
+    with tf.io.gfile.GFile(data, "wb") as f:
+        f.write(content[:-1])
+    assert bundles.problem(directory) == (f"its data file tensors.data holds {len(content) - 1:,} bytes, its index "
+                                          f"{len(content):,}")
 
 
 @pytest.mark.parametrize("kind", ["local", "ram"])
@@ -173,11 +193,11 @@ def test_a_run_dying_during_a_write_resumes_exactly_from_the_previous_checkpoint
     """The write of step 3 has written part of its files when the run dies: state.json still names step 2."""
     write, held, partial = bundles.write, threading.Event(), threading.Event()
 
-    def dies_in_step_3(path, names, tensors):
-        if "step-3" not in path:
-            return write(path, names, tensors)
-        with tf.io.gfile.GFile(path + ".index", "wb") as f:
-            f.write(b"half an index")
+    def dies_in_step_3(directory, names, tensors):
+        if "step-3" not in directory:
+            return write(directory, names, tensors)
+        with tf.io.gfile.GFile(f"{directory}/{bundles.DATA}", "wb") as f:
+            f.write(b"half of the data")
         partial.set()
         held.wait(60)  # never returns before the run is gone
         return None
@@ -192,7 +212,7 @@ def test_a_run_dying_during_a_write_resumes_exactly_from_the_previous_checkpoint
     with pytest.raises(RuntimeError, match="died"):
         nntrain.train(_config(), model_dir, strategy="cpu", verbose=0, callbacks=[Dies()])
     assert partial.wait(30) and _state(model_dir)["latest"] == "step-2"
-    assert tf.io.gfile.exists(f"{model_dir}/checkpoints/step-3/variables.index")  # the half-written one
+    assert tf.io.gfile.exists(f"{model_dir}/checkpoints/step-3/{bundles.DATA}")  # the half-written one
     monkeypatch.setattr(bundles, "write", write)
     _assert_resumes_exactly(model_dir, reference[kind])
     held.set()

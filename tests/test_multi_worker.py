@@ -26,7 +26,7 @@ from nntrain import rundir
 from nntrain.compat import mwms_reduce
 from nntrain.distribute import cluster, launch, resolvers, tf_config
 from nntrain.errors import NntrainError
-from nntrain.run import checkpoints
+from nntrain.run import bundles, checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -124,12 +124,6 @@ def _weights(path: Path) -> list[np.ndarray]:
     return keras.saving.load_model(path).get_weights()
 
 
-def _bundle(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a step checkpoint (model/I, optimizer/I), by name."""
-    reader = tf.compat.v1.train.NewCheckpointReader(str(path / "variables"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-
-
 def _assert_same_bundles(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
     assert mine.keys() == theirs.keys()
     for name in mine:
@@ -205,8 +199,8 @@ def test_killed_worker_stops_its_peer_and_both_resume_in_step(tmp_path):
     last = f"step-{EPOCHS * STEPS}"
     assert sorted(p.name for p in worker.iterdir()) == ["state.json", last]  # no best, no model
     assert not (model_dir / "workers" / "1" / "model.keras").exists()
-    _assert_same_bundles(_bundle(chief / last), _bundle(worker / last))
-    saved = _bundle(chief / last)
+    _assert_same_bundles(bundles.load(str(chief / last)), bundles.load(str(worker / last)))
+    saved = bundles.load(str(chief / last))
     for index, final in enumerate(_weights(model_dir / "model.keras")):  # an MLP: its variables are its weights
         np.testing.assert_array_equal(saved[f"model/{index}"], final)
 

@@ -13,12 +13,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import nntrain
 from nntrain.errors import NntrainError
 from nntrain.exports import artifacts
-from nntrain.run import prune
+from nntrain.run import bundles, prune
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -67,12 +66,6 @@ def _dense_kernels(path: Path) -> dict[str, np.ndarray]:
 def _latest_masks(model_dir: Path) -> list[np.ndarray]:
     """The masks of the run's latest step checkpoint (a bundle), loaded into the run's model."""
     return [mask.numpy() for mask in artifacts.load_model(str(model_dir), "latest").pruning.masks]
-
-
-def _bundle(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a step checkpoint, by name."""
-    reader = tf.compat.v1.train.NewCheckpointReader(str(path / "variables"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
 def _checkpoint_masks(path: Path) -> list[np.ndarray]:
@@ -157,7 +150,8 @@ def test_pruning_under_multi_worker_strategy(tmp_path):
     assert metrics["epoch"] == 3 and all(metrics[f"sparsity/{name}"] >= 0.79
                                          for name in ("dense", "dense_1", "predictions")), metrics
     last = f"step-{steps}"
-    chief, worker = (_bundle(root / "checkpoints" / last) for root in (model_dir, model_dir / "workers" / "1"))
+    chief, worker = (bundles.load(str(root / "checkpoints" / last))
+                     for root in (model_dir, model_dir / "workers" / "1"))
     assert chief.keys() == worker.keys()
     for name in chief:  # the workers' checkpoints hold the same masks, weights and optimizer state
         np.testing.assert_array_equal(chief[name], worker[name])

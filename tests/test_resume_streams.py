@@ -27,6 +27,7 @@ from test_data_sources import write_pngs
 
 from nntrain.config import base_config
 from nntrain.data import convert, idx, pipeline
+from nntrain.run import bundles
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("NNTRAIN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -180,12 +181,11 @@ def test_two_workers_streaming_their_own_shards_resume_exactly_after_sigterm_to_
     for index in range(2):  # both workers, each line prefixed by the launcher
         assert any(line.startswith(f"[worker {index}] ") and resuming in line
                    for line in (tmp_path / "resumed.log").read_text().splitlines())
-    last = f"checkpoints/step-{EPOCHS * STEPS}/variables"
-    mine, theirs = (tf.compat.v1.train.NewCheckpointReader(str(d / last))
-                    for d in (model_dir, model_dir / "workers" / "1"))
-    assert mine.get_variable_to_shape_map() == theirs.get_variable_to_shape_map()
-    for name in mine.get_variable_to_shape_map():  # weights, optimizer state and RNG states alike
-        np.testing.assert_array_equal(mine.get_tensor(name), theirs.get_tensor(name))
+    last = f"checkpoints/step-{EPOCHS * STEPS}"
+    mine, theirs = (bundles.load(str(d / last)) for d in (model_dir, model_dir / "workers" / "1"))
+    assert mine.keys() == theirs.keys()
+    for name in mine:  # weights, optimizer state and RNG states alike
+        np.testing.assert_array_equal(mine[name], theirs[name])
 
     def finished() -> Path:
         assert reference.wait(timeout=180) == 0, (tmp_path / "reference.log").read_text()[-3000:]

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import cli_failures, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,11 +21,11 @@ from hypothesis import strategies as st
 from nntrain import cli
 from nntrain import config as nn_config
 from nntrain.errors import NntrainError
-from nntrain.run import checkpoints
+from nntrain.run import bundles, checkpoints
 
 XOR = ["--experiment=xor", "--config.train.steps_per_epoch=2", "--config.optimizer.name=sgd",
        "--config.optimizer.learning_rate=0.5", "--config.train.keep_checkpoints=2"]
-INDEX_4, DATA_4 = "checkpoints/step-4/variables.index", "checkpoints/step-4/variables.data-00000-of-00001"
+INDEX_4, DATA_4 = "checkpoints/step-4/tensors.json", "checkpoints/step-4/tensors.data"
 
 
 def _train(model_dir: Path, *args: str) -> None:
@@ -61,7 +62,7 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
     config = (trained / "config.json").read_bytes()
     state = json.loads((trained / "checkpoints" / "state.json").read_text())
     model = (trained / "model.keras").read_bytes()
-    index = (trained / INDEX_4).read_bytes()
+    index, data = (trained / INDEX_4).read_bytes(), (trained / DATA_4).read_bytes()
     resume = ["train", *XOR, "--config.train.epochs=3"]
 
     def run(name: str, damage: dict[str, bytes | None] | None = None) -> str:
@@ -101,11 +102,14 @@ def _damage_cases(trained: Path, root: Path) -> list[tuple[str, list[str], str]]
          "--checkpoint=best"),
         ("a checkpoint's data file gone", [*resume, run("m3", {DATA_4: None, "checkpoints/step-2": None,
                                                                 "checkpoints/state.json": state_of(kept=["step-4"])})],
-         "step-4 is unreadable (its data file variables.data-00000-of-00001 is missing)"),
-        ("only checkpoint truncated", [*resume, run("k1", {INDEX_4: index[:20],
-                                                     "checkpoints/state.json": state_of(kept=["step-4"])})],
-         "step-4 is unreadable (not a readable checkpoint"),
-        ("both checkpoints empty", [*resume, run("k2", {INDEX_4: b"", "checkpoints/step-2/variables.index": b""})],
+         "step-4 is unreadable (its data file tensors.data is missing)"),
+        ("only checkpoint's index truncated", [*resume, run("k1", {INDEX_4: index[:20],
+                                                             "checkpoints/state.json": state_of(kept=["step-4"])})],
+         "step-4 is unreadable (its index tensors.json is damaged: JSONDecodeError"),
+        ("only checkpoint's data truncated", [*resume, run("k3", {DATA_4: data[:-4],
+                                                            "checkpoints/state.json": state_of(kept=["step-4"])})],
+         f"step-4 is unreadable (its data file tensors.data holds {len(data) - 4:,} bytes, its index {len(data):,})"),
+        ("both checkpoints empty", [*resume, run("k2", {INDEX_4: b"", "checkpoints/step-2/tensors.json": b""})],
          "no readable checkpoint in"),
         ("truncated model.keras, evaluate", ["evaluate", run("f1", {"model.keras": model[:-100]})],
          "model.keras is damaged (not a readable .keras archive"),
@@ -156,7 +160,7 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_last_good_one(trained
     newest.write_bytes(newest.read_bytes()[:20])
     with caplog.at_level(logging.INFO, logger="nntrain"):
         _train(run, "--config.train.epochs=3")
-    assert "checkpoint step-4 is unreadable (not a readable checkpoint" in caplog.text
+    assert "checkpoint step-4 is unreadable (its index tensors.json is damaged: JSONDecodeError" in caplog.text
     assert "resuming from step-2 (step 2), the last good one" in caplog.text
     assert "resuming from the checkpoint in" in caplog.text and "step 2 of 6" in caplog.text
     state = json.loads((run / "checkpoints" / "state.json").read_text())
@@ -284,20 +288,30 @@ def test_fuzzed_run_files_are_read_or_refused_in_one_line(tmp_path, state, confi
 
 
 @pytest.mark.slow
-def test_a_run_with_keras_step_checkpoints_still_resumes_exactly(trained, tmp_path):
-    """A run written before step bundles (step-N.keras, RNG states in state.json) resumes as a bundle run does."""
-    old, new = tmp_path / "old", tmp_path / "new"
-    shutil.copytree(trained, old)
-    shutil.copytree(trained, new)
+def test_runs_with_older_step_checkpoints_still_resume_exactly(trained, tmp_path):
+    """Runs written before step bundles (step-N.keras, RNG states in state.json) and before nntrain's own bundle
+    files (TensorFlow's format, SaveV2's variables.index + data) resume as a run of today does."""
+    old, tf_format, new = tmp_path / "old", tmp_path / "tf_format", tmp_path / "new"
+    for run in (old, tf_format, new):
+        shutil.copytree(trained, run)
+    for name in ("step-2", "step-4"):  # as nntrain wrote them until December 2026
+        bundle, directory = bundles.load(str(new / "checkpoints" / name)), tf_format / "checkpoints" / name
+        shutil.rmtree(directory)
+        directory.mkdir()
+        tf.raw_ops.SaveV2(prefix=str(directory / "variables"), tensor_names=list(bundle),
+                          shape_and_slices=[""] * len(bundle), tensors=list(bundle.values()))
     for name in ("step-2", "step-4"):
         shutil.rmtree(old / "checkpoints" / name)
     shutil.copy(old / "model.keras", old / "checkpoints" / "step-4.keras")  # model + optimizer state at step 4
     state = json.loads((old / "checkpoints" / "state.json").read_text())
     (old / "checkpoints" / "state.json").write_text(json.dumps({**state, "latest": "step-4.keras",
                                                                  "kept": ["step-4.keras"], "rng": []}))
-    for run in (old, new):
+    for run in (old, tf_format, new):
         _train(run, "--config.train.epochs=3")
     assert json.loads((old / "checkpoints" / "state.json").read_text())["kept"] == ["step-4.keras", "step-6"]
-    weights = [keras.saving.load_model(run / "model.keras").get_weights() for run in (old, new)]
-    for a, b in zip(*weights, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in (tf_format / "checkpoints" / "step-4").iterdir()) == [
+        "variables.data-00000-of-00001", "variables.index"]  # resumed from it (kept), not rewritten
+    weights = [keras.saving.load_model(run / "model.keras").get_weights() for run in (old, tf_format, new)]
+    for a, b, c in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
