@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from nntrain.data.spec import DatasetSpec
-from nntrain.models import blocks, fields
+from nntrain.models import ADDED_KEYS, blocks, fields
 
 POSITIONS = ("learned", "rotary")
 FF_ACTIVATIONS = ("gelu", "relu")
@@ -77,7 +77,7 @@ def _ff_activation(model_config: ml_collections.ConfigDict) -> str:
     """`model.ff_activation`; absent (a run saved before the key existed, or a config that does not set it): gelu,
     the only feed-forward those runs had, so that they rebuild the model they trained."""
     if "ff_activation" not in model_config:
-        return "gelu"
+        return ADDED_KEYS["gpt"]["ff_activation"]
     return fields.choice(model_config, "ff_activation", FF_ACTIVATIONS)
 
 
