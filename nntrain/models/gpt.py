@@ -1,10 +1,10 @@
 """gpt: a decoder-only Transformer language model (next-token probabilities at every position).
 
 Token embedding (spec.vocab_size), dropout, then model.num_layers pre-LayerNorm decoder blocks (causal
-attention, then a feed-forward of ff_multiplier x embed_dim units, its activation model.ff_activation: GELU, in
-float32 under any policy, or ReLU;
-each with dropout and a residual connection), a final LayerNormalization and a float32 softmax over the
-vocabulary; with model.tie_embeddings the output projection is the token embedding transposed.
+attention, then a feed-forward of ff_multiplier x embed_dim units whose activation is model.ff_activation: ReLU, or
+GELU in float32 under any policy; each with dropout and a residual connection), a final LayerNormalization and a
+float32 softmax over the vocabulary; with model.tie_embeddings the output projection is the token embedding
+transposed.
 model.positions: `learned` adds a position embedding (spec.input_shape[0] positions) and attends with Keras's
 MultiHeadAttention(use_causal_mask=True); `rotary` rotates queries and keys by position (RoFormer, Su et al.
 2021) and attends with keras.ops.dot_product_attention (is_causal=True), as MultiHeadAttention has no hook for it
