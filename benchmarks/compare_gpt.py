@@ -12,7 +12,9 @@ dataset (nntrain's text pipeline). Three sides: nntrain at precision=auto, Keras
 in float32; --matched adds a fourth, KerasHub at precision=auto with activation="gelu" (the peer as text_gpt's
 architecture would have it, where the others are the peer as keras.io writes it, ReLU); --set KEY=VALUE overrides
 the nntrain side's config (e.g. model.ff_activation=gelu). Each repeat times every side in a rotated order
-(nntrain.benchmark.throughput.time_model: warm-up executions, then at least --steps steps).
+(nntrain.benchmark.throughput.time_model: warm-up executions, then at least --steps steps), by wall time and by
+the process's CPU time: on a shared machine the wall time of a side depends on what other processes ran during it,
+its CPU time much less.
 
 Generation (--generate): `nntrain generate`'s sampler on the run's model (--run, a text_gpt run of the variant)
 against KerasHub's cached sampler (`GPT2CausalLM.generate`, a GPT2Backbone of the same size: pre-norm GELU, tied,
@@ -80,23 +82,30 @@ def compare_training(config, args) -> None:
                                                                          strategy, "gelu")
     keras.mixed_precision.set_global_policy(run.precision)
     params = {name: model.count_params() for name, model in models.items()}
-    rates: dict[str, list[float]] = {name: [] for name in models}
+    rates: dict[str, list[float]] = {name: [] for name in models}  # tokens per wall second
+    cpu_rates: dict[str, list[float]] = {name: [] for name in models}  # tokens per process CPU second
     names = list(models)
     for repeat in range(args.repeats):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
             timing = throughput.time_model(models[name], data.train, run.steps_per_execution, WARMUP_EXECUTIONS,
                                            args.steps)
-            rates[name].append(data.global_batch_size * length * timing.timed_steps / timing.timed_seconds)
-            print(f"{time.strftime('%H:%M:%S')} repeat {repeat + 1}: {name} {rates[name][-1]:,.0f} tokens/s",
-                  file=sys.stderr, flush=True)
-    ours = rates[names[0]]
-    print(f"| {config.experiment} | parameters | tokens/s (median) | nntrain / it (median of repeats) |")
-    print("|---|---|---|---|")
+            tokens = data.global_batch_size * length * timing.timed_steps
+            rates[name].append(tokens / timing.timed_seconds)
+            cpu_rates[name].append(tokens / timing.timed_cpu_seconds)
+            print(f"{time.strftime('%H:%M:%S')} repeat {repeat + 1}: {name} {rates[name][-1]:,.0f} tokens/s, "
+                  f"{cpu_rates[name][-1]:,.0f} tokens per CPU s", file=sys.stderr, flush=True)
+    print(f"| {config.experiment} | parameters | tokens/s (median) | nntrain / it (median of repeats) | "
+          "tokens per CPU s (median) | nntrain / it, per CPU s |")
+    print("|---|---|---|---|---|---|")
+
+    def ratios(side: dict[str, list[float]], name: str) -> str:
+        each = [a / b for a, b in zip(side[names[0]], side[name])]
+        return f"{statistics.median(each):.2f} ({', '.join(f'{r:.2f}' for r in each)})"
+
     for name in names:
-        ratios = [a / b for a, b in zip(ours, rates[name])]
-        print(f"| {name} | {params[name]:,} | {statistics.median(rates[name]):,.0f} | "
-              f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) |")
+        print(f"| {name} | {params[name]:,} | {statistics.median(rates[name]):,.0f} | {ratios(rates, name)} | "
+              f"{statistics.median(cpu_rates[name]):,.0f} | {ratios(cpu_rates, name)} |")
     print(f"\n{args.repeats} repeats of >= {args.steps} timed steps per side, rotated; global batch "
           f"{data.global_batch_size} x {length} tokens; steps_per_execution {run.steps_per_execution}, jit_compile "
           f"{run.jit_compile}; precision=auto gave {run.precision} ({run.why_precision}); nntrain's feed-forward "
