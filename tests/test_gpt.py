@@ -20,8 +20,8 @@ from nntrain import models
 from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
 from nntrain.run import bits_per_byte
-from nntrain.run.runstate import RunState
 from nntrain.run.preemption import Preempted
+from nntrain.run.runstate import RunState
 
 # text_gpt's tiny size on the 20 files of the standard library's email package (0.4 MB), not the whole library.
 RUNLOCAL = {**text_gpt.RUNLOCAL, "data.source": f"text:{sysconfig.get_paths()['stdlib']}/email/*.py"}
