@@ -1,6 +1,6 @@
 """text_gpt against the decoder a Keras user builds with KerasHub, side by side in one process, alternating.
 
-  .venv/bin/python benchmarks/compare_gpt.py --variant=default --steps=64 --repeats=5   # training tokens/s
+  .venv/bin/python benchmarks/compare_gpt.py --variant=default --steps=64 --repeats=5 --matched  # training tokens/s
   .venv/bin/python benchmarks/compare_gpt.py --variant=default --generate --run=runs/text_gpt   # new tokens/s
 
 keras-hub is a benchmark extra (`pip install --no-deps keras-hub regex tokenizers`), never a runtime dependency.
@@ -9,8 +9,12 @@ Training: keras.io's "miniature GPT" (`keras_hub.layers.TokenAndPositionEmbeddin
 post-norm ReLU, an untied Dense output on logits) at the variant's width, depth, heads, feed-forward width and
 context, compiled with text_gpt's optimizer, steps_per_execution and jit_compile, fitted on the same distributed
 dataset (nntrain's text pipeline). Three sides: nntrain at precision=auto, KerasHub at that precision, KerasHub
-in float32. Each repeat times every side in a rotated order (nntrain.benchmark.throughput.time_model: warm-up
-executions, then at least --steps steps).
+in float32; --matched adds a fourth, KerasHub at precision=auto with activation="gelu" (the peer as text_gpt's
+architecture would have it, where the others are the peer as keras.io writes it, ReLU); --set KEY=VALUE overrides
+the nntrain side's config (e.g. model.ff_activation=gelu). Each repeat times every side in a rotated order
+(nntrain.benchmark.throughput.time_model: warm-up executions, then at least --steps steps), by wall time and by
+the process's CPU time: on a shared machine the wall time of a side depends on what other processes ran during it,
+its CPU time much less.
 
 Generation (--generate): `nntrain generate`'s sampler on the run's model (--run, a text_gpt run of the variant)
 against KerasHub's cached sampler (`GPT2CausalLM.generate`, a GPT2Backbone of the same size: pre-norm GELU, tied,
@@ -42,20 +46,22 @@ from nntrain.run import trainer
 PROMPT = b"def "
 
 
-def keras_hub_decoder(config, vocab: int, length: int) -> keras.Model:
+def keras_hub_decoder(config, vocab: int, length: int, activation: str) -> keras.Model:
     """keras.io's miniature GPT at the config's size, from logits."""
     model = config.model
     inputs = keras.Input((length,), dtype="int32")
     x = keras_hub.layers.TokenAndPositionEmbedding(vocab, length, model.embed_dim)(inputs)
     for _ in range(model.num_layers):
-        x = keras_hub.layers.TransformerDecoder(model.ff_multiplier * model.embed_dim, model.num_heads)(x)
+        x = keras_hub.layers.TransformerDecoder(model.ff_multiplier * model.embed_dim, model.num_heads,
+                                                   activation=activation)(x)
     return keras.Model(inputs, keras.layers.Dense(vocab)(x))
 
 
-def train_side(config, vocab: int, length: int, precision: str, run, strategy) -> keras.Model:
+def train_side(config, vocab: int, length: int, precision: str, run, strategy, activation: str = "relu"
+               ) -> keras.Model:
     keras.mixed_precision.set_global_policy(precision)
     with strategy.scope():
-        model = keras_hub_decoder(config, vocab, length)
+        model = keras_hub_decoder(config, vocab, length, activation)
         model.compile(optimizer=keras.optimizers.AdamW(config.optimizer.learning_rate,
                                                        global_clipnorm=config.optimizer.global_clip_norm),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
@@ -71,28 +77,39 @@ def compare_training(config, args) -> None:
     models = {f"nntrain text_gpt ({run.precision})": prepared.model,
               f"KerasHub decoder ({run.precision})": train_side(config, vocab, length, run.precision, run, strategy),
               "KerasHub decoder (float32)": train_side(config, vocab, length, "float32", run, strategy)}
+    if args.matched:
+        models[f"KerasHub decoder, GELU ({run.precision})"] = train_side(config, vocab, length, run.precision, run,
+                                                                         strategy, "gelu")
     keras.mixed_precision.set_global_policy(run.precision)
     params = {name: model.count_params() for name, model in models.items()}
-    rates: dict[str, list[float]] = {name: [] for name in models}
+    rates: dict[str, list[float]] = {name: [] for name in models}  # tokens per wall second
+    cpu_rates: dict[str, list[float]] = {name: [] for name in models}  # tokens per process CPU second
     names = list(models)
     for repeat in range(args.repeats):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
             timing = throughput.time_model(models[name], data.train, run.steps_per_execution, WARMUP_EXECUTIONS,
                                            args.steps)
-            rates[name].append(data.global_batch_size * length * timing.timed_steps / timing.timed_seconds)
-            print(f"{time.strftime('%H:%M:%S')} repeat {repeat + 1}: {name} {rates[name][-1]:,.0f} tokens/s",
-                  file=sys.stderr, flush=True)
-    ours = rates[names[0]]
-    print(f"| {config.experiment} | parameters | tokens/s (median) | nntrain / it (median of repeats) |")
-    print("|---|---|---|---|")
+            tokens = data.global_batch_size * length * timing.timed_steps
+            rates[name].append(tokens / timing.timed_seconds)
+            cpu_rates[name].append(tokens / timing.timed_cpu_seconds)
+            print(f"{time.strftime('%H:%M:%S')} repeat {repeat + 1}: {name} {rates[name][-1]:,.0f} tokens/s, "
+                  f"{cpu_rates[name][-1]:,.0f} tokens per CPU s", file=sys.stderr, flush=True)
+    print(f"| {config.experiment} | parameters | tokens/s (median) | nntrain / it (median of repeats) | "
+          "tokens per CPU s (median) | nntrain / it, per CPU s |")
+    print("|---|---|---|---|---|---|")
+
+    def ratios(side: dict[str, list[float]], name: str) -> str:
+        each = [a / b for a, b in zip(side[names[0]], side[name])]
+        return f"{statistics.median(each):.2f} ({', '.join(f'{r:.2f}' for r in each)})"
+
     for name in names:
-        ratios = [a / b for a, b in zip(ours, rates[name])]
-        print(f"| {name} | {params[name]:,} | {statistics.median(rates[name]):,.0f} | "
-              f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) |")
+        print(f"| {name} | {params[name]:,} | {statistics.median(rates[name]):,.0f} | {ratios(rates, name)} | "
+              f"{statistics.median(cpu_rates[name]):,.0f} | {ratios(cpu_rates, name)} |")
     print(f"\n{args.repeats} repeats of >= {args.steps} timed steps per side, rotated; global batch "
           f"{data.global_batch_size} x {length} tokens; steps_per_execution {run.steps_per_execution}, jit_compile "
-          f"{run.jit_compile}; precision=auto gave {run.precision} ({run.why_precision})")
+          f"{run.jit_compile}; precision=auto gave {run.precision} ({run.why_precision}); nntrain's feed-forward "
+          f"activation {config.model.get('ff_activation', 'gelu')}")
 
 
 def keras_hub_causal_lm(config, length: int, precision: str) -> keras_hub.models.GPT2CausalLM:
@@ -159,11 +176,14 @@ def main() -> None:
     parser.add_argument("--variant", default="default")
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--matched", action="store_true", help="add KerasHub's decoder with GELU as a side")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override of the nntrain side, e.g. model.ff_activation=gelu")
     parser.add_argument("--generate", action="store_true", help="compare generation instead of training")
     parser.add_argument("--run", help="--generate: a text_gpt run of --variant")
     parser.add_argument("--new_tokens", type=int, default=1000)
     args = parser.parse_args()
-    config = nntrain.load_config(f"text_gpt:{args.variant}")
+    config = nntrain.load_config(f"text_gpt:{args.variant}", [item.split("=", 1) for item in args.set])
     if args.generate:
         compare_generation(config, args)
     else:

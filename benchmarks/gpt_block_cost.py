@@ -37,9 +37,9 @@ def parts(length: int, width: int, heads: int, ff_dim: int) -> dict:
         y = keras.layers.LayerNormalization()(x)
         return x + keras.layers.MultiHeadAttention(heads, width // heads)(y, y, use_causal_mask=True)
 
-    built = {"feed-forward, GELU in the compute dtype": feed_forward("gelu"),
-             "feed-forward, GELU in float32 (gpt now)": feed_forward("gelu", "float32"),
-             "feed-forward, ReLU (the KerasHub peer)": feed_forward("relu"),
+    built = {"feed-forward, GELU in the compute dtype (gpt before Dec 7)": feed_forward("gelu"),
+             "feed-forward, GELU in float32 (gpt, ff_activation=gelu)": feed_forward("gelu", "float32"),
+             "feed-forward, ReLU (gpt's default; the KerasHub peer)": feed_forward("relu"),
              "causal attention (MultiHeadAttention)": attention,
              "LayerNormalization": lambda x: keras.layers.LayerNormalization()(x)}
     models = {}

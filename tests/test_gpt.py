@@ -17,8 +17,10 @@ from corpora import TINY_GPT
 import nntrain
 from nntrain import models
 from nntrain.data.spec import DatasetSpec
+from nntrain.errors import NntrainError
 from nntrain.run import bits_per_byte
 from nntrain.run.preemption import Preempted
+from nntrain.run.runstate import RunState
 
 LENGTH, VOCAB = 12, 257
 SPEC = DatasetSpec(input_shape=(LENGTH,), input_dtype="int32", num_classes=VOCAB, train_examples=1, vocab_size=VOCAB)
@@ -151,16 +153,27 @@ class _SignalAtBatch(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Packed text stream, dropout, Adam: stopped mid-epoch by SIGTERM and resumed, it ends bit-identical; the
-    stopped run reports the unigram entropy too."""
+    stopped run reports the unigram entropy too. The stopped run's config.json is made as runs saved before
+    model.ff_activation wrote it (no such key): it resumes as the GELU model it was, from that file or from a config
+    that says gelu, and a config that says relu is refused."""
     config = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1,
-                                              "model.dropout": 0.1})
+                                              "model.dropout": 0.1, "model.ff_activation": "gelu"})
     nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
     with pytest.raises(Preempted, match=r"after step [1-3], "):  # mid-epoch: 4 steps per epoch
         lines = []
         monkeypatch.setattr(bits_per_byte, "log", lines.append)
         nntrain.train(config, str(tmp_path / "stopped"), strategy="cpu", verbose=0, callbacks=[_SignalAtBatch(1)])
     assert [line for line in lines if "unigram entropy of the training bytes: 4." in line]  # no val bits yet
-    nntrain.train(config, str(tmp_path / "stopped"), strategy="cpu", verbose=0)
+    saved = tmp_path / "stopped" / "config.json"
+    old_style = json.loads(saved.read_text())
+    del old_style["model"]["ff_activation"]
+    saved.write_text(json.dumps(old_style))
+    relu = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1, "model.dropout": 0.1,
+                                            "model.ff_activation": "relu"})
+    with pytest.raises(NntrainError, match=r"model.ff_activation='gelu' \(now 'relu'\)"):
+        nntrain.train(relu, str(tmp_path / "stopped"), strategy="cpu", verbose=0)
+    RunState.load(str(tmp_path / "stopped")).check_same_model(config)  # gelu said: the same model
+    nntrain.train(nntrain.load_config(str(saved)), str(tmp_path / "stopped"), strategy="cpu", verbose=0)
     straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()
                          for name in ("straight", "stopped"))
     for a, b in zip(straight, resumed, strict=True):

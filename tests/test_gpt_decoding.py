@@ -13,19 +13,22 @@ from nntrain.models.gpt_decoding import Decoder
 CONTEXT = 12
 
 
-def tiny_gpt(positions: str = "learned", tie: bool = True, context: int = CONTEXT, seed: int = 0) -> keras.Model:
+def tiny_gpt(positions: str = "learned", tie: bool = True, context: int = CONTEXT, seed: int = 0,
+             ff_activation: str = "gelu") -> keras.Model:
     """A randomly initialised gpt of 2 blocks, 16 wide, over the 257 byte-level tokens."""
     keras.utils.set_random_seed(seed)
     spec = DatasetSpec((context,), "int32", 257, 100, vocab_size=257)
     config = ml_collections.ConfigDict({"embed_dim": 16, "num_heads": 2, "num_layers": 2, "ff_multiplier": 4,
-                                        "dropout": 0.0, "tie_embeddings": tie, "positions": positions})
+                                        "dropout": 0.0, "tie_embeddings": tie, "positions": positions,
+                                        "ff_activation": ff_activation})
     inputs = keras.Input((context,), dtype="int32")
     return keras.Model(inputs, gpt.build(inputs, config, spec))
 
 
-@pytest.mark.parametrize("positions, tie", [("learned", True), ("learned", False), ("rotary", True)])
-def test_cached_and_uncached_next_token_probabilities_agree(positions, tie):
-    model = tiny_gpt(positions, tie)
+@pytest.mark.parametrize("positions, tie, ff_activation", [("learned", True, "gelu"), ("learned", False, "relu"),
+                                                            ("rotary", True, "relu")])
+def test_cached_and_uncached_next_token_probabilities_agree(positions, tie, ff_activation):
+    model = tiny_gpt(positions, tie, ff_activation=ff_activation)
     tokens = np.random.default_rng(1).integers(0, 257, (3, CONTEXT)).astype("int32")
     full = model(tokens).numpy()
     decoder = Decoder(model)

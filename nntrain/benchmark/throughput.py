@@ -1,4 +1,5 @@
-"""Wall-clock rates: the compiled model under `fit`, and the tf.data pipeline on its own."""
+"""Wall-clock rates: the compiled model under `fit` (with its process CPU time), and the tf.data pipeline on its
+own."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ModelTiming:
     warmup_steps: int  # steps run before the clock starts, the first execution included
     timed_steps: int
     timed_seconds: float
+    timed_cpu_seconds: float  # the process's CPU time (all its threads) over the timed steps: less swayed by load
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,7 @@ class PipelineTiming:
 
 
 class _StepClock(keras.callbacks.Callback):
-    """(steps done, time) at the start and after every execution.
+    """(steps done, wall time) and (steps done, process CPU time) at the start and after every execution.
 
     Defining `on_train_batch_end` makes Keras convert each execution's logs to Python numbers, i.e. wait for
     the execution to finish, so every mark is taken after the work it counts.
@@ -37,12 +39,13 @@ class _StepClock(keras.callbacks.Callback):
     def __init__(self) -> None:
         super().__init__()
         self.marks: dict[int, float] = {}
+        self.cpu_marks: dict[int, float] = {}
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.marks[0] = time.perf_counter()
+        self.marks[0], self.cpu_marks[0] = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.marks[batch + 1] = time.perf_counter()
+        self.marks[batch + 1], self.cpu_marks[batch + 1] = time.perf_counter(), time.process_time()
 
 
 def time_model(model: keras.Model, dataset: tf.distribute.DistributedDataset, steps_per_execution: int,
@@ -53,9 +56,10 @@ def time_model(model: keras.Model, dataset: tf.distribute.DistributedDataset, st
     clock = _StepClock()
     model.fit(dataset, epochs=1, steps_per_epoch=warmup + timed, callbacks=[clock], verbose=0,
               shuffle=False)
-    marks = clock.marks
+    marks, cpu = clock.marks, clock.cpu_marks
     return ModelTiming(first_execution_seconds=marks[steps_per_execution] - marks[0], warmup_steps=warmup,
-                       timed_steps=timed, timed_seconds=marks[warmup + timed] - marks[warmup])
+                       timed_steps=timed, timed_seconds=marks[warmup + timed] - marks[warmup],
+                       timed_cpu_seconds=cpu[warmup + timed] - cpu[warmup])
 
 
 def time_pipeline(dataset: tf.distribute.DistributedDataset, strategy: tf.distribute.Strategy,

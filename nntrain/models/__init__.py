@@ -29,10 +29,20 @@ MODELS.add("transformer", "nntrain.models.transformer:build")
 MODELS.add("gpt", "nntrain.models.gpt:build")
 MODELS.add("backbone", "nntrain.models.backbone:build")
 
+# Keys a builder gained after runs were saved without them, and what their absence builds: the architecture those
+# runs had (gpt's feed-forward was GELU before model.ff_activation).
+ADDED_KEYS = {"gpt": {"ff_activation": "gelu"}}
+
 
 def names() -> list[str]:
     """The model names `model.name` accepts."""
     return MODELS.names()
+
+
+def as_built(model_config: dict) -> dict:
+    """A saved model config with the keys its builder gained since filled in as their absence builds, so that a
+    run saved before a key existed compares equal to a config that sets the key to that value."""
+    return {**ADDED_KEYS.get(model_config.get("name"), {}), **model_config}
 
 
 def build(model_config: ml_collections.ConfigDict, spec: DatasetSpec) -> keras.Model:

@@ -1,16 +1,18 @@
 """gpt: a decoder-only Transformer language model (next-token probabilities at every position).
 
 Token embedding (spec.vocab_size), dropout, then model.num_layers pre-LayerNorm decoder blocks (causal
-attention, then a GELU feed-forward of ff_multiplier x embed_dim units, the GELU in float32 under any policy;
-each with dropout and a residual connection), a final LayerNormalization and a float32 softmax over the
-vocabulary; with model.tie_embeddings the output projection is the token embedding transposed.
+attention, then a feed-forward of ff_multiplier x embed_dim units whose activation is model.ff_activation: ReLU, or
+GELU in float32 under any policy; each with dropout and a residual connection), a final LayerNormalization and a
+float32 softmax over the vocabulary; with model.tie_embeddings the output projection is the token embedding
+transposed.
 model.positions: `learned` adds a position embedding (spec.input_shape[0] positions) and attends with Keras's
 MultiHeadAttention(use_causal_mask=True); `rotary` rotates queries and keys by position (RoFormer, Su et al.
 2021) and attends with keras.ops.dot_product_attention (is_causal=True), as MultiHeadAttention has no hook for it
 (no dropout on the attention weights then).
 Only Keras built-in layers and ops: model.keras loads with plain `keras.saving.load_model`.
 
-Reads model.embed_dim, num_heads, num_layers, ff_multiplier, dropout, tie_embeddings, positions.
+Reads model.embed_dim, num_heads, num_layers, ff_multiplier, ff_activation (gelu | relu; absent: gelu), dropout,
+tie_embeddings, positions.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import ml_collections
 import numpy as np
 
 from nntrain.data.spec import DatasetSpec
-from nntrain.models import blocks, fields
+from nntrain.models import ADDED_KEYS, blocks, fields
 
 POSITIONS = ("learned", "rotary")
+FF_ACTIVATIONS = ("gelu", "relu")
 ROTARY_BASE = 10_000.0
 
 
@@ -38,6 +41,7 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
     dropout = fields.rate(model_config, "dropout")
     tie = fields.flag(model_config, "tie_embeddings")
     rotary = fields.choice(model_config, "positions", POSITIONS) == "rotary"
+    ff_activation = _ff_activation(model_config)
     if rotary and (embed_dim // num_heads) % 2:
         raise fields.bad("embed_dim", embed_dim, f"rotary positions need an even size per head (embed_dim / "
                                                  f"num_heads = {embed_dim // num_heads}): change either")
@@ -57,7 +61,7 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
         x = x + keras.layers.Embedding(spec.input_shape[0], embed_dim, name="position_embedding")(positions)
     x = blocks.dropout(x, dropout)
     for _ in range(num_layers):
-        x = _decoder_block(x, attend, ff_dim, dropout)
+        x = _decoder_block(x, attend, ff_dim, ff_activation, dropout)
     x = keras.layers.LayerNormalization(name="final_norm")(x)
     if tie:
         # The embedding looked up at ids 0..vocab_size-1 is its table, as a graph tensor: no custom layer needed.
@@ -69,14 +73,23 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
     return keras.layers.Activation("softmax", dtype="float32", name="predictions")(logits)
 
 
+def _ff_activation(model_config: ml_collections.ConfigDict) -> str:
+    """`model.ff_activation`; absent (a run saved before the key existed, or a config that does not set it): gelu,
+    the only feed-forward those runs had, so that they rebuild the model they trained."""
+    if "ff_activation" not in model_config:
+        return ADDED_KEYS["gpt"]["ff_activation"]
+    return fields.choice(model_config, "ff_activation", FF_ACTIVATIONS)
+
+
 def _decoder_block(x: keras.KerasTensor, attend: Callable[[keras.KerasTensor], keras.KerasTensor], ff_dim: int,
-                   dropout: float) -> keras.KerasTensor:
+                   ff_activation: str, dropout: float) -> keras.KerasTensor:
     x = x + blocks.dropout(attend(keras.layers.LayerNormalization()(x)), dropout)
     y = keras.layers.LayerNormalization()(x)
     y = keras.layers.Dense(ff_dim)(y)
     # Exact GELU in float32: its ~12 unfused elementwise ops (forward and backward) ran 2.2x slower in bfloat16 on
-    # CPU without XLA, a quarter of a mixed_bfloat16 step of the default model (docs/language_model.md).
-    y = keras.layers.Activation("gelu", dtype="float32")(y)
+    # CPU without XLA, a quarter of a mixed_bfloat16 step of the default model (docs/language_model.md). ReLU is
+    # one op each way and exact in any dtype: it stays in the compute dtype.
+    y = keras.layers.Activation(ff_activation, dtype="float32" if ff_activation == "gelu" else None)(y)
     y = keras.layers.Dense(x.shape[-1])(y)
     return x + blocks.dropout(y, dropout)
 

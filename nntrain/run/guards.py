@@ -154,8 +154,8 @@ def _saved_bytes(operation) -> int:
     activation = getattr(operation, "activation", None)
     if isinstance(operation, keras.layers.MultiHeadAttention):
         query, value = (tuple(t.shape) for t in tf.nest.flatten(operation.input)[:2])
-        heads, queries, keys = operation._num_heads, query[1], value[1]
-        projected = heads * (queries + keys) * (operation._key_dim + operation._value_dim)  # q, k, v and attended
+        heads, queries, keys = operation.num_heads, query[1], value[1]
+        projected = heads * (queries + keys) * (operation.key_dim + operation.value_dim)  # q, k, v and attended
         saved += (projected + 3 * heads * queries * keys) * np.dtype(operation.compute_dtype).itemsize
     elif activation is not None and getattr(activation, "__name__", "linear") != "linear":
         # Dense(activation=...): the pre-activation; an Activation layer: its input cast to its dtype

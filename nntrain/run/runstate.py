@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import ml_collections
 
 from nntrain import config as nn_config
-from nntrain import rundir
+from nntrain import models, rundir
 from nntrain.errors import NntrainError
 from nntrain.logs import log
 
@@ -66,7 +66,9 @@ class RunState:
         if self.config is None:
             return
         current = nn_config.to_dict(config)
+        current["model"] = models.as_built(current["model"])  # a key gained since: as its absence builds
         saved_model = self.config.get("model")
+        saved_model = models.as_built(saved_model) if isinstance(saved_model, dict) else saved_model
         if saved_model != current["model"]:
             saved = saved_model if isinstance(saved_model, dict) else {}
             differ = ", ".join(f"model.{key}={saved.get(key)!r} (now {current['model'].get(key)!r})"
@@ -85,7 +87,8 @@ class RunState:
                                f"({differ}); resume with the run's {named}, or use a new --model_dir")
         changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
                          for key in current[section]
-                         if self.config.get(section, {}).get(key) != current[section][key])
+                         if ({**self.config, "model": saved_model}.get(section, {}).get(key)
+                             != current[section][key]))
         if changed:
             log(f"resuming with a changed config: {', '.join(changed)}")
 
