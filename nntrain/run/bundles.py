@@ -61,22 +61,26 @@ def _named(model: keras.Model, optimizer: bool = True) -> tuple[list[str], list[
     return [name for name, _ in pairs], [variable for _, variable in pairs]
 
 
-def _index(directory: str) -> dict[str, tuple[str, tuple[int, ...], int]]:
+def _index(directory: str) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
     """name: (dtype, shape, offset in the data file) of a bundle's tensors; ValueError if the index is damaged."""
     try:
         index = json.loads(rundir.read_text(rundir.join(directory, INDEX)))
         if index["format"] != FORMAT:
             raise ValueError(f"format {index['format']!r}, not {FORMAT}")
-        return {tensor["name"]: (tf.as_dtype(tensor["dtype"]).name, tuple(int(n) for n in tensor["shape"]),
-                                 int(tensor["offset"])) for tensor in index["tensors"]}
+        return {tensor["name"]: (np.dtype(tf.as_dtype(tensor["dtype"]).as_numpy_dtype),
+                                 tuple(int(n) for n in tensor["shape"]), int(tensor["offset"]))
+                for tensor in index["tensors"]}
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"its index {INDEX} is damaged: {type(e).__name__}: {str(e)[:200]}") from None
 
 
-def _size(entries: dict[str, tuple[str, tuple[int, ...], int]]) -> int:
+def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+def _size(entries: dict[str, tuple[np.dtype, tuple[int, ...], int]]) -> int:
     """The data file's size that the index describes."""
-    return max((offset + math.prod(shape) * tf.as_dtype(dtype).size for dtype, shape, offset in entries.values()),
-               default=0)
+    return max((offset + _nbytes(dtype, shape) for dtype, shape, offset in entries.values()), default=0)
 
 
 def problem(directory: str) -> str | None:
@@ -125,8 +129,7 @@ def arrays(directory: str, names: list[str]) -> Iterator[np.ndarray]:
         for name in names:
             dtype, shape, offset = entries[name]
             f.seek(offset)
-            yield np.frombuffer(f.read(math.prod(shape) * tf.as_dtype(dtype).size),
-                                tf.as_dtype(dtype).as_numpy_dtype).reshape(shape)
+            yield np.frombuffer(f.read(_nbytes(dtype, shape)), dtype).reshape(shape)
 
 
 def load(directory: str) -> dict[str, np.ndarray]:
