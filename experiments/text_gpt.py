@@ -49,6 +49,7 @@ def get_config(variant: str = "default"):
     config.model.num_layers = 3
     config.model.ff_multiplier = 4
     config.model.ff_activation = "relu"  # relu | gelu (runs saved before this key: gelu); docs/language_model.md
+    config.model.fused_qkv = True  # one query/key/value projection (runs saved before this key: separate)
     config.model.dropout = 0.0
     config.model.tie_embeddings = True
     config.model.positions = "learned"  # learned | rotary

@@ -154,10 +154,11 @@ class _SignalAtBatch(keras.callbacks.Callback):
 def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Packed text stream, dropout, Adam: stopped mid-epoch by SIGTERM and resumed, it ends bit-identical; the
     stopped run reports the unigram entropy too. The stopped run's config.json is made as runs saved before
-    model.ff_activation wrote it (no such key): it resumes as the GELU model it was, from that file or from a config
-    that says gelu, and a config that says relu is refused."""
-    config = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1,
-                                              "model.dropout": 0.1, "model.ff_activation": "gelu"})
+    model.ff_activation and model.fused_qkv wrote it (no such keys): it resumes as the GELU model with separate
+    query/key/value projections it was, from that file or from a config that says so, and text_gpt's config (relu,
+    fused) is refused naming both keys."""
+    old_model = {"model.dropout": 0.1, "model.ff_activation": "gelu", "model.fused_qkv": False}
+    config = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1, **old_model})
     nntrain.train(config, str(tmp_path / "straight"), strategy="cpu", verbose=0)
     with pytest.raises(Preempted, match=r"after step [1-3], "):  # mid-epoch: 4 steps per epoch
         lines = []
@@ -166,12 +167,12 @@ def test_runlocal_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkey
     assert [line for line in lines if "unigram entropy of the training bytes: 4." in line]  # no val bits yet
     saved = tmp_path / "stopped" / "config.json"
     old_style = json.loads(saved.read_text())
-    del old_style["model"]["ff_activation"]
+    del old_style["model"]["ff_activation"], old_style["model"]["fused_qkv"]
     saved.write_text(json.dumps(old_style))
-    relu = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1, "model.dropout": 0.1,
-                                            "model.ff_activation": "relu"})
-    with pytest.raises(NntrainError, match=r"model.ff_activation='gelu' \(now 'relu'\)"):
-        nntrain.train(relu, str(tmp_path / "stopped"), strategy="cpu", verbose=0)
+    now = nntrain.load_config("text_gpt", {**TINY_GPT, "train.steps_per_execution": 1, "model.dropout": 0.1})
+    with pytest.raises(NntrainError, match=r"model.ff_activation='gelu' \(now 'relu'\), model.fused_qkv=False "
+                                           r"\(now True\)"):
+        nntrain.train(now, str(tmp_path / "stopped"), strategy="cpu", verbose=0)
     RunState.load(str(tmp_path / "stopped")).check_same_model(config)  # gelu said: the same model
     nntrain.train(nntrain.load_config(str(saved)), str(tmp_path / "stopped"), strategy="cpu", verbose=0)
     straight, resumed = (keras.saving.load_model(tmp_path / name / "model.keras").get_weights()

@@ -14,21 +14,22 @@ CONTEXT = 12
 
 
 def tiny_gpt(positions: str = "learned", tie: bool = True, context: int = CONTEXT, seed: int = 0,
-             ff_activation: str = "gelu") -> keras.Model:
+             ff_activation: str = "gelu", fused_qkv: bool = False) -> keras.Model:
     """A randomly initialised gpt of 2 blocks, 16 wide, over the 257 byte-level tokens."""
     keras.utils.set_random_seed(seed)
     spec = DatasetSpec((context,), "int32", 257, 100, vocab_size=257)
     config = ml_collections.ConfigDict({"embed_dim": 16, "num_heads": 2, "num_layers": 2, "ff_multiplier": 4,
                                         "dropout": 0.0, "tie_embeddings": tie, "positions": positions,
-                                        "ff_activation": ff_activation})
+                                        "ff_activation": ff_activation, "fused_qkv": fused_qkv})
     inputs = keras.Input((context,), dtype="int32")
     return keras.Model(inputs, gpt.build(inputs, config, spec))
 
 
-@pytest.mark.parametrize("positions, tie, ff_activation", [("learned", True, "gelu"), ("learned", False, "relu"),
-                                                            ("rotary", True, "relu")])
-def test_cached_and_uncached_next_token_probabilities_agree(positions, tie, ff_activation):
-    model = tiny_gpt(positions, tie, ff_activation=ff_activation)
+@pytest.mark.parametrize("positions, tie, ff_activation, fused_qkv", [
+    ("learned", True, "gelu", False), ("learned", False, "relu", False), ("rotary", True, "relu", False),
+    ("learned", True, "relu", True), ("rotary", False, "gelu", True)])
+def test_cached_and_uncached_next_token_probabilities_agree(positions, tie, ff_activation, fused_qkv):
+    model = tiny_gpt(positions, tie, ff_activation=ff_activation, fused_qkv=fused_qkv)
     tokens = np.random.default_rng(1).integers(0, 257, (3, CONTEXT)).astype("int32")
     full = model(tokens).numpy()
     decoder = Decoder(model)
@@ -43,6 +44,6 @@ def test_cached_and_uncached_next_token_probabilities_agree(positions, tie, ff_a
 
 def test_cache_keeps_the_compute_dtype():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    logits, cache = Decoder(tiny_gpt()).prefill(tf.zeros((3, CONTEXT), tf.int32))
+    logits, cache = Decoder(tiny_gpt(fused_qkv=True)).prefill(tf.zeros((3, CONTEXT), tf.int32))
     assert logits.dtype == tf.float32 and logits.shape == (3, CONTEXT, 257)
     assert cache.dtype == tf.bfloat16 and cache.shape == (2, 2, 3, CONTEXT, 2, 8)  # layers, k/v, batch, ...

@@ -30,8 +30,9 @@ MODELS.add("gpt", "nntrain.models.gpt:build")
 MODELS.add("backbone", "nntrain.models.backbone:build")
 
 # Keys a builder gained after runs were saved without them, and what their absence builds: the architecture those
-# runs had (gpt's feed-forward was GELU before model.ff_activation).
-ADDED_KEYS = {"gpt": {"ff_activation": "gelu"}}
+# runs had (gpt's feed-forward was GELU before model.ff_activation, its queries, keys and values separate
+# projections before model.fused_qkv).
+ADDED_KEYS = {"gpt": {"ff_activation": "gelu", "fused_qkv": False}}
 
 
 def names() -> list[str]:

@@ -1,8 +1,9 @@
 """Key/value-cached decoding of a trained `gpt` model: the prompt once (prefill), then one position per step.
 
 `Decoder(model)` finds the model's layers by kind and order (token and position embeddings, per block two
-LayerNormalizations, the attention's projections, two Dense layers and the GELU Activation between them (older
-runs: GELU inside the first Dense); the final norm and the tied or dense output)
+LayerNormalizations, the attention's projections (one query/key/value Dense with model.fused_qkv, else separate
+ones), two Dense layers and the Activation between them (older runs: GELU inside the first Dense); the final norm
+and the tied or dense output)
 and calls those same layers on one position at a time, keeping every block's keys and values in a cache of shape
 (num_layers, 2, batch, context, num_heads, head_dim) in the model's compute dtype (bfloat16 for a mixed_bfloat16
 run). It works on any model `gpt.build` made, old runs included: no layer names are needed beyond the ones
@@ -23,10 +24,8 @@ from nntrain.models.gpt import ROTARY_BASE
 @dataclasses.dataclass(frozen=True)
 class _Block:
     attention_norm: keras.layers.Layer
-    query: keras.layers.Layer
-    key: keras.layers.Layer
-    value: keras.layers.Layer
-    output: keras.layers.Layer
+    projections: tuple[keras.layers.Layer, ...]  # query, key, value; or one Dense of all three (fused_qkv)
+    output: keras.layers.Layer  # its kernel (heads, head_dim, width); fused: from heads first
     ff_norm: keras.layers.Layer
     ff_in: keras.layers.Layer
     ff_activation: keras.layers.Layer | None  # None: GELU inside ff_in (runs made before the float32 GELU)
@@ -44,7 +43,7 @@ class Decoder:
         self.output_dense = layers.get("logits")  # None: tied to the token embedding
         self.context = int(model.input_shape[1])
         self.blocks = _blocks(model)
-        self.head_dim = int(self.blocks[0].query.kernel.shape[-1])
+        self.heads, self.head_dim = (int(n) for n in self.blocks[0].output.kernel.shape[:2])
         self.rotary = self.position_embedding is None
 
     def prefill(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -79,12 +78,19 @@ class Decoder:
 
     def _project(self, block: _Block, x: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, ...]:
         normed = block.attention_norm(x)
-        query, key, value = block.query(normed), block.key(normed), block.value(normed)
+        if len(block.projections) == 1:
+            qkv = block.projections[0](normed)
+            qkv = tf.reshape(qkv, tf.concat([tf.shape(qkv)[:2], [3, self.heads, self.head_dim]], 0))
+            query, key, value = tf.unstack(qkv, axis=2)
+        else:
+            query, key, value = (projection(normed) for projection in block.projections)
         if self.rotary:
             query, key = (_rotate(t, positions, self.head_dim) for t in (query, key))
         return query, key, value
 
     def _finish_block(self, block: _Block, x: tf.Tensor, attended: tf.Tensor) -> tf.Tensor:
+        if len(block.projections) == 1:  # the fused attention's output projection takes heads first
+            attended = tf.transpose(attended, [0, 2, 1, 3])
         x = x + block.output(attended)
         hidden = block.ff_in(block.ff_norm(x))
         if block.ff_activation is not None:
@@ -106,14 +112,17 @@ def _blocks(model: keras.Model) -> list[_Block]:
 
     norms, dense = kind(keras.layers.LayerNormalization), kind(keras.layers.Dense)
     activations = [layer for layer in kind(keras.layers.Activation) if layer.name != "predictions"]
-    attention = kind(keras.layers.MultiHeadAttention)
+    attention, einsum = kind(keras.layers.MultiHeadAttention), kind(keras.layers.EinsumDense)
+    count = len(norms) // 2
     if attention:
         projections = [(a.query_dense, a.key_dense, a.value_dense, a.output_dense) for a in attention]
+    elif len(einsum) == count:  # fused_qkv: a query/key/value Dense before each block's two feed-forward Dense
+        projections = list(zip(dense[0::3], einsum))
+        dense = [layer for i, layer in enumerate(dense) if i % 3]
     else:  # rotary: query, key, value and output EinsumDense layers
-        einsum = kind(keras.layers.EinsumDense)
         projections = [tuple(einsum[i:i + 4]) for i in range(0, len(einsum), 4)]
-    return [_Block(norms[2 * i], *projections[i], norms[2 * i + 1], dense[2 * i],
-                   activations[i] if activations else None, dense[2 * i + 1]) for i in range(len(projections))]
+    return [_Block(norms[2 * i], projections[i][:-1], projections[i][-1], norms[2 * i + 1], dense[2 * i],
+                   activations[i] if activations else None, dense[2 * i + 1]) for i in range(count)]
 
 
 def _write(cache: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
