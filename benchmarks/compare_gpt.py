@@ -11,7 +11,8 @@ context, compiled with text_gpt's optimizer, steps_per_execution and jit_compile
 dataset (nntrain's text pipeline). Three sides: nntrain at precision=auto, KerasHub at that precision, KerasHub
 in float32; --matched adds a fourth, KerasHub at precision=auto with activation="gelu" (the peer as text_gpt's
 architecture would have it, where the others are the peer as keras.io writes it, ReLU); --set KEY=VALUE overrides
-the nntrain side's config (e.g. model.ff_activation=gelu). Each repeat times every side in a rotated order
+the nntrain side's config (e.g. model.ff_activation=gelu); --also KEY=VALUE adds an nntrain side with that override
+too (e.g. model.fused_qkv=false: the model before, in the same run). Each repeat times every side in a rotated order
 (nntrain.benchmark.throughput.time_model: warm-up executions, then at least --steps steps), by wall time and by
 the process's CPU time: on a shared machine the wall time of a side depends on what other processes ran during it,
 its CPU time much less.
@@ -77,6 +78,9 @@ def compare_training(config, args) -> None:
     models = {f"nntrain text_gpt ({run.precision})": prepared.model,
               f"KerasHub decoder ({run.precision})": train_side(config, vocab, length, run.precision, run, strategy),
               "KerasHub decoder (float32)": train_side(config, vocab, length, "float32", run, strategy)}
+    for override in args.also:
+        other = nntrain.load_config(f"text_gpt:{args.variant}", [*_overrides(args.set), *_overrides([override])])
+        models[f"nntrain text_gpt ({override})"] = trainer.prepare(other, strategy).model
     if args.matched:
         models[f"KerasHub decoder, GELU ({run.precision})"] = train_side(config, vocab, length, run.precision, run,
                                                                          strategy, "gelu")
@@ -109,7 +113,7 @@ def compare_training(config, args) -> None:
     print(f"\n{args.repeats} repeats of >= {args.steps} timed steps per side, rotated; global batch "
           f"{data.global_batch_size} x {length} tokens; steps_per_execution {run.steps_per_execution}, jit_compile "
           f"{run.jit_compile}; precision=auto gave {run.precision} ({run.why_precision}); nntrain's feed-forward "
-          f"activation {config.model.get('ff_activation', 'gelu')}")
+          f"activation {config.model.get('ff_activation', 'gelu')}, fused_qkv {config.model.get('fused_qkv', False)}")
 
 
 def keras_hub_causal_lm(config, length: int, precision: str) -> keras_hub.models.GPT2CausalLM:
@@ -171,6 +175,10 @@ def compare_generation(config, args) -> None:
           f"{statistics.median(rates['nntrain sampler']) / statistics.median(rates[list(sides)[1]]):.2f}")
 
 
+def _overrides(items: list[str]) -> list[list[str]]:
+    return [item.split("=", 1) for item in items]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="default")
@@ -179,11 +187,13 @@ def main() -> None:
     parser.add_argument("--matched", action="store_true", help="add KerasHub's decoder with GELU as a side")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override of the nntrain side, e.g. model.ff_activation=gelu")
+    parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra nntrain side with this config override, e.g. model.fused_qkv=false")
     parser.add_argument("--generate", action="store_true", help="compare generation instead of training")
     parser.add_argument("--run", help="--generate: a text_gpt run of --variant")
     parser.add_argument("--new_tokens", type=int, default=1000)
     args = parser.parse_args()
-    config = nntrain.load_config(f"text_gpt:{args.variant}", [item.split("=", 1) for item in args.set])
+    config = nntrain.load_config(f"text_gpt:{args.variant}", _overrides(args.set))
     if args.generate:
         compare_generation(config, args)
     else:

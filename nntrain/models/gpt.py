@@ -130,7 +130,7 @@ def _fused_attention(x: keras.KerasTensor, num_heads: int, positions: keras.Kera
     query, key, value = keras.ops.unstack(qkv, 3, axis=0)  # each (batch, heads, length, head_dim)
     if rotation is not None:
         query, key = _rotate(query, rotation), _rotate(key, rotation)
-    query = query * keras.ops.cast(head_dim ** -0.5, query.dtype)  # on (length, head_dim), not the scores
+    query = query * head_dim ** -0.5  # on (length, head_dim), not the scores; a Python float keeps the dtype
     scores = keras.ops.cast(keras.ops.einsum("bhqd,bhkd->bhqk", query, key), "float32") + _causal_bias(positions)
     weights = blocks.dropout(keras.ops.cast(keras.ops.softmax(scores, axis=-1), value.dtype), dropout)
     attended = keras.ops.einsum("bhqk,bhkd->bhqd", weights, value)
