@@ -125,7 +125,10 @@ def _fused_attention(x: keras.KerasTensor, num_heads: int, positions: keras.Kera
     attention, no transposes in them; an EinsumDense from (batch, heads, length, head_dim) back to the width."""
     length, embed_dim = x.shape[1], x.shape[-1]
     head_dim = embed_dim // num_heads
-    qkv = keras.layers.Dense(3 * embed_dim)(x)
+    # Initialised as MultiHeadAttention's projections are: glorot_uniform over (embed_dim in, embed_dim out) is
+    # uniform within sqrt(3 / embed_dim), LeCun's uniform of (embed_dim, 3 embed_dim). Dense's own glorot over 3
+    # embed_dim outputs is 0.7x as wide, and trained to 3.5% more bits per byte after 600 steps (docs/benchmarks.md).
+    qkv = keras.layers.Dense(3 * embed_dim, kernel_initializer="lecun_uniform")(x)
     qkv = keras.ops.transpose(keras.ops.reshape(qkv, (-1, length, 3, num_heads, head_dim)), (2, 0, 3, 1, 4))
     query, key, value = keras.ops.unstack(qkv, 3, axis=0)  # each (batch, heads, length, head_dim)
     if rotation is not None:
