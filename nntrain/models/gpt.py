@@ -5,8 +5,8 @@ attention, then a feed-forward of ff_multiplier x embed_dim units whose activati
 GELU in float32 under any policy; each with dropout and a residual connection), a final LayerNormalization and a
 float32 softmax over the vocabulary; with model.tie_embeddings the output projection is the token embedding
 transposed.
-model.fused_qkv: queries, keys and values come from one Dense of 3 x embed_dim units (GPT-2's layout) and the
-attention is written out here: the causal mask is an additive float32 bias made once per step, the softmax runs in
+model.fused_qkv: queries, keys and values come from one projection, an EinsumDense to (3, heads, head_dim) (GPT-2's
+layout), and the attention is written out here: the causal mask is an additive float32 bias made once per step, the softmax runs in
 float32, attention dropout as MultiHeadAttention's. Off (runs saved before the key): separate projections, Keras's
 MultiHeadAttention(use_causal_mask=True). Fused, a mixed_bfloat16 step of the default text_gpt took ~10% less CPU
 (fewer, larger matmuls, no mask select, fewer variables to update; docs/benchmarks.md).
@@ -121,15 +121,17 @@ def _rotate(t: keras.KerasTensor, rotation: tuple[keras.KerasTensor, keras.Keras
 
 def _fused_attention(x: keras.KerasTensor, num_heads: int, positions: keras.KerasTensor,
                      rotation: tuple[keras.KerasTensor, keras.KerasTensor] | None, dropout: float) -> keras.KerasTensor:
-    """Causal multi-head self-attention from one query/key/value Dense, heads first: two batched matmuls per
+    """Causal multi-head self-attention from one query/key/value projection, heads first: two batched matmuls per
     attention, no transposes in them; an EinsumDense from (batch, heads, length, head_dim) back to the width."""
     length, embed_dim = x.shape[1], x.shape[-1]
     head_dim = embed_dim // num_heads
-    # Initialised as MultiHeadAttention's projections are: glorot_uniform over (embed_dim in, embed_dim out) is
-    # uniform within sqrt(3 / embed_dim), LeCun's uniform of (embed_dim, 3 embed_dim). Dense's own glorot over 3
-    # embed_dim outputs is 0.7x as wide, and trained to 3.5% more bits per byte after 600 steps (docs/benchmarks.md).
-    qkv = keras.layers.Dense(3 * embed_dim, kernel_initializer="lecun_uniform")(x)
-    qkv = keras.ops.transpose(keras.ops.reshape(qkv, (-1, length, 3, num_heads, head_dim)), (2, 0, 3, 1, 4))
+    # An EinsumDense with the bias on (3, heads, head_dim), not a Dense: TensorFlow's CPU graph turns a Dense's bias
+    # gradient into BiasAddGrad, which sums in bfloat16 under mixed_bfloat16 (~14% error over 4,096 rows), where this
+    # one stays a reduce_sum that accumulates in float32 (as MultiHeadAttention's projections' do). LeCun's uniform
+    # over the width in starts it as MultiHeadAttention's glorot over (width in, width out) does.
+    qkv = keras.layers.EinsumDense("blm,mchd->blchd", (length, 3, num_heads, head_dim), bias_axes="chd",
+                                   kernel_initializer="lecun_uniform")(x)
+    qkv = keras.ops.transpose(qkv, (2, 0, 3, 1, 4))
     query, key, value = keras.ops.unstack(qkv, 3, axis=0)  # each (batch, heads, length, head_dim)
     if rotation is not None:
         query, key = _rotate(query, rotation), _rotate(key, rotation)

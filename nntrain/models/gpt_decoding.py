@@ -1,8 +1,8 @@
 """Key/value-cached decoding of a trained `gpt` model: the prompt once (prefill), then one position per step.
 
 `Decoder(model)` finds the model's layers by kind and order (token and position embeddings, per block two
-LayerNormalizations, the attention's projections (one query/key/value Dense with model.fused_qkv, else separate
-ones), two Dense layers and the Activation between them (older runs: GELU inside the first Dense); the final norm
+LayerNormalizations, the attention's projections (one query/key/value EinsumDense with model.fused_qkv, else
+separate ones), two Dense layers and the Activation between them (older runs: GELU inside the first Dense); the final norm
 and the tied or dense output)
 and calls those same layers on one position at a time, keeping every block's keys and values in a cache of shape
 (num_layers, 2, batch, context, num_heads, head_dim) in the model's compute dtype (bfloat16 for a mixed_bfloat16
@@ -24,7 +24,7 @@ from nntrain.models.gpt import ROTARY_BASE
 @dataclasses.dataclass(frozen=True)
 class _Block:
     attention_norm: keras.layers.Layer
-    projections: tuple[keras.layers.Layer, ...]  # query, key, value; or one Dense of all three (fused_qkv)
+    projections: tuple[keras.layers.Layer, ...]  # query, key, value; or one of all three (fused_qkv)
     output: keras.layers.Layer  # its kernel (heads, head_dim, width); fused: from heads first
     ff_norm: keras.layers.Layer
     ff_in: keras.layers.Layer
@@ -43,7 +43,7 @@ class Decoder:
         self.output_dense = layers.get("logits")  # None: tied to the token embedding
         self.context = int(model.input_shape[1])
         self.blocks = _blocks(model)
-        self.heads, self.head_dim = (int(n) for n in self.blocks[0].output.kernel.shape[:2])
+        self.head_dim = int(self.blocks[0].output.kernel.shape[1])  # (heads, head_dim, width)
         self.rotary = self.position_embedding is None
 
     def prefill(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -79,9 +79,7 @@ class Decoder:
     def _project(self, block: _Block, x: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, ...]:
         normed = block.attention_norm(x)
         if len(block.projections) == 1:
-            qkv = block.projections[0](normed)
-            qkv = tf.reshape(qkv, tf.concat([tf.shape(qkv)[:2], [3, self.heads, self.head_dim]], 0))
-            query, key, value = tf.unstack(qkv, axis=2)
+            query, key, value = tf.unstack(block.projections[0](normed), axis=2)  # (batch, length, 3, heads, ...)
         else:
             query, key, value = (projection(normed) for projection in block.projections)
         if self.rotary:
@@ -116,9 +114,8 @@ def _blocks(model: keras.Model) -> list[_Block]:
     count = len(norms) // 2
     if attention:
         projections = [(a.query_dense, a.key_dense, a.value_dense, a.output_dense) for a in attention]
-    elif len(einsum) == count:  # fused_qkv: a query/key/value Dense before each block's two feed-forward Dense
-        projections = list(zip(dense[0::3], einsum))
-        dense = [layer for i, layer in enumerate(dense) if i % 3]
+    elif len(einsum) == 2 * count:  # fused_qkv: a query/key/value and an output EinsumDense per block
+        projections = [tuple(einsum[i:i + 2]) for i in range(0, len(einsum), 2)]
     else:  # rotary: query, key, value and output EinsumDense layers
         projections = [tuple(einsum[i:i + 4]) for i in range(0, len(einsum), 4)]
     return [_Block(norms[2 * i], projections[i][:-1], projections[i][-1], norms[2 * i + 1], dense[2 * i],
