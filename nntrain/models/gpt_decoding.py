@@ -2,8 +2,8 @@
 
 `Decoder(model)` finds the model's layers by kind and order (token and position embeddings, per block two
 LayerNormalizations, the attention's projections (one query/key/value EinsumDense with model.fused_qkv, else
-separate ones), two Dense layers and the Activation between them (older runs: GELU inside the first Dense); the final norm
-and the tied or dense output)
+separate ones), two Dense layers and the Activation between them (older runs: GELU inside the first Dense); the
+final norm and the tied or dense output)
 and calls those same layers on one position at a time, keeping every block's keys and values in a cache of shape
 (num_layers, 2, batch, context, num_heads, head_dim) in the model's compute dtype (bfloat16 for a mixed_bfloat16
 run). It works on any model `gpt.build` made, old runs included: no layer names are needed beyond the ones
