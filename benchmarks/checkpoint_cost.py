@@ -7,20 +7,21 @@ alternated in one process.
   .venv/bin/python benchmarks/checkpoint_cost.py --models=mlp_50m --batch_size=256       # longer steps
 
 Random data of each model's input shape (data.source=synthetic): a checkpoint's cost depends on the model, not the
-data. Each model is compiled as `nntrain train` compiles it, with steps_per_execution=1 (a save can start after
-any step) and warmed up. Per round, three `fit` calls of --steps steps through nntrain's own `Checkpoints` callback
-into a local temporary directory, in an order that rotates from round to round: "every 5",
-`train.checkpoint_every_steps=5`; "none", 0 (both commit a checkpoint at the epoch end, whose write `fit` waits
-for); "raw", 0 plus, at the steps where "every 5" saves, the same number of bytes written from one preallocated
-buffer with O_DIRECT on a background thread (no snapshot, no state.json, at most one write in flight): on a VM
-whose disk writes take the guest's CPU (steal), the floor of any checkpoint writer. Figures: the ratio of the
-times of "every 5" and "raw" to "none" (median over rounds), the training time lost per step checkpoint, the
-process's CPU seconds and the machine's steal seconds (/proc/stat, all CPUs) of each fit, a bundle's write time on
-an idle trainer, the peak host memory of each fit above the memory before it (VmHWM; with step checkpoints also
-against the model + optimizer bytes), the resume (restore of the checkpoint into a built model) and, for
-comparison, the synchronous `.keras` save that step checkpoints were. `--training_threads=1` runs TensorFlow's ops
-on one thread, leaving the other core to the writer, as an accelerator's host leaves its CPUs while the device
-trains.
+data. Each model is compiled as `nntrain train` compiles it, with steps_per_execution=1 (a save can start after any
+step) and warmed up. Per round, three `fit` calls of --steps steps through nntrain's own `Checkpoints` callback into
+a local temporary directory, in an order that rotates from round to round: "every 5",
+`train.checkpoint_every_steps=5`; "none", 0 (both commit a checkpoint at the epoch end, whose write `fit` waits for;
+no best.keras, a `.keras` save of ~2.5 s that is no step checkpoint's cost); "raw", 0 plus, at the steps where
+"every 5" saves, the same number of bytes written from one preallocated buffer with O_DIRECT on a background thread
+(no snapshot, no state.json, at most one write in flight): on a VM whose disk writes take the guest's CPU (steal),
+the floor of any checkpoint writer. Figures: the ratio of the times of "every 5" and "raw" to "none" (median over
+rounds), the training time lost per step checkpoint, the process's CPU seconds and the machine's steal seconds
+(/proc/stat, all CPUs) of each fit, a write's time while training (nntrain's from its start to its commit, seen at
+most a step late; raw's on its thread) and a bundle's write time on an idle trainer, the peak host memory of each
+fit above the memory before it (VmHWM; with step checkpoints also against the model + optimizer bytes), the resume
+(restore of the checkpoint into a built model) and, for comparison, the synchronous `.keras` save that step
+checkpoints were. `--training_threads=1` runs TensorFlow's ops on one thread, leaving the other core to the writer,
+as an accelerator's host leaves its CPUs while the device trains.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ WIDE = {"data.input_shape": (1444,), "model.hidden_sizes": (1444,) * 24, "train.
 MODELS = {"mlp_50m": ("mnist_mlp", WIDE), "mnist_mlp": ("mnist_mlp", {})}
 EVERY = 5
 SIDES = ("every 5", "none", "raw")  # nntrain's step checkpoints, none, the same bytes written plainly
+RAW_CHUNK = 8 << 20  # bytes per write of "raw": about one of mlp_50m's kernels, as the bundle writer writes them
 
 
 def _memory() -> tuple[int, int]:
@@ -68,11 +70,12 @@ def _steal() -> float:
 
 class RawWrites(keras.callbacks.Callback):
     """At the steps where `Checkpoints(every_steps=EVERY)` saves, writes `buffer` to `path` with O_DIRECT on a
-    background thread, after the write in flight; waits for the last at the end of `fit`."""
+    background thread, RAW_CHUNK at a time, after the write in flight; waits for the last at the end of `fit`."""
 
     def __init__(self, path: str, buffer: mmap.mmap):
         super().__init__()
         self.path, self.buffer, self.thread = path, buffer, None
+        self.seconds: list[float] = []  # each write's, on its thread
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if (batch + 1) % EVERY == 0 and batch + 1 < self.params["steps"]:  # as Checkpoints: not the last execution
@@ -81,12 +84,14 @@ class RawWrites(keras.callbacks.Callback):
             self.thread.start()
 
     def _write(self) -> None:
+        start = time.perf_counter()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         try:
-            for start in range(0, len(self.buffer), bundles.CHUNK):
-                bundles._write_all(fd, memoryview(self.buffer)[start:start + bundles.CHUNK])
+            for offset in range(0, len(self.buffer), RAW_CHUNK):
+                bundles._write_all(fd, memoryview(self.buffer)[offset:offset + RAW_CHUNK])
         finally:
             os.close(fd)
+        self.seconds.append(time.perf_counter() - start)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.thread is not None:
@@ -107,11 +112,11 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     cpu: dict[str, list[float]] = {side: [] for side in SIDES}  # the process's CPU seconds
     steal: dict[str, list[float]] = {side: [] for side in SIDES}
-    saves, peaks = [], {side: [] for side in SIDES}
+    saves, peaks, busy = [], {side: [] for side in SIDES}, {"every 5": [], "raw": []}  # busy: writes in training
     with tempfile.TemporaryDirectory() as directory:
         for pair in range(pairs):
             for side in SIDES[pair % 3:] + SIDES[:pair % 3]:
-                saver = checkpoints.Checkpoints(rundir.join(directory, f"{pair}-{side}"), "loss",
+                saver = checkpoints.Checkpoints(rundir.join(directory, f"{pair}-{side}"), "loss", keep_best=False,
                                                 every_steps=EVERY if side == "every 5" else 0, state={})
                 extra = [RawWrites(rundir.join(directory, "raw.data"), buffer)] if side == "raw" else []
                 resident, _ = _memory()
@@ -124,6 +129,9 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
                 peaks[side].append(_memory()[1] - resident)
                 if side == "every 5":
                     saves.append(len(saver.saved_seconds) - 1)  # step checkpoints (the last is the epoch end)
+                    busy[side] += saver.saved_seconds[:-1]
+                if extra:
+                    busy[side] += extra[0].seconds
         last = rundir.join(directory, f"{pairs - 1}-every 5")
         path = rundir.join(last, rundir.read_state(last)["latest"])
         writer, writes = bundles.Writer(), []
@@ -148,7 +156,8 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
             **{key: [statistics.median(values[side]) for side in SIDES]
                for key, values in (("time", times), ("cpu", cpu), ("steal", steal))},
             "against": {side: against_none(side) for side in ("every 5", "raw")},
-            "write": statistics.median(writes), "peak": max(peaks["every 5"]), "peak_without": max(peaks["none"]),
+            "write": statistics.median(writes), "busy": [statistics.median(busy[side]) for side in busy],
+            "peak": max(peaks["every 5"]), "peak_without": max(peaks["none"]),
             "resume": resume, "keras_save": keras_save, "saves": saves[0]}
 
 
@@ -172,14 +181,15 @@ def main() -> None:
     sides = " / ".join(SIDES)
     print(f"| model | parameters | model + optimizer | batch | {args.steps} steps, {sides} (s) | ratio, every 5 "
           f"(raw) | lost per checkpoint, every 5 (raw) | CPU s, {sides} | steal s, {sides} | write (idle) | "
+          "write while training, every 5 / raw | "
           "peak host memory above start, every 5 / none | resume | `.keras` save (before) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         (ratio, lost), (raw_ratio, raw_lost) = r["against"]["every 5"], r["against"]["raw"]
         print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['batch']} | "
               f"{_each(r['time'])} | {ratio:.2f}x ({raw_ratio:.2f}x) | "
               f"{lost * 1e3:,.0f} ms ({raw_lost * 1e3:,.0f} ms) | "
-              f"{_each(r['cpu'])} | {_each(r['steal'])} | {r['write'] * 1e3:,.0f} ms | "
+              f"{_each(r['cpu'])} | {_each(r['steal'])} | {r['write'] * 1e3:,.0f} ms | {_each(r['busy'])} s | "
               f"{r['peak'] / 2**20:,.0f} MiB ({r['peak'] / r['bytes']:.2f}x) / {r['peak_without'] / 2**20:,.0f} MiB | "
               f"{r['resume'] * 1e3:,.0f} ms | "
               f"{r['keras_save'] * 1e3:,.0f} ms |")
