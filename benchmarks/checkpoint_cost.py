@@ -112,12 +112,14 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
     times: dict[str, list[float]] = {side: [] for side in SIDES}
     cpu: dict[str, list[float]] = {side: [] for side in SIDES}  # the process's CPU seconds
     steal: dict[str, list[float]] = {side: [] for side in SIDES}
-    saves, peaks, busy = [], {side: [] for side in SIDES}, {"every 5": [], "raw": []}  # busy: writes in training
+    peaks = {side: [] for side in SIDES}
+    busy: dict[str, list[list[float]]] = {"every 5": [], "raw": []}  # per fit, each write's time while training
     with tempfile.TemporaryDirectory() as directory:
         for pair in range(pairs):
             for side in SIDES[pair % 3:] + SIDES[:pair % 3]:
                 saver = checkpoints.Checkpoints(rundir.join(directory, f"{pair}-{side}"), "loss", keep_best=False,
-                                                every_steps=EVERY if side == "every 5" else 0, state={})
+                                                every_steps=EVERY if side == "every 5" else 0,
+                                                state={"step": int(model.optimizer.iterations)})  # saves at 5, 10..
                 extra = [RawWrites(rundir.join(directory, "raw.data"), buffer)] if side == "raw" else []
                 resident, _ = _memory()
                 _reset_peak()
@@ -127,11 +129,8 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
                 cpu[side].append(time.process_time() - start_cpu)
                 steal[side].append(_steal() - start_steal)
                 peaks[side].append(_memory()[1] - resident)
-                if side == "every 5":
-                    saves.append(len(saver.saved_seconds) - 1)  # step checkpoints (the last is the epoch end)
-                    busy[side] += saver.saved_seconds[:-1]
-                if extra:
-                    busy[side] += extra[0].seconds
+                if side in busy:  # the step checkpoints (the last of saver's is the epoch end's) or raw writes
+                    busy[side].append(saver.saved_seconds[:-1] if side == "every 5" else extra[0].seconds)
         last = rundir.join(directory, f"{pairs - 1}-every 5")
         path = rundir.join(last, rundir.read_state(last)["latest"])
         writer, writes = bundles.Writer(), []
@@ -149,16 +148,17 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
     def against_none(side: str) -> tuple[float, float]:
         """(ratio of times, time lost per checkpoint) of `side` against the fit without, medians over rounds."""
         return (statistics.median(a / b for a, b in zip(times[side], times["none"])),
-                statistics.median((a - b) / n for a, b, n in zip(times[side], times["none"], saves)))
+                statistics.median((a - b) / len(n) for a, b, n in zip(times[side], times["none"], busy[side])))
 
     return {"model": name, "params": model.count_params(), "bytes": nbytes, "steps": steps,
             "batch": config.train.batch_size,
             **{key: [statistics.median(values[side]) for side in SIDES]
                for key, values in (("time", times), ("cpu", cpu), ("steal", steal))},
             "against": {side: against_none(side) for side in ("every 5", "raw")},
-            "write": statistics.median(writes), "busy": [statistics.median(busy[side]) for side in busy],
+            "write": statistics.median(writes),
+            "busy": [statistics.median(sum(busy[side], [])) for side in busy],
             "peak": max(peaks["every 5"]), "peak_without": max(peaks["none"]),
-            "resume": resume, "keras_save": keras_save, "saves": saves[0]}
+            "resume": resume, "keras_save": keras_save, "saves": len(busy["every 5"][0])}
 
 
 def _each(values: list[float]) -> str:
@@ -179,14 +179,14 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.training_threads)
     rows = [measure(name, args.steps, args.pairs, args.batch_size) for name in args.models.split(",")]
     sides = " / ".join(SIDES)
-    print(f"| model | parameters | model + optimizer | batch | {args.steps} steps, {sides} (s) | ratio, every 5 "
-          f"(raw) | lost per checkpoint, every 5 (raw) | CPU s, {sides} | steal s, {sides} | write (idle) | "
-          "write while training, every 5 / raw | "
-          "peak host memory above start, every 5 / none | resume | `.keras` save (before) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| model | parameters | model + optimizer | batch | step checkpoints per fit | {args.steps} steps, {sides} "
+          f"(s) | ratio, every 5 (raw) | lost per checkpoint, every 5 (raw) | CPU s, {sides} | steal s, {sides} | "
+          "write (idle) | write while training, every 5 / raw | peak host memory above start, every 5 / none | "
+          "resume | `.keras` save (before) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         (ratio, lost), (raw_ratio, raw_lost) = r["against"]["every 5"], r["against"]["raw"]
-        print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['batch']} | "
+        print(f"| {r['model']} | {r['params']:,} | {r['bytes'] / 2**20:,.0f} MiB | {r['batch']} | {r['saves']} | "
               f"{_each(r['time'])} | {ratio:.2f}x ({raw_ratio:.2f}x) | "
               f"{lost * 1e3:,.0f} ms ({raw_lost * 1e3:,.0f} ms) | "
               f"{_each(r['cpu'])} | {_each(r['steal'])} | {r['write'] * 1e3:,.0f} ms | {_each(r['busy'])} s | "
