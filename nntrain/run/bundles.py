@@ -173,32 +173,31 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def start(self, model: keras.Model, directory: str, then: Callable[[], None] | None = None) -> None:
-        """Waits for the write in flight, snapshots every variable, and starts writing them into `directory`; the
-        thread calls `then` once the bundle is complete (Checkpoints commits it there).
+    def start(self, model: keras.Model, directory: str, discard: list[str] = ()) -> None:
+        """Waits for the write in flight, snapshots every variable, and starts writing them into `directory`; first
+        the thread removes `discard` (checkpoints that state.json no longer names).
 
-        The write refuses a weight that is NaN or infinite (rundir.NonFiniteWeights, raised by `wait`; `then` is
-        not called).
+        The write refuses a weight that is NaN or infinite (rundir.NonFiniteWeights, raised by `wait`).
         """
         self.wait()
         names, variables = _named(model)
         tensors = [tf.convert_to_tensor(variable.value) for variable in variables]  # the buffers, no copy
         weights = {id(weight) for weight in model.weights}
         checked = [(variable.path, tensor) for variable, tensor in zip(variables, tensors) if id(variable) in weights]
-        self._thread = threading.Thread(target=self._write, args=(directory, names, tensors, checked, then),
+        self._thread = threading.Thread(target=self._write, args=(directory, names, tensors, checked, list(discard)),
                                         name="nntrain-checkpoint-writer", daemon=True)
         self._thread.start()
 
     def _write(self, directory: str, names: list[str], tensors: list[tf.Tensor],
-               checked: list[tuple[str, tf.Tensor]], then: Callable[[], None] | None) -> None:
+               checked: list[tuple[str, tf.Tensor]], discard: list[str]) -> None:
         try:
+            for path in discard:
+                rundir.remove(path)
             _check_finite(checked, directory)
             checked.clear()  # lets go of the weights' buffers (`write` lets go of each once written)
             rundir.remove(directory)  # a killed writer's leftover of the same step
             rundir.makedirs(directory)
             write(directory, names, tensors)
-            if then is not None:
-                then()
         except BaseException as e:  # handed to the training thread by wait()
             self._error = e
 

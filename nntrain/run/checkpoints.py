@@ -4,7 +4,6 @@ state.json, with exact resume; the resume point and the restore of a checkpoint 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 import time
@@ -121,12 +120,11 @@ def _does_not_fit(path: str, detail: str) -> NntrainError:
 
 class Checkpoints(keras.callbacks.Callback):
     """A step checkpoint (`step-N/`: model, optimizer and RNG states) every `every_steps` steps, at every finite
-    epoch end and on a preemption signal, written while training goes on (run/bundles.py); once it is complete, the
-    writer's thread commits it: `state.json` (as it was when the snapshot was taken) names it, then the checkpoints
-    beyond the last `keep` go.
+    epoch end and on a preemption signal, written while training goes on (run/bundles.py); `state.json` names it
+    once it is complete.
 
     Writing state.json is the commit point: a run killed at any moment, a write in flight included, resumes from a
-    complete checkpoint. At most one write is in flight. `best.keras` (plain
+    complete checkpoint. At most one write is in flight. The last `keep` checkpoints stay. `best.keras` (plain
     Keras) keeps the best epoch by `monitor` (unless `keep_best` is False: a multi-worker backup). Weights after a
     non-finite loss are never saved; non-finite weights after a finite loss (ReLU maps a NaN input to 0) stop
     training at the save, whose writer refuses them.
@@ -150,7 +148,7 @@ class Checkpoints(keras.callbacks.Callback):
                       **((rundir.read_state(directory) if state is None else state) or {})}
         self.writer = bundles.Writer()
         self.pending: dict | None = None  # state.json's fields once the write in flight is complete
-        self.committing: dict | None = None  # what the writer's thread writes to state.json (pending may change)
+        self.dropped: list[str] = []  # checkpoints state.json no longer names, removed by the next write's thread
         self.started: float | None = None  # when the write in flight started
         self.saved_seconds: list[float] = []  # from the start of each save to its commit (benchmarks read it)
 
@@ -192,9 +190,9 @@ class Checkpoints(keras.callbacks.Callback):
         """The epoch's checkpoint (unless its step has one), best.keras if the epoch is the best, and the epoch
         number in state.json once the checkpoint is committed."""
         step = self._step()
-        update = {"epoch": epoch + 1}
         if step != self._saved_step():
-            self.save(step, update)
+            self.save(step)
+        update = {"epoch": epoch + 1}
         value, best = logs.get(self.monitor), self.state["best"]
         if self.keep_best and value is not None and math.isfinite(float(value)) and (
                 best is None or (value > best if self.mode == "max" else value < best)):
@@ -209,32 +207,25 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.wait()
+        for name in self.dropped:  # no next write to remove them
+            rundir.remove(rundir.join(self.directory, name))
+        self.dropped = []
 
-    def save(self, step: int, update: dict | None = None) -> None:
-        """Starts writing step-`step`/ (after the write in flight, committed first); once it is written, the writer's
-        thread writes state.json naming it (with `update`), off the training thread: most writes of state.json take
-        ~1 ms, some 0.4 s while a bundle is written (docs/benchmarks.md).
+    def save(self, step: int) -> None:
+        """Starts writing step-`step`/ (after the write in flight, committed first); state.json names it once it is
+        written (`commit_if_written`, `wait`).
 
         The write raises rundir.NonFiniteWeights, writing nothing, if a weight is NaN or infinite.
         """
         self.wait()
         name = f"step-{step}"
-        kept = [*[k for k in self.state["kept"] if k != name], name]
-        self.pending = {**self.state, "step": step, "latest": name, "monitor": self.monitor, "mode": self.mode,
-                        "kept": kept[-self.keep:], **(update or {})}
-        self.pending.pop("rng", None)  # a bundle holds the RNG states
-        self.committing = dict(self.pending)
-        dropped = [rundir.join(self.directory, k) for k in kept[:-self.keep]]
         self.started = time.perf_counter()
         self.writer.start(self.model, rundir.join(self.directory, name),
-                          then=functools.partial(self._commit, self.committing, dropped))
-
-    def _commit(self, state: dict, dropped: list[str]) -> None:
-        """On the writer's thread, once the bundle is complete: state.json, then the checkpoints it no longer names
-        go (removing 573 MiB took ~0.1 s)."""
-        rundir.write_json(rundir.join(self.directory, rundir.STATE), state)
-        for path in dropped:
-            rundir.remove(path)
+                          discard=[rundir.join(self.directory, dropped) for dropped in self.dropped])
+        self.dropped = []
+        self.pending = {**self.state, "step": step, "latest": name, "monitor": self.monitor, "mode": self.mode,
+                        "kept": [*[k for k in self.state["kept"] if k != name], name]}
+        self.pending.pop("rng", None)  # a bundle holds the RNG states
 
     def commit_if_written(self) -> None:
         """Commits the checkpoint in flight if its write has ended (never blocks)."""
@@ -242,8 +233,7 @@ class Checkpoints(keras.callbacks.Callback):
             self.wait()
 
     def wait(self) -> None:
-        """Waits for the write in flight, committed by the writer's thread; state.json again if the state changed
-        since the write started (an epoch end's update to a checkpoint in flight)."""
+        """Waits for the write in flight and commits it: state.json names it."""
         if self.pending is None:
             return
         try:
@@ -252,9 +242,13 @@ class Checkpoints(keras.callbacks.Callback):
             self.pending = None
             raise
         self.state, self.pending = self.pending, None
-        if self.state != self.committing:
-            self._write_state()
+        self._write_state()
         self.saved_seconds.append(time.perf_counter() - self.started)
 
     def _write_state(self) -> None:
+        """state.json; the checkpoints beyond the last `keep` are removed then, off the training thread (the next
+        write's thread, or on_train_end): removing 573 MiB took ~0.1 s, and a checkpoint's budget is ~0.3 s."""
+        kept = self.state["kept"]
+        dropped, self.state["kept"] = kept[:-self.keep], kept[-self.keep:]
         rundir.write_json(rundir.join(self.directory, rundir.STATE), self.state)
+        self.dropped += dropped
