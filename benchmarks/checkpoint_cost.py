@@ -145,6 +145,7 @@ def measure(name: str, steps: int, pairs: int, batch_size: int) -> dict:
         start = time.perf_counter()
         rundir.save_model(model, rundir.join(directory, "sync.keras"))
         keras_save = time.perf_counter() - start
+
     def against_none(side: str) -> tuple[float, float]:
         """(ratio of times, time lost per checkpoint) of `side` against the fit without, medians over rounds."""
         return (statistics.median(a / b for a, b in zip(times[side], times["none"])),
