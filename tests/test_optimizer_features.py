@@ -13,9 +13,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import nntrain
-from nntrain.compat import keras_accumulation
+from nntrain.compat import keras_accumulation, keras_weight_decay
 from nntrain.errors import NntrainError
 
 XOR = {"train.steps_per_execution": 1, "train.epochs": 2, "optimizer.name": "sgd", "optimizer.momentum": 0.0}
@@ -158,3 +159,46 @@ def test_a_resumed_ema_run_ends_like_an_uninterrupted_one(tmp_path):
 def test_bad_optimizer_feature_values_are_one_line_errors(key, value, phrase):
     with pytest.raises(NntrainError, match=re.escape(f"config.{key}={value} is not allowed: {phrase}")):
         nntrain.load_config("xor", {key: value})
+
+
+class CountingCosine(keras.optimizers.schedules.CosineDecay):
+    """Keras's warmup + cosine schedule, counting the times it is evaluated (traced, in a tf.function)."""
+
+    calls = 0
+
+    def __call__(self, step):
+        CountingCosine.calls += 1
+        return super().__call__(step)
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_weight_decay_reads_the_schedule_once_and_decays_as_keras_does(strategy):
+    """compat.keras_weight_decay: AdamW with a warmup schedule evaluates it twice per update (decay, step) rather
+    than once per variable plus one, and trains bit-identical to Keras's own method, also on 2 replicas; the decay
+    matters here (at weight_decay=0 the weights differ)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    mirrored = strategy == "mirrored"
+    scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else tf.distribute.get_strategy()
+    weights, calls = {}, {}
+    runs = (("keras", 0.1), ("once", 0.1), ("none", 0.0))[:2 if mirrored else 3]
+    for name, decay in runs:
+        keras.utils.set_random_seed(1)
+        with scope.scope():
+            model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16), keras.layers.Dense(8),
+                                      keras.layers.Dense(1)])
+            schedule = CountingCosine(0.0, 100, warmup_target=0.05, warmup_steps=4)
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=decay)
+            if name == "once":
+                keras_weight_decay.decay_once_per_update(optimizer)
+            model.compile(optimizer=optimizer, loss="mse", steps_per_execution=1)
+        CountingCosine.calls = 0
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        weights[name], calls[name] = model.get_weights(), CountingCosine.calls
+    assert all(np.array_equal(a, b) for a, b in zip(weights["keras"], weights["once"], strict=True))
+    if "none" in weights:
+        assert not all(np.array_equal(a, b) for a, b in zip(weights["keras"], weights["none"], strict=True))
+    # per traced update (Keras traces the step more than once, each replica its own): Keras's method evaluates it
+    # once per variable (6) and once for the step; the replacement once for the decay and once for the step
+    traces = calls["once"] // 2
+    assert traces >= scope.num_replicas_in_sync and calls["keras"] == 7 * traces and calls["once"] == 2 * traces
