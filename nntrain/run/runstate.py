@@ -69,6 +69,7 @@ class RunState:
         current["model"] = models.as_built(current["model"])  # a key gained since: as its absence builds
         saved_model = self.config.get("model")
         saved_model = models.as_built(saved_model) if isinstance(saved_model, dict) else saved_model
+        saved_config = {**self.config, "model": saved_model}  # as the run was built
         if saved_model != current["model"]:
             saved = saved_model if isinstance(saved_model, dict) else {}
             differ = ", ".join(f"model.{key}={saved.get(key)!r} (now {current['model'].get(key)!r})"
@@ -87,8 +88,7 @@ class RunState:
                                f"({differ}); resume with the run's {named}, or use a new --model_dir")
         changed = sorted(f"{section}.{key}" for section in current if isinstance(current[section], dict)
                          for key in current[section]
-                         if ({**self.config, "model": saved_model}.get(section, {}).get(key)
-                             != current[section][key]))
+                         if saved_config.get(section, {}).get(key) != current[section][key])
         if changed:
             log(f"resuming with a changed config: {', '.join(changed)}")
 
