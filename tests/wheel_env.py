@@ -29,7 +29,8 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
 
 def clean_env(venv: Path) -> dict:
     """The environment of a user who activated `venv`: none of this checkout on PYTHONPATH, and precision=auto
-    as on the user's CPU (conftest's NNTRAIN_CPUINFO is the tests' own)."""
+    as on the user's CPU (conftest's NNTRAIN_CPUINFO is the tests' own; its XLA_FLAGS stays: the same programs,
+    compiled without LLVM's optimisation passes)."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "NNTRAIN_CPUINFO")}
     return {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(venv)}
