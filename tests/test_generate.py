@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 import tensorflow as tf
 from corpora import TINY_GPT
@@ -17,6 +19,7 @@ import nntrain
 from nntrain import api, cli
 from nntrain.data import text
 from nntrain.exports import artifacts
+from nntrain.exports import generate as generation
 
 CONTEXT = TINY_GPT["data.sequence_length"]
 
@@ -54,6 +57,22 @@ def test_same_seed_same_text_also_from_the_export(run_dir, export_dir):
     long_prompt = "import os\n" * 5  # 50 bytes: longer than the context of 32 tokens
     from_run = api.generate(str(run_dir), long_prompt, max_new_tokens=10, seed=2)
     assert from_run == api.generate(str(export_dir), long_prompt, max_new_tokens=10, seed=2)
+
+
+@pytest.mark.slow
+def test_an_unchanged_run_keeps_its_sampler_and_a_rewritten_model_is_read_again(run_dir, tmp_path):
+    """A second call on an unchanged run reuses the loaded, compiled sampler; a model.keras written since is loaded."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    generation._loaded.cache_clear()
+    first = api.generate(str(run), "def ", max_new_tokens=30, seed=5)
+    assert api.generate(str(run), "def ", max_new_tokens=30, seed=5) == first
+    assert generation._loaded.cache_info()[:2] == (1, 1)  # one hit, one miss
+    model = keras.saving.load_model(run / "model.keras")
+    model.set_weights([weight * 0 for weight in model.get_weights()])  # every byte equally likely
+    model.save(run / "model.keras")
+    assert api.generate(str(run), "def ", max_new_tokens=30, seed=5) != first
+    assert generation._loaded.cache_info()[:2] == (1, 2)
 
 
 @pytest.mark.slow

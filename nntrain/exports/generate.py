@@ -5,10 +5,14 @@ from a run's model or through its export's `generate` signature, which is that s
 seed gives the same text from both. The prompt is tokenized as training tokenizes a file's start (END_OF_FILE,
 then its UTF-8 bytes); a prompt plus its continuation may outgrow the context (the window slides). Generation
 stops after `max_new_tokens` or at END_OF_FILE.
+
+The sampling function of the last few directories stays loaded and compiled: the next call on an unchanged run or
+export (a notebook sampling again with other settings) starts at once.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -21,6 +25,9 @@ from nntrain.errors import NntrainError
 from nntrain.exports import artifacts, serving
 
 MAX_SEED = 2**31 - 1  # the signature's seed is an int32
+# The files whose change means another model: the final model, a run's checkpoints, an export's graph.
+_MODEL_FILES = ("model.keras", "checkpoints/state.json", "checkpoints/best.keras", "saved_model/saved_model.pb",
+                "saved_model.pb")
 
 
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
@@ -44,11 +51,35 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
         what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
         raise NntrainError(f"--prompt is not UTF-8 text ({what} at position {e.start}): give UTF-8 text (a terminal "
                            "or locale set to UTF-8)") from None
-    sample = _load(model_dir, checkpoint)
+    stamp = _stamp(model_dir)
+    sample = _loaded(model_dir, checkpoint, stamp) if stamp else _load(model_dir, checkpoint)
     text = sample(prompts=tf.constant([prompt_bytes]), max_new_tokens=tf.constant(max_new_tokens),
                   temperature=tf.constant(temperature, tf.float32), top_k=tf.constant(top_k),
                   top_p=tf.constant(top_p, tf.float32), seed=tf.constant(seed))[serving.TEXT].numpy()[0]
     return {"prompt": prompt, "completion": text.decode("utf-8", errors="replace"), "new_tokens": len(text)}
+
+
+def _stamp(model_dir: str) -> tuple | None:
+    """(name, size, modification time) of each model file in `model_dir`; None without a time to trust (ram://)."""
+    stamp = []
+    for name in _MODEL_FILES:
+        path = os.path.join(model_dir, name)
+        if "://" not in path:  # nanoseconds (TensorFlow's stat of a local file has whole seconds)
+            if os.path.exists(path):
+                stat = os.stat(path)
+                stamp.append((name, stat.st_size, stat.st_mtime_ns))
+        elif tf.io.gfile.exists(path):
+            stat = tf.io.gfile.stat(path)
+            if not stat.mtime_nsec:
+                return None
+            stamp.append((name, stat.length, stat.mtime_nsec))
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(model_dir: str, checkpoint: str, stamp: tuple) -> serving.Generator:
+    """`_load`, kept while the files of `stamp` are unchanged."""
+    return _load(model_dir, checkpoint)
 
 
 def _load(model_dir: str, checkpoint: str) -> serving.Generator:
