@@ -11,7 +11,7 @@ its checkpoint and `model.keras` stay Keras's own. `fused_update(optimizer)` rep
 instance nntrain builds; the beta powers and the rate are computed once per update, not once per variable. It
 equals Keras's method to float32 rounding (the kernel forms `1 - beta_1` in the variable's dtype, Keras in Python);
 `tests/test_optimizer_features.py::test_fused_adam_updates_as_keras_does` fails when Keras changes the methods
-replaced. AMSGrad keeps Keras's method.
+replaced. AMSGrad, 16-bit variables and sparse gradients (an embedding's, unclipped) keep Keras's method.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def fused_update(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Opti
         keras_backend_update_step(grads, variables, scalars)
 
     def update_step(self: keras.optimizers.Adam, gradient, variable, scalars) -> None:
-        if variable.dtype != tf.float32:  # the kernel's constants in 16 bits are far from Keras's (1 - beta_2)
+        # Keras's method for a 16-bit variable (the kernel's 1 - beta_2 in 16 bits is far from Keras's) and for a
+        # sparse gradient (Keras squares its rows before summing repeated ones; the kernel would sum, then square)
+        if variable.dtype != tf.float32 or isinstance(gradient, tf.IndexedSlices):
             return keras.optimizers.Adam.update_step(self, gradient, variable, scalars[0])
         index = self._get_variable_index(variable)
         m, v = (_resource(moments[index]) for moments in (self._momentums, self._velocities))
@@ -45,7 +47,7 @@ def fused_update(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Opti
             var=_resource(variable), m=m, v=v, beta1_power=beta_1_power, beta2_power=beta_2_power, lr=rate,
             beta1=tf.constant(self.beta_1, tf.float32), beta2=tf.constant(self.beta_2, tf.float32),
             epsilon=tf.constant(self.epsilon, tf.float32),
-            grad=tf.cast(tf.convert_to_tensor(gradient), tf.float32))
+            grad=tf.cast(gradient, tf.float32))
 
     optimizer._backend_update_step = types.MethodType(backend_update_step, optimizer)
     optimizer.update_step = types.MethodType(update_step, optimizer)
