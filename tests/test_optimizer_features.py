@@ -237,7 +237,7 @@ def test_fused_adam_updates_as_keras_does(strategy):
         ops[fused] = [op.type for op in graph.get_operations()]
     for keras_value, fused_value in zip(states[False], states[True], strict=True):
         np.testing.assert_allclose(fused_value, keras_value, rtol=1e-4, atol=1e-5)
-    assert all(not np.array_equal(a, b) for a, b in zip(initial, states[True]))  # every weight trained
+    assert all(not np.array_equal(a, b) for a, b in zip(initial[:3], states[True]))  # the float32 weights trained
     if mirrored:
         return
     # dense gradients given: the three float32 variables fused, the bfloat16 Dense's two by Keras's ops
