@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import nntrain
-from nntrain.compat import collective_keys, keras_accumulation, keras_fused_adam, keras_weight_decay
+from nntrain.compat import collective_keys, keras_accumulation, keras_fused_adam, keras_lr_scale, keras_weight_decay
 from nntrain.errors import NntrainError
 
 XOR = {"train.steps_per_execution": 1, "train.epochs": 2, "optimizer.name": "sgd", "optimizer.momentum": 0.0}
@@ -207,10 +207,11 @@ def test_weight_decay_reads_the_schedule_once_and_decays_as_keras_does(strategy)
 @pytest.mark.fast
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_fused_adam_updates_as_keras_does(strategy):
-    """compat.keras_fused_adam: AdamW (warmup schedule, decay, clip norm) updates with one ResourceApplyAdam op per
-    float32 variable and ends where Keras's own method does to float32 rounding, moments included, also on 2
-    replicas (to 1e-5 after 12 updates: the kernel forms 1 - beta_1 in float32, Keras in Python); a bfloat16
-    variable (on one device) and an embedding's sparse gradient keep Keras's method."""
+    """compat.keras_fused_adam: AdamW (warmup schedule, decay, clip norm, a layer at half the rate through
+    compat.keras_lr_scale) updates with one ResourceApplyAdam op per float32 variable and ends where Keras's own
+    method does to float32 rounding, moments included, also on 2 replicas (to 1e-5 after 12 updates: the kernel
+    forms 1 - beta_1 in float32, Keras in Python); a bfloat16 variable (on one device) and an embedding's sparse
+    gradient keep Keras's method."""
     rng = np.random.default_rng(0)
     mirrored = strategy == "mirrored"
     x, y = rng.integers(0, 10, size=(64, 3)).astype("float32" if mirrored else "int32"), rng.normal(size=(64, 1))
@@ -231,6 +232,8 @@ def test_fused_adam_updates_as_keras_does(strategy):
             if fused:
                 keras_fused_adam.fused_update(optimizer)
             model.compile(optimizer=optimizer, loss="mse", steps_per_execution=1)
+            optimizer.build(model.trainable_variables)
+            keras_lr_scale.scale_learning_rate(optimizer, model.layers[-2].trainable_variables, 0.5)  # wraps it
         initial = model.get_weights()
         model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
         states[fused] = [np.asarray(v, "float32") for v in [*model.weights, *optimizer.variables]]

@@ -6,11 +6,11 @@ combined and assigned), and runs them for every variable: for text_gpt (52 varia
 dispatched on its own when the step is not XLA compiled (jit_compile=auto is off on CPU). TensorFlow's
 `ResourceApplyAdam` kernel computes the same update in one op (the arithmetic of Keras's method: moments
 `m += (g - m) * (1 - beta_1)`, `v += (g^2 - v) * (1 - beta_2)`, then `var -= m * alpha / (sqrt(v) + epsilon)`
-with `alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`), reading the moments Keras created, so the optimizer state,
-its checkpoint and `model.keras` stay Keras's own. `fused_update(optimizer)` replaces the update of the one
-instance nntrain builds; the beta powers and the rate are computed once per update, not once per variable. It
-equals Keras's method to float32 rounding (the kernel forms `1 - beta_1` in the variable's dtype, Keras in Python);
-`tests/test_optimizer_features.py::test_fused_adam_updates_as_keras_does` fails when Keras changes the methods
+with `alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`), reading the moments Keras created, so the optimizer
+state, its checkpoint and `model.keras` stay Keras's own. `fused_update(optimizer)` replaces `update_step` of the
+one instance nntrain builds, with its signature (`compat.keras_lr_scale` wraps it for fine-tuning). It equals
+Keras's method to float32 rounding (the kernel forms `1 - beta_1` in float32, Keras in Python);
+`tests/test_optimizer_features.py::test_fused_adam_updates_as_keras_does` fails when Keras changes the method
 replaced. AMSGrad, 16-bit variables and sparse gradients (an embedding's, unclipped) keep Keras's method.
 """
 
@@ -26,30 +26,24 @@ def fused_update(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Opti
     """`optimizer`, an Adam or AdamW without AMSGrad, updating each variable with one `ResourceApplyAdam` op."""
     if not isinstance(optimizer, keras.optimizers.Adam) or optimizer.amsgrad:
         return optimizer
-    keras_backend_update_step = optimizer._backend_update_step
 
-    def backend_update_step(self: keras.optimizers.Adam, grads: list, variables: list, learning_rate) -> None:
-        # in the replica's context: each device gets its own copy of the step's scalars through merge_call
-        step = tf.cast(self.iterations + 1, tf.float32)
-        scalars = (tf.cast(learning_rate, tf.float32), tf.pow(tf.cast(self.beta_1, tf.float32), step),
-                   tf.pow(tf.cast(self.beta_2, tf.float32), step))
-        keras_backend_update_step(grads, variables, scalars)
-
-    def update_step(self: keras.optimizers.Adam, gradient, variable, scalars) -> None:
+    def update_step(self: keras.optimizers.Adam, gradient, variable, learning_rate) -> None:
         # Keras's method for a 16-bit variable (the kernel's 1 - beta_2 in 16 bits is far from Keras's) and for a
         # sparse gradient (Keras squares its rows before summing repeated ones; the kernel would sum, then square)
         if variable.dtype != tf.float32 or isinstance(gradient, tf.IndexedSlices):
-            return keras.optimizers.Adam.update_step(self, gradient, variable, scalars[0])
+            return keras.optimizers.Adam.update_step(self, gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
-        m, v = (_resource(moments[index]) for moments in (self._momentums, self._velocities))
-        rate, beta_1_power, beta_2_power = scalars
-        tf.raw_ops.ResourceApplyAdam(
-            var=_resource(variable), m=m, v=v, beta1_power=beta_1_power, beta2_power=beta_2_power, lr=rate,
-            beta1=tf.constant(self.beta_1, tf.float32), beta2=tf.constant(self.beta_2, tf.float32),
-            epsilon=tf.constant(self.epsilon, tf.float32),
-            grad=tf.cast(gradient, tf.float32))
+        step = tf.cast(self.iterations + 1, tf.float32)
 
-    optimizer._backend_update_step = types.MethodType(backend_update_step, optimizer)
+        def constant(value: float) -> tf.Tensor:
+            return tf.constant(value, tf.float32)
+
+        tf.raw_ops.ResourceApplyAdam(
+            var=_resource(variable), m=_resource(self._momentums[index]), v=_resource(self._velocities[index]),
+            beta1_power=tf.pow(constant(self.beta_1), step), beta2_power=tf.pow(constant(self.beta_2), step),
+            lr=tf.cast(learning_rate, tf.float32), beta1=constant(self.beta_1), beta2=constant(self.beta_2),
+            epsilon=constant(self.epsilon), grad=tf.cast(gradient, tf.float32))
+
     optimizer.update_step = types.MethodType(update_step, optimizer)
     return optimizer
 
