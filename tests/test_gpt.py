@@ -12,6 +12,7 @@ import keras
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 from corpora import TINY_GPT
 
 import nntrain
@@ -53,6 +54,20 @@ def test_tied_embeddings_share_the_token_table():
     tied = models.build(gpt_config(), SPEC)
     untied = models.build(gpt_config(tie_embeddings=False), SPEC)
     assert untied.count_params() - tied.count_params() == 16 * VOCAB + VOCAB  # the output Dense's kernel + bias
+
+
+@pytest.mark.fast
+def test_positions_are_looked_up_once_and_broadcast_over_the_batch():
+    """The position embedding is one row of positions for the whole batch: its gradient has `length` rows, not
+    batch x length to scatter-add."""
+    model = models.build(gpt_config(), SPEC)
+    table = model.get_layer("position_embedding").embeddings
+    tokens = np.random.default_rng(0).integers(0, VOCAB, size=(8, LENGTH))
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(keras.ops.log(model(tokens)[:, :, 1]))
+    gradient = tape.gradient(loss, table)
+    assert model.get_layer("position_embedding").output.shape == (1, LENGTH, 16)
+    assert gradient.values.shape[0] == LENGTH and np.count_nonzero(tf.convert_to_tensor(gradient)) == LENGTH * 16
 
 
 @pytest.mark.fast

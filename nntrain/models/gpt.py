@@ -11,8 +11,8 @@ per step, the softmax runs in float32, attention dropout as MultiHeadAttention's
 key, and text_gpt's default): separate projections, Keras's MultiHeadAttention(use_causal_mask=True). Fused, a
 mixed_bfloat16 step of the default text_gpt takes ~11% less CPU (fewer, larger matmuls, no mask select, fewer
 variables to update), but it trained to 0.45-2.2% more val bits per byte after 600 steps in bfloat16, in each
-of 4 seeds (the same function: equal to 4 decimals after 100 float32 steps from the same weights;
-docs/benchmarks.md).
+of 8 runs over 4 seeds, also with bias gradients summed in float32 (the same function: equal to 4 decimals after
+100 float32 steps from the same weights; docs/benchmarks.md).
 model.positions: `learned` adds a position embedding (spec.input_shape[0] positions); `rotary` rotates queries
 and keys by position (RoFormer, Su et al. 2021); unfused it attends with keras.ops.dot_product_attention
 (is_causal=True), as MultiHeadAttention has no hook for it (no dropout on the attention weights then).
