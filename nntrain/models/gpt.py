@@ -31,6 +31,7 @@ import keras
 import ml_collections
 import numpy as np
 
+from nntrain.compat import keras_layer_norm
 from nntrain.data.spec import DatasetSpec
 from nntrain.models import ADDED_KEYS, blocks, fields
 
@@ -77,7 +78,7 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
     x = blocks.dropout(x, dropout)
     for _ in range(num_layers):
         x = _decoder_block(x, attend, ff_dim, ff_activation, dropout)
-    x = keras.layers.LayerNormalization(name="final_norm")(x)
+    x = _layer_norm(name="final_norm")(x)
     if tie:
         # The embedding looked up at ids 0..vocab_size-1 is its table, as a graph tensor: no custom layer needed.
         ones = keras.ops.ones_like(inputs[0, :1]) + keras.ops.zeros(spec.vocab_size, "int32")
@@ -94,10 +95,15 @@ def _added(model_config: ml_collections.ConfigDict, key: str, read: Callable[[],
     return read() if key in model_config else ADDED_KEYS["gpt"][key]
 
 
+def _layer_norm(name: str | None = None) -> keras.layers.LayerNormalization:
+    """Keras's LayerNormalization, its gradient written out (compat.keras_layer_norm: the same function, fewer ops)."""
+    return keras_layer_norm.written_out_gradient(keras.layers.LayerNormalization(name=name))
+
+
 def _decoder_block(x: keras.KerasTensor, attend: Callable[[keras.KerasTensor], keras.KerasTensor], ff_dim: int,
                    ff_activation: str, dropout: float) -> keras.KerasTensor:
-    x = x + blocks.dropout(attend(keras.layers.LayerNormalization()(x)), dropout)
-    y = keras.layers.LayerNormalization()(x)
+    x = x + blocks.dropout(attend(_layer_norm()(x)), dropout)
+    y = _layer_norm()(x)
     y = keras.layers.Dense(ff_dim)(y)
     # Exact GELU in float32: its ~12 unfused elementwise ops (forward and backward) ran 2.2x slower in bfloat16 on
     # CPU without XLA, a quarter of a mixed_bfloat16 step of the default model (docs/language_model.md). ReLU is
