@@ -3,7 +3,7 @@
 Keras's `LayerNormalization.call` (keras/src/ops/nn.py `_layer_normalization`) normalizes in float32 through
 `moments`, and TensorFlow differentiates that op by op: ~20 unfused float32 ops per layer and step, forward and
 backward; for text_gpt's 7 layers ~19% of a mixed_bfloat16 step's op time on CPU. `written_out_gradient(layer)`
-replaces `call` on one built layer with the same function (float32 statistics, output in the compute dtype) and
+replaces `call` on one layer with the same function (float32 statistics, output in the compute dtype) and
 the textbook gradient `dx = inv * (g - mean(g) - xhat * mean(g * xhat))`, `g = dy * gamma`: 1.3x faster forward
 and backward on a (32, 128, 128) bfloat16 input here. The layer stays Keras's own (`model.keras` loads in plain
 Keras, which computes the same function to float32 rounding). Layers normalizing other axes, without centering

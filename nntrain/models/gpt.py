@@ -59,7 +59,7 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
 
     embedding = keras.layers.Embedding(spec.vocab_size, embed_dim, name="token_embedding")
     # 0..length-1 of shape (1, length), from built-in ops: one row looked up and broadcast over the batch, so the
-    # position embedding's gradient is 1 x length rows, not batch x length to scatter-add (three times a step)
+    # position embedding's gradient is 1 x length rows, not batch x length to scatter-add (twice a step)
     positions = keras.ops.expand_dims(keras.ops.cumsum(keras.ops.ones_like(inputs[0])) - 1, 0)
     x = embedding(inputs)
     # The heads axis: 1 in the fused attention's (batch, heads, length, head_dim), 2 in (batch, length, heads, ...).
