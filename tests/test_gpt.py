@@ -12,10 +12,12 @@ import keras
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 from corpora import TINY_GPT
 
 import nntrain
 from nntrain import models
+from nntrain.compat import keras_layer_norm
 from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
 from nntrain.run import bits_per_byte
@@ -53,6 +55,50 @@ def test_tied_embeddings_share_the_token_table():
     tied = models.build(gpt_config(), SPEC)
     untied = models.build(gpt_config(tie_embeddings=False), SPEC)
     assert untied.count_params() - tied.count_params() == 16 * VOCAB + VOCAB  # the output Dense's kernel + bias
+
+
+@pytest.mark.fast
+def test_positions_are_looked_up_once_and_broadcast_over_the_batch():
+    """The position embedding is one row of positions for the whole batch: its gradient has `length` rows, not
+    batch x length to scatter-add."""
+    model = models.build(gpt_config(), SPEC)
+    table = model.get_layer("position_embedding").embeddings
+    tokens = np.random.default_rng(0).integers(0, VOCAB, size=(8, LENGTH))
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(keras.ops.log(model(tokens)[:, :, 1]))
+    gradient = tape.gradient(loss, table)
+    assert model.get_layer("position_embedding").output.shape == (1, LENGTH, 16)
+    assert gradient.values.shape[0] == LENGTH and np.count_nonzero(tf.convert_to_tensor(gradient)) == LENGTH * 16
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_layer_norm_with_its_gradient_written_out_is_keras_s(policy):
+    """compat.keras_layer_norm: the same outputs and gradients (input, gamma, beta) as Keras's LayerNormalization,
+    to float32 rounding (to a bfloat16 step under mixed_bfloat16)."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layers = [keras.layers.LayerNormalization() for _ in range(2)]
+        keras_layer_norm.written_out_gradient(layers[1])
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(1.0, 3.0, size=(4, 6, 16)), layers[0].compute_dtype)
+        dy = tf.constant(rng.normal(size=(4, 6, 16)), layers[0].compute_dtype)
+        results = []
+        for layer in layers:
+            layer.build(x.shape)
+            layer.gamma.assign(rng.uniform(0.5, 1.5, 16) if not results else layers[0].gamma)
+            layer.beta.assign(rng.normal(size=16) if not results else layers[0].beta)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            results.append([y, *tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=dy)])
+        assert results[1][0].dtype == results[0][0].dtype
+        tolerance = 1e-5 if policy == "float32" else 1e-2
+        for ours, theirs in zip(results[1], results[0], strict=True):
+            np.testing.assert_allclose(np.asarray(ours, "float32"), np.asarray(theirs, "float32"),
+                                       rtol=tolerance, atol=tolerance)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.fast

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import nntrain
-from nntrain.compat import keras_accumulation, keras_weight_decay
+from nntrain.compat import collective_keys, keras_accumulation, keras_fused_adam, keras_lr_scale, keras_weight_decay
 from nntrain.errors import NntrainError
 
 XOR = {"train.steps_per_execution": 1, "train.epochs": 2, "optimizer.name": "sgd", "optimizer.momentum": 0.0}
@@ -202,3 +202,51 @@ def test_weight_decay_reads_the_schedule_once_and_decays_as_keras_does(strategy)
     # once per variable (6) and once for the step; the replacement once for the decay and once for the step
     traces = calls["once"] // 2
     assert traces >= scope.num_replicas_in_sync and calls["keras"] == 7 * traces and calls["once"] == 2 * traces
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_fused_adam_updates_as_keras_does(strategy):
+    """compat.keras_fused_adam: AdamW (warmup schedule, decay, clip norm, a layer at half the rate through
+    compat.keras_lr_scale) updates with one ResourceApplyAdam op per float32 variable and ends where Keras's own
+    method does to float32 rounding, moments included, also on 2 replicas (to 1e-5 after 12 updates: the kernel
+    forms 1 - beta_1 in float32, Keras in Python); a bfloat16 variable (on one device) and an embedding's sparse
+    gradient keep Keras's method."""
+    rng = np.random.default_rng(0)
+    mirrored = strategy == "mirrored"
+    x, y = rng.integers(0, 10, size=(64, 3)).astype("float32" if mirrored else "int32"), rng.normal(size=(64, 1))
+    with collective_keys.distinct_keys():  # after the weight-decay test's strategy, in one session
+        scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else tf.distribute.get_strategy()
+    states, ops = {}, {}
+    for fused in (False, True):
+        keras.utils.set_random_seed(1)
+        with scope.scope():
+            # on 2 replicas float32 Dense layers only: Keras's all-reduce takes neither a bfloat16 gradient with
+            # float32 ones nor, reliably, an embedding's sparse one (the gathered shapes differ per replica)
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8), keras.layers.Dense(1)] if mirrored else
+                                     [keras.Input((3,), dtype="int32"), keras.layers.Embedding(10, 4),
+                                      keras.layers.Flatten(), keras.layers.Dense(8),
+                                      keras.layers.Dense(1, dtype="bfloat16")])
+            schedule = keras.optimizers.schedules.CosineDecay(0.0, 100, warmup_target=0.05, warmup_steps=4)
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.1, clipnorm=1.0)
+            if fused:
+                keras_fused_adam.fused_update(optimizer)
+            model.compile(optimizer=optimizer, loss="mse", steps_per_execution=1)
+            optimizer.build(model.trainable_variables)
+            keras_lr_scale.scale_learning_rate(optimizer, model.layers[-2].trainable_variables, 0.5)  # wraps it
+        initial = model.get_weights()
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        states[fused] = [np.asarray(v, "float32") for v in [*model.weights, *optimizer.variables]]
+        if mirrored:
+            continue
+        apply = tf.function(lambda grads, model=model: model.optimizer.apply(grads, model.trainable_variables))
+        graph = apply.get_concrete_function([tf.zeros_like(v) for v in model.trainable_variables]).graph
+        ops[fused] = [op.type for op in graph.get_operations()]
+    for keras_value, fused_value in zip(states[False], states[True], strict=True):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=1e-4, atol=1e-5)
+    assert all(not np.array_equal(a, b) for a, b in zip(initial[:3], states[True]))  # float32 weights trained
+    if mirrored:
+        return
+    # dense gradients given: the three float32 variables fused, the bfloat16 Dense's two by Keras's ops
+    assert ops[False].count("ResourceApplyAdam") == 0 and ops[True].count("ResourceApplyAdam") == 3
+    assert len(ops[True]) <= len(ops[False]) - 3 * 15  # Keras: ~28 ops per variable updated

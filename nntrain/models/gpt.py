@@ -11,8 +11,8 @@ per step, the softmax runs in float32, attention dropout as MultiHeadAttention's
 key, and text_gpt's default): separate projections, Keras's MultiHeadAttention(use_causal_mask=True). Fused, a
 mixed_bfloat16 step of the default text_gpt takes ~11% less CPU (fewer, larger matmuls, no mask select, fewer
 variables to update), but it trained to 0.45-2.2% more val bits per byte after 600 steps in bfloat16, in each
-of 4 seeds (the same function: equal to 4 decimals after 100 float32 steps from the same weights;
-docs/benchmarks.md).
+of 8 runs over 4 seeds, also with bias gradients summed in float32 (the same function: equal to 4 decimals after
+100 float32 steps from the same weights; docs/benchmarks.md).
 model.positions: `learned` adds a position embedding (spec.input_shape[0] positions); `rotary` rotates queries
 and keys by position (RoFormer, Su et al. 2021); unfused it attends with keras.ops.dot_product_attention
 (is_causal=True), as MultiHeadAttention has no hook for it (no dropout on the attention weights then).
@@ -31,6 +31,7 @@ import keras
 import ml_collections
 import numpy as np
 
+from nntrain.compat import keras_layer_norm
 from nntrain.data.spec import DatasetSpec
 from nntrain.models import ADDED_KEYS, blocks, fields
 
@@ -57,7 +58,9 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
                                                  f"num_heads = {embed_dim // num_heads}): change either")
 
     embedding = keras.layers.Embedding(spec.vocab_size, embed_dim, name="token_embedding")
-    positions = keras.ops.cumsum(keras.ops.ones_like(inputs), axis=1) - 1  # 0..length-1, from built-in ops
+    # 0..length-1 of shape (1, length), from built-in ops: one row looked up and broadcast over the batch, so the
+    # position embedding's gradient is 1 x length rows, not batch x length to scatter-add (twice a step)
+    positions = keras.ops.expand_dims(keras.ops.cumsum(keras.ops.ones_like(inputs[0])) - 1, 0)
     x = embedding(inputs)
     # The heads axis: 1 in the fused attention's (batch, heads, length, head_dim), 2 in (batch, length, heads, ...).
     rotation = _rotation(positions, embed_dim // num_heads, 1 if fused else 2) if rotary else None
@@ -75,7 +78,7 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
     x = blocks.dropout(x, dropout)
     for _ in range(num_layers):
         x = _decoder_block(x, attend, ff_dim, ff_activation, dropout)
-    x = keras.layers.LayerNormalization(name="final_norm")(x)
+    x = _layer_norm(name="final_norm")(x)
     if tie:
         # The embedding looked up at ids 0..vocab_size-1 is its table, as a graph tensor: no custom layer needed.
         ones = keras.ops.ones_like(inputs[0, :1]) + keras.ops.zeros(spec.vocab_size, "int32")
@@ -92,10 +95,15 @@ def _added(model_config: ml_collections.ConfigDict, key: str, read: Callable[[],
     return read() if key in model_config else ADDED_KEYS["gpt"][key]
 
 
+def _layer_norm(name: str | None = None) -> keras.layers.LayerNormalization:
+    """Keras's LayerNormalization, its gradient written out (compat.keras_layer_norm: the same function, fewer ops)."""
+    return keras_layer_norm.written_out_gradient(keras.layers.LayerNormalization(name=name))
+
+
 def _decoder_block(x: keras.KerasTensor, attend: Callable[[keras.KerasTensor], keras.KerasTensor], ff_dim: int,
                    ff_activation: str, dropout: float) -> keras.KerasTensor:
-    x = x + blocks.dropout(attend(keras.layers.LayerNormalization()(x)), dropout)
-    y = keras.layers.LayerNormalization()(x)
+    x = x + blocks.dropout(attend(_layer_norm()(x)), dropout)
+    y = _layer_norm()(x)
     y = keras.layers.Dense(ff_dim)(y)
     # Exact GELU in float32: its ~12 unfused elementwise ops (forward and backward) ran 2.2x slower in bfloat16 on
     # CPU without XLA, a quarter of a mixed_bfloat16 step of the default model (docs/language_model.md). ReLU is

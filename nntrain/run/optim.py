@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 import ml_collections
 
-from nntrain.compat import ema_resume, keras_accumulation, keras_weight_decay
+from nntrain.compat import ema_resume, keras_accumulation, keras_fused_adam, keras_weight_decay
 from nntrain.errors import NntrainError
 
 
@@ -61,6 +61,7 @@ def optimizer(config: ml_collections.ConfigDict, total_steps: int) -> keras.opti
     else:
         built = {"adam": optimizers.Adam, "adamw": optimizers.AdamW, "adagrad": optimizers.Adagrad}[opt.name](**common)
     keras_weight_decay.decay_once_per_update(built)
+    keras_fused_adam.fused_update(built)
     return keras_accumulation.count_updates(built) if every > 1 else built
 
 
