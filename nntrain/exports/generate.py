@@ -26,8 +26,8 @@ from nntrain.exports import artifacts, serving
 
 MAX_SEED = 2**31 - 1  # the signature's seed is an int32
 # The files whose change means another model: the final model, a run's checkpoints, an export's graph.
-_MODEL_FILES = ("model.keras", "checkpoints/state.json", "checkpoints/best.keras", "saved_model/saved_model.pb",
-                "saved_model.pb")
+_MODEL_FILES = (rundir.FINAL_MODEL, f"{rundir.CHECKPOINTS}/{rundir.STATE}", f"{rundir.CHECKPOINTS}/{rundir.BEST}",
+                f"{artifacts.SAVED_MODEL}/saved_model.pb", "saved_model.pb")
 
 
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
@@ -63,12 +63,12 @@ def _stamp(model_dir: str) -> tuple | None:
     """(name, size, modification time) of each model file in `model_dir`; None without a time to trust (ram://)."""
     stamp = []
     for name in _MODEL_FILES:
-        path = os.path.join(model_dir, name)
-        if "://" not in path:  # nanoseconds (TensorFlow's stat of a local file has whole seconds)
+        path = rundir.join(model_dir, name)
+        if rundir.is_local(path):  # nanoseconds (TensorFlow's stat of a local file has whole seconds)
             if os.path.exists(path):
                 stat = os.stat(path)
                 stamp.append((name, stat.st_size, stat.st_mtime_ns))
-        elif tf.io.gfile.exists(path):
+        elif rundir.exists(path):
             stat = tf.io.gfile.stat(path)
             if not stat.mtime_nsec:
                 return None
@@ -92,7 +92,7 @@ def _load(model_dir: str, checkpoint: str) -> serving.Generator:
             raise NntrainError(f"'{model_dir}' holds a '{name}' model: generate samples from gpt models "
                                "(--experiment=text_gpt)")
         return tf.function(serving.generation(model), input_signature=serving.GENERATE_INPUTS, autograph=False)
-    exported = [path for path in (os.path.join(model_dir, "saved_model"), model_dir)
+    exported = [path for path in (os.path.join(model_dir, artifacts.SAVED_MODEL), model_dir)
                 if tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))]
     if not exported:
         raise NntrainError(f"'{model_dir}' holds neither an nntrain run (config.json) nor an exported SavedModel "
