@@ -31,7 +31,7 @@ import keras
 import ml_collections
 import numpy as np
 
-from nntrain.compat import keras_layer_norm
+from nntrain.compat import keras_causal_attention, keras_layer_norm
 from nntrain.data.spec import DatasetSpec
 from nntrain.models import ADDED_KEYS, blocks, fields
 
@@ -70,8 +70,9 @@ def build(inputs: keras.KerasTensor, model_config: ml_collections.ConfigDict, sp
             return _fused_attention(y, num_heads, positions, rotation, dropout)
         if rotation is not None:
             return _rotary_attention(y, num_heads, rotation)
-        return keras.layers.MultiHeadAttention(num_heads, key_dim=embed_dim // num_heads, dropout=dropout)(
-            y, y, use_causal_mask=True)
+        # Keras's layer, its causal attention written out (compat.keras_causal_attention: the same function)
+        attention = keras.layers.MultiHeadAttention(num_heads, key_dim=embed_dim // num_heads, dropout=dropout)
+        return keras_causal_attention.written_out(attention)(y, y, use_causal_mask=True)
 
     if not rotary:
         x = x + keras.layers.Embedding(spec.input_shape[0], embed_dim, name="position_embedding")(positions)
