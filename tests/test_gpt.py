@@ -17,7 +17,7 @@ from corpora import TINY_GPT
 
 import nntrain
 from nntrain import models
-from nntrain.compat import keras_layer_norm
+from nntrain.compat import keras_causal_attention, keras_layer_norm
 from nntrain.data.spec import DatasetSpec
 from nntrain.errors import NntrainError
 from nntrain.run import bits_per_byte
@@ -97,6 +97,46 @@ def test_layer_norm_with_its_gradient_written_out_is_keras_s(policy):
         for ours, theirs in zip(results[1], results[0], strict=True):
             np.testing.assert_allclose(np.asarray(ours, "float32"), np.asarray(theirs, "float32"),
                                        rtol=tolerance, atol=tolerance)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_causal_attention_written_out_is_keras_s(policy):
+    """compat.keras_causal_attention: the same outputs and gradients (input, every projection's kernel and bias)
+    as Keras's MultiHeadAttention with its causal mask, to float32 rounding (to bfloat16 rounding under
+    mixed_bfloat16), through BatchMatMulV2 rather than Keras's Einsum; other calls keep Keras's method."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layers = [keras.layers.MultiHeadAttention(2, key_dim=8) for _ in range(2)]
+        keras_causal_attention.written_out(layers[1])
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(0.0, 2.0, size=(3, 10, 16)), layers[0].compute_dtype)
+        dy = tf.constant(rng.normal(size=(3, 10, 16)), layers[0].compute_dtype)
+        results, graphs = [], []
+        for layer in layers:
+            layer(x, x, use_causal_mask=True)
+            layer.set_weights(layers[0].get_weights())
+
+            @tf.function
+            def forward_and_backward(x, layer=layer):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = layer(x, x, use_causal_mask=True)
+                return [y, *tape.gradient(y, [x, *layer.trainable_variables], output_gradients=dy)]
+
+            results.append(forward_and_backward(x))
+            graphs.append({op.type for op in forward_and_backward.get_concrete_function(x).graph.get_operations()})
+        assert "Einsum" in graphs[0] and "Einsum" not in graphs[1]  # the written-out path ran, not Keras's
+        tolerance = 1e-5 if policy == "float32" else 1e-2
+        for ours, theirs in zip(results[1], results[0], strict=True):
+            assert ours.dtype == theirs.dtype
+            theirs = np.asarray(theirs, "float32")
+            np.testing.assert_allclose(np.asarray(ours, "float32"), theirs, rtol=0,
+                                       atol=tolerance * max(np.abs(theirs).max(), 1.0))
+        unmasked = [np.asarray(layer(x, x), "float32") for layer in layers]  # no causal mask: Keras's method
+        np.testing.assert_array_equal(unmasked[1], unmasked[0])
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
