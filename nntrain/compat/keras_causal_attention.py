@@ -10,7 +10,7 @@ gradient), before a float32 softmax cast back to the compute dtype. `written_out
 -1e9 (constant-folded by TensorFlow's graph optimizer, no select forward or backward). Where a key is after its
 query the softmax's weight is exactly 0 in both, and so is its gradient: outputs and gradients equal Keras's to
 the rounding of the products (float32; a bfloat16 step under mixed_bfloat16). For the default text_gpt on this
-CPU, ~10% more tokens per CPU second in mixed_bfloat16 (docs/benchmarks.md). The layer stays Keras's own
+CPU, ~7% more tokens per CPU second in mixed_bfloat16 (docs/benchmarks.md). The layer stays Keras's own
 (`model.keras` loads in plain Keras). Calls with dropout, an attention mask, no causal mask, the scores returned
 or more than one attention axis keep Keras's method.
 `tests/test_gpt.py::test_causal_attention_written_out_is_keras_s` fails when Keras changes the method.

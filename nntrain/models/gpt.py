@@ -5,15 +5,15 @@ attention, then a feed-forward of ff_multiplier x embed_dim units whose activati
 GELU in float32 under any policy; each with dropout and a residual connection), a final LayerNormalization and a
 float32 softmax over the vocabulary; with model.tie_embeddings the output projection is the token embedding
 transposed.
-model.fused_qkv: queries, keys and values come from one projection, an EinsumDense to (3, heads, head_dim)
-(GPT-2's layout), and the attention is written out here: the causal mask is an additive float32 bias made once
-per step, the softmax runs in float32, attention dropout as MultiHeadAttention's. Off (runs saved before the
-key, and text_gpt's default): separate projections, Keras's MultiHeadAttention(use_causal_mask=True), its attention
-computed by compat.keras_causal_attention (the same function in fewer ops). Fused, a
-mixed_bfloat16 step of the default text_gpt takes ~11% less CPU (fewer, larger matmuls, no mask select, fewer
-variables to update), but it trained to 0.45-2.2% more val bits per byte after 600 steps in bfloat16, in each
-of 8 runs over 4 seeds, also with bias gradients summed in float32 (the same function: equal to 4 decimals after
-100 float32 steps from the same weights; docs/benchmarks.md).
+model.fused_qkv: queries, keys and values come from one projection, an EinsumDense to (3, heads, head_dim) (GPT-2's
+layout), and the attention is written out here: the causal mask is an additive float32 bias made once per step, the
+softmax runs in float32, attention dropout as MultiHeadAttention's. Off (runs saved before the key, and text_gpt's
+default): separate projections, Keras's MultiHeadAttention(use_causal_mask=True), its attention computed by
+compat.keras_causal_attention (the same function in fewer ops). Fused, a mixed_bfloat16 step of the default
+text_gpt takes ~2% less CPU (fewer, larger matmuls, fewer variables to update; ~11% before the separate model's
+attention was written out too), but it trained to 0.45-2.2% more val bits per byte after 600 steps in bfloat16, in
+each of 8 runs over 4 seeds, also with bias gradients summed in float32 (the same function: equal to 4 decimals
+after 100 float32 steps from the same weights; docs/benchmarks.md).
 model.positions: `learned` adds a position embedding (spec.input_shape[0] positions); `rotary` rotates queries
 and keys by position (RoFormer, Su et al. 2021); unfused it attends with keras.ops.dot_product_attention
 (is_causal=True), as MultiHeadAttention has no hook for it (no dropout on the attention weights then).
