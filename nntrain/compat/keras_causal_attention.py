@@ -45,11 +45,11 @@ def _causal_attention(query: tf.Tensor, key: tf.Tensor, value: tf.Tensor, scale:
     """(batch, query, heads, dim) attended: softmax(query . key * scale + causal bias) in float32 over values."""
     query, key, value = (tf.transpose(t, (0, 2, 1, 3)) for t in (query, key, value))  # heads first
     scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32) * scale
-    weights = tf.nn.softmax(scores + _causal_bias(tf.shape(query)[2], tf.shape(key)[2]))
+    weights = tf.nn.softmax(scores + causal_bias(tf.range(tf.shape(query)[2]), tf.range(tf.shape(key)[2])))
     return tf.transpose(tf.matmul(tf.cast(weights, value.dtype), value), (0, 2, 1, 3))
 
 
-def _causal_bias(queries: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-    """(queries, keys) float32: 0 where key j <= query i (Keras's lower-triangular causal mask), MASKED after."""
-    after = tf.range(keys)[tf.newaxis, :] > tf.range(queries)[:, tf.newaxis]
-    return tf.where(after, MASKED, 0.0)
+def causal_bias(queries: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+    """(queries, keys) float32 of 1-D positions: 0 where a key is at or before its query (Keras's lower-triangular
+    causal mask), MASKED after; in keras.ops, so that a functional model's tensors take it too."""
+    return keras.ops.where(keras.ops.expand_dims(keys, 0) > keras.ops.expand_dims(queries, 1), MASKED, 0.0)

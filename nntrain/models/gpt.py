@@ -149,18 +149,11 @@ def _fused_attention(x: keras.KerasTensor, num_heads: int, positions: keras.Kera
     if rotation is not None:
         query, key = _rotate(query, rotation), _rotate(key, rotation)
     query = query * head_dim ** -0.5  # on (length, head_dim), not the scores; a Python float keeps the dtype
-    scores = keras.ops.cast(keras.ops.einsum("bhqd,bhkd->bhqk", query, key), "float32") + _causal_bias(positions)
+    scores = keras.ops.einsum("bhqd,bhkd->bhqk", query, key)
+    scores = keras.ops.cast(scores, "float32") + keras_causal_attention.causal_bias(positions[0], positions[0])
     weights = blocks.dropout(keras.ops.cast(keras.ops.softmax(scores, axis=-1), value.dtype), dropout)
     attended = keras.ops.einsum("bhqk,bhkd->bhqd", weights, value)
     return keras.layers.EinsumDense("bhqd,hdm->bqm", (length, embed_dim), bias_axes="m")(attended)
-
-
-def _causal_bias(positions: keras.KerasTensor) -> keras.KerasTensor:
-    """(length, length) float32: 0 where a query may see a key (its own position and earlier), -1e9 after: added
-    to the scores, whose exp then is exactly 0 there; no select forward and none in the gradient."""
-    first = positions[0]
-    later = keras.ops.expand_dims(first, 0) > keras.ops.expand_dims(first, 1)  # [query, key]: key after query
-    return keras.ops.cast(later, "float32") * -1e9
 
 
 def _rotary_attention(x: keras.KerasTensor, num_heads: int,
