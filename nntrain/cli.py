@@ -104,12 +104,14 @@ class Output:
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-    """A command: its function, one line for --help, the flags it reads, and whether it takes a config."""
+    """A command: its function, one line for --help, the flags it reads, whether it takes a config, and whether
+    TensorFlow starts before it runs (its start-up lines hidden)."""
 
     run: Callable[[Config, list[tuple[str, str]]], Output]
     summary: str
     flags: tuple[str, ...] = ()
     takes_config: bool = False
+    starts_tensorflow: bool = True
 
 
 class _UsageError(NntrainError):
@@ -266,12 +268,12 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(_predict, "a trained --model_dir's answers for --input files: one JSON line per example",
                        ("model_dir", "input", "checkpoint")),
     "config": Command(_config, "print the resolved config: the experiment's values with --config.KEY overrides",
-                      _CONFIG, takes_config=True),
+                      _CONFIG, takes_config=True, starts_tensorflow=False),
     "export": Command(_export, "export a trained --model_dir to --export_dir (.keras and SavedModel)",
                       ("model_dir", "export_dir", "checkpoint", "format", "quantize")),
     "doctor": Command(_doctor, "check versions, devices, TPU kernels, gs:// support and --model_dir", ("model_dir",)),
     "launch": Command(_launch, "run a train command as --workers local multi-worker processes: "
-                               "launch --workers=2 -- train ...", ("workers",)),
+                               "launch --workers=2 -- train ...", ("workers",), starts_tensorflow=False),
     "bench": Command(_bench, "steady-state throughput, input-pipeline headroom, FLOPs, MFU and memory",
                      (*_CONFIG, *_STRATEGY, "steps"), takes_config=True),
     "tune": Command(_tune, "hyperparameter search (keras-tuner) over the experiment's search space",
@@ -427,12 +429,12 @@ def _main(argv: list[str]) -> None:
     try:
         logs.use_absl_flags()
         # The config is checked before TensorFlow is imported: a typo costs well under a second. An experiment
-        # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; the launcher only
-        # starts processes. A train answers SIGTERM/SIGINT from here on: at once during start-up, at a step with a
-        # checkpoint once training began (run/preemption.py).
+        # file may import keras, so TensorFlow's start-up lines are hidden from its loading on; `config` only
+        # prints, the launcher only starts processes. A train answers SIGTERM/SIGINT from here on: at once during
+        # start-up, at a step with a checkpoint once training began (run/preemption.py).
         with logs.stdout_to_stderr(FLAGS.json), \
                 (preemption.watch(at_once=True) if argv[1] == "train" else contextlib.nullcontext()):
-            with quiet.tensorflow_start_up_hidden(start=argv[1] != "launch"):
+            with quiet.tensorflow_start_up_hidden(start=command.starts_tensorflow):
                 config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
             for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may
                 CHOICES[flag].get(getattr(FLAGS, flag))  # register one

@@ -270,14 +270,18 @@ def test_console_script_reports_error_without_traceback(tmp_path):
 
 
 @pytest.mark.fast
-def test_help_is_fast_and_does_not_import_tensorflow():
+def test_help_and_config_are_fast_and_do_not_import_tensorflow():
+    """--help, a command's --help with an experiment's values, and `config` of an experiment that monitors its
+    loss (a Keras metric's direction is Keras's: that one imports it)."""
     code = ("import sys, time; t = time.time(); from nntrain import cli\n"
-            "try:\n    cli.run(['nntrain', '--help'])\nexcept SystemExit:\n    pass\n"
+            "for argv in (['--help'], ['train', '--experiment=xor', '--help'], ['config', '--experiment=xor']):\n"
+            "    try:\n        cli.run(['nntrain', *argv])\n    except SystemExit:\n        pass\n"
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
             "print(time.time() - t, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "train" in result.stdout and "doctor" in result.stdout
+    assert "doctor" in result.stdout and "model.hidden_sizes" in result.stdout
+    assert "train.monitor=val_loss" in result.stdout  # xor's, as `config` prints it
     assert float(result.stderr.strip().splitlines()[-1]) < 1.5
 
 
