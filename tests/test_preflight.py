@@ -18,6 +18,7 @@ from corpora import EMAIL_PY
 
 import nntrain
 from nntrain import config as nn_config
+from nntrain.compat import keras_layer_norm
 from nntrain.errors import NntrainError
 from nntrain.run import guards, preflight
 
@@ -168,6 +169,11 @@ def test_memory_estimate_and_check():
     # Traced: what the gradient graph reads, i.e. the input (for the first kernel's gradient) and Dense(8)'s output
     assert guards.estimate_memory(model, 10, traced=True).activation_bytes == 10 * (4 + 8) * 4
     assert guards.traced_activation_bytes(attention, 1) >= 2 * 6 * 6 * 4  # at least the softmax weights
+    # A tf.custom_gradient's backward ops (gpt's layer norm) are outside the tape's name scope: they count too. Here
+    # they read 1/std per position besides the input and Dense's output (which the tape's own ops read).
+    normalized = keras_layer_norm.written_out_gradient(keras.layers.LayerNormalization())
+    norm = keras.Model(tokens, normalized(keras.layers.Dense(4)(tokens)))
+    assert guards.traced_activation_bytes(norm, 1) >= (2 * 6 * 4 + 6) * 4
     huge = guards.Memory(10**9, 4 * 10**9, 4 * 10**9, 8 * 10**9, 2 * 10**9)  # 18 GB > 16 GiB
     assert preflight.memory_check(huge, "tpu", 10).status == "fail"
     big = guards.Memory(10**9, 2 * 10**9, 2 * 10**9, 4 * 10**9, 10**9)

@@ -125,20 +125,23 @@ _NOT_ACTIVATIONS = {"Const", "ReadVariableOp", "VarHandleOp"}  # constants and t
 def traced_activation_bytes(model: keras.Model, batch: int) -> int:
     """Bytes of the forward tensors TensorFlow keeps for the backward pass of `batch` examples: every tensor of the
     forward graph that a gradient op reads (the model traced with a GradientTape, not run; no XLA, so XLA's own
-    fusion and buffer reuse are not in it)."""
+    fusion and buffer reuse are not in it). The backward pass is every op made by `tape.gradient`, also those of
+    a `tf.custom_gradient` (gpt's layer norm), which are not in the tape's name scope."""
     specs = [tf.TensorSpec((batch, *tensor.shape[1:]), tensor.dtype) for tensor in model.inputs]
+    forward_ops: list[int] = []
 
     @tf.function(autograph=False)
     def forward_backward(*inputs):
         with tf.GradientTape() as tape:
             outputs = tf.nest.flatten(model(list(inputs) if len(inputs) > 1 else inputs[0], training=True))
             total = tf.add_n([tf.reduce_sum(tf.cast(out, tf.float32)) for out in outputs])
+        forward_ops.append(len(tf.compat.v1.get_default_graph().get_operations()))
         return tape.gradient(total, model.trainable_variables)
 
-    graph = forward_backward.get_concrete_function(*specs).graph
-    backward = [op for op in graph.get_operations() if op.name.startswith("gradient_tape/")]
-    kept = {tensor.ref(): tensor for op in backward for tensor in op.inputs
-            if not tensor.op.name.startswith("gradient_tape/") and tensor.op.type not in _NOT_ACTIVATIONS}
+    operations = forward_backward.get_concrete_function(*specs).graph.get_operations()
+    forward = {op.name for op in operations[:forward_ops[-1]]}
+    kept = {tensor.ref(): tensor for op in operations[forward_ops[-1]:] for tensor in op.inputs
+            if tensor.op.name in forward and tensor.op.type not in _NOT_ACTIVATIONS}
     return sum(int(np.prod(t.shape)) * t.dtype.size for t in kept.values() if t.shape.is_fully_defined())
 
 
