@@ -35,6 +35,8 @@ def main() -> None:
     strategy = strategies.create_strategy("cpu")
     before = resident_bytes()
     prepared = trainer.prepare(config, strategy)
+    with strategy.scope():  # its slots, as in preflight's estimate (taken after its one train step)
+        prepared.model.optimizer.build(prepared.model.trainable_variables)
     estimate = estimate_memory(prepared.model, config.train.batch_size, traced=True).total_bytes
     prepared.model.fit(prepared.data.train, epochs=1, steps_per_epoch=args.steps, verbose=0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
