@@ -25,9 +25,10 @@ from nntrain.errors import NntrainError
 from nntrain.exports import artifacts, serving
 
 MAX_SEED = 2**31 - 1  # the signature's seed is an int32
+_GRAPH = "saved_model.pb"  # a SavedModel's graph, in an export's saved_model/ or in the folder given
 # The files whose change means another model: the final model, a run's checkpoints, an export's graph.
 _MODEL_FILES = (rundir.FINAL_MODEL, f"{rundir.CHECKPOINTS}/{rundir.STATE}", f"{rundir.CHECKPOINTS}/{rundir.BEST}",
-                f"{artifacts.SAVED_MODEL}/saved_model.pb", "saved_model.pb")
+                f"{artifacts.SAVED_MODEL}/{_GRAPH}", _GRAPH)
 
 
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
@@ -93,7 +94,7 @@ def _load(model_dir: str, checkpoint: str) -> serving.Generator:
                                "(--experiment=text_gpt)")
         return tf.function(serving.generation(model), input_signature=serving.GENERATE_INPUTS, autograph=False)
     exported = [path for path in (os.path.join(model_dir, artifacts.SAVED_MODEL), model_dir)
-                if tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))]
+                if tf.io.gfile.exists(os.path.join(path, _GRAPH))]
     if not exported:
         raise NntrainError(f"'{model_dir}' holds neither an nntrain run (config.json) nor an exported SavedModel "
                            "(saved_model.pb): pass a --model_dir that `nntrain train` or `nntrain export` wrote")
