@@ -152,8 +152,7 @@ def test_precision_check():
 
 def test_memory_estimate_and_check():
     model = _model(keras.layers.Dense(8), shape=(4,))  # 4*8+8 + 8*1+1 = 49 parameters
-    model.optimizer = keras.optimizers.Adam()
-    model.optimizer.build(model.trainable_variables)
+    model.optimizer = keras.optimizers.Adam()  # not built yet, as before a run's first step: the estimate builds it
     memory = guards.estimate_memory(model, per_replica_batch=10)
     assert memory.parameters == 49 and memory.parameter_bytes == memory.gradient_bytes == 49 * 4
     assert memory.optimizer_bytes >= 2 * 49 * 4  # Adam: two slots per weight
@@ -163,7 +162,6 @@ def test_memory_estimate_and_check():
     attended = keras.layers.MultiHeadAttention(2, 3)(tokens, tokens, use_causal_mask=True)
     attention = keras.Model(tokens, tokens + keras.layers.Dense(4, activation="gelu")(attended))
     attention.optimizer = keras.optimizers.Adam()
-    attention.optimizer.build(attention.trainable_variables)
     inside = 2 * (6 + 6) * (3 + 3) + 3 * 2 * 6 * 6  # q, k, v, attended; scores, masked scores, softmax weights
     assert guards.estimate_memory(attention, 1).activation_bytes == (6 * 4 + inside + 2 * 6 * 4 + 6 * 4) * 4
     # Traced: what the gradient graph reads, i.e. the input (for the first kernel's gradient) and Dense(8)'s output

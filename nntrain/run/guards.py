@@ -91,9 +91,6 @@ def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
     """
     if strategies.accelerator(strategy) != "cpu":
         return
-    if not model.optimizer.built:
-        with strategy.scope():
-            model.optimizer.build(model.trainable_variables)
     memory = estimate_memory(model, per_replica_batch)
     available = host_memory_bytes()
     if memory.total_bytes * strategy.num_replicas_in_sync > available:
@@ -103,9 +100,14 @@ def check_memory(model: keras.Model, per_replica_batch: int, strategy) -> None:
 
 
 def estimate_memory(model: keras.Model, per_replica_batch: int, traced: bool = False) -> Memory:
-    """Weights, gradients and optimizer slots from the built model; activations from every operation's outputs
-    (layers and keras.ops alike) and what attention and activations keep inside a layer for the backward pass,
-    or, `traced`, from the gradient graph TensorFlow builds for the model (traced_activation_bytes: seconds)."""
+    """Weights, gradients and optimizer slots from the built model (an optimizer not yet built is built first, in
+    the model's strategy, as its first train step would); activations from every operation's outputs (layers and
+    keras.ops alike) and what attention and activations keep inside a layer for the backward pass, or, `traced`,
+    from the gradient graph TensorFlow builds for the model (traced_activation_bytes: seconds)."""
+    if not model.optimizer.built:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+
     def nbytes(variables) -> int:
         return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables))
 
