@@ -90,6 +90,11 @@ flags.DEFINE_string("input", None, "`predict`: image files or a folder of them, 
 USAGE_ERROR = 2
 CHOICES = {"strategy": STRATEGIES, "tuner": TUNERS}  # flags whose values are a registry's names
 PATH_FLAGS = ("experiment", "config", "model_dir", "export_dir", "output", "log_dir")
+# Keras imports these at start-up when they are installed (keras-tuner[bayesian] brings scikit-learn, find-lr
+# matplotlib; Colab has all three) for what no command uses: scikit-learn estimators (keras.wrappers), pandas
+# DataFrames given to fit, matplotlib image galleries. Hidden from the command's `import tensorflow`, they cost it
+# nothing instead of ~1.2 of its ~4 CPU s here; a user's experiment file and find-lr import them as usual.
+UNUSED_BY_COMMANDS = ("sklearn", "pandas", "matplotlib")
 Config = ml_collections.ConfigDict | None
 
 
@@ -434,7 +439,7 @@ def _main(argv: list[str]) -> None:
         # start-up, at a step with a checkpoint once training began (run/preemption.py).
         with logs.stdout_to_stderr(FLAGS.json), \
                 (preemption.watch(at_once=True) if argv[1] == "train" else contextlib.nullcontext()):
-            with quiet.tensorflow_start_up_hidden(start=command.starts_tensorflow):
+            with quiet.tensorflow_start_up_hidden(start=command.starts_tensorflow, unused=UNUSED_BY_COMMANDS):
                 config = nn_config.resolve(_config_source(), _OVERRIDES) if command.takes_config else None
             for flag in (flag for flag in command.flags if flag in CHOICES):  # after the config: its file may
                 CHOICES[flag].get(getattr(FLAGS, flag))  # register one

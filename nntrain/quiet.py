@@ -1,4 +1,5 @@
-"""Keep TensorFlow's start-up chatter (C++ log lines written before its logging starts) off the terminal."""
+"""TensorFlow's start-up: its chatter (C++ log lines written before its logging starts) kept off the terminal, and
+the packages a process does not use kept out of its import."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from absl import logging as absl_logging
 
@@ -50,18 +51,35 @@ def import_tensorflow_quietly() -> None:
 
 
 @contextlib.contextmanager
-def tensorflow_start_up_hidden(start: bool = True) -> Iterator[None]:
+def tensorflow_start_up_hidden(start: bool = True, unused: Iterable[str] = ()) -> Iterator[None]:
     """Hides TensorFlow's start-up lines from a block that may import it (an experiment file importing keras);
-    with `start`, imports it and lists devices at the block's end. NNTRAIN_TF_LOGS=1 shows them."""
-    if "tensorflow" in sys.modules or os.environ.get("NNTRAIN_TF_LOGS"):
+    with `start`, imports it at the block's end, with the `unused` packages hidden from that import
+    (packages_hidden), and lists devices. NNTRAIN_TF_LOGS=1 shows the lines."""
+    if "tensorflow" in sys.modules:
         yield
         return
-    with native_stderr_captured():
+    with contextlib.nullcontext() if os.environ.get("NNTRAIN_TF_LOGS") else native_stderr_captured():
         yield
         if start:
-            import tensorflow as tf
+            with packages_hidden(unused):
+                import tensorflow as tf
 
             tf.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def packages_hidden(names: Iterable[str]) -> Iterator[None]:
+    """Inside the block, importing one of `names` that is not imported yet fails as if it were not installed, so
+    that an optional import (`try: import pandas`) passes it by; after the block it imports as usual."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # Python's own marker for "import fails"
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
 
 
 def native_stderr_to_file(path: str) -> None:

@@ -19,6 +19,7 @@ from conftest import cli_failures, closed_port
 from PIL import Image
 
 from nntrain import config as nn_config
+from nntrain import quiet
 
 XOR = ["--experiment=xor"]
 
@@ -283,6 +284,32 @@ def test_help_and_config_are_fast_and_do_not_import_tensorflow():
     assert "doctor" in result.stdout and "model.hidden_sizes" in result.stdout
     assert "train.monitor=val_loss" in result.stdout  # xor's, as `config` prints it
     assert float(result.stderr.strip().splitlines()[-1]) < 1.5
+
+
+@pytest.mark.fast
+def test_a_command_imports_tensorflow_without_the_packages_no_command_uses():
+    """scikit-learn, pandas and matplotlib (installed here, as on Colab) stay out of a command's `import
+    tensorflow`, and import as usual after it, as a user's code would."""
+    code = ("import sys\nfrom nntrain import cli\n"
+            "try:\n    cli.run(['nntrain', 'doctor'])\nexcept SystemExit:\n    pass\n"
+            "print('loaded', [name for name in cli.UNUSED_BY_COMMANDS if name in sys.modules])\n"
+            "import keras, pandas, sklearn.base, matplotlib.pyplot\n"
+            "print('after', pandas.DataFrame({'a': [1, 2]}).shape, keras.layers.Dense(2)(pandas.DataFrame("
+            "{'a': [1.0]}).to_numpy()).shape)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "loaded []" in result.stdout and "after (2, 1) (1, 2)" in result.stdout, result.stdout
+
+
+def test_packages_hidden_only_inside_the_block_and_never_once_imported():
+    assert "tabnanny" not in sys.modules  # a standard module nothing here imports
+    with quiet.packages_hidden(["tabnanny", "json"]):
+        with pytest.raises(ImportError):
+            import tabnanny  # noqa: F401
+        import json as still  # imported before the block: untouched
+    import tabnanny
+
+    assert tabnanny.check and still.dumps({}) == "{}" and sys.modules["json"] is still
 
 
 def test_flagfile_and_helpfull(tmp_path):
