@@ -29,10 +29,12 @@ if tf.config.get_logical_device_configuration(_CPUS[0]) is None:
     tf.config.set_logical_device_configuration(_CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
-# `make test` runs the suite on two pytest-xdist workers, a test module at a time (--dist loadfile: its module
+# `make test` runs the suite on pytest-xdist workers, a test module at a time (--dist loadfile: its module
 # fixtures, such as a shared reference run, are made once), in this order (--no-loadscope-reorder): the longest
-# modules first, so that neither worker is left with a long one at the end.
-_LONGEST_FIRST = ("test_docs", "test_hosts", "test_finetune", "test_resume_streams")
+# modules first (as measured in a whole run), so that no worker is left with a long one at the end.
+_LONGEST_FIRST = ("test_docs", "test_finetune", "test_checkpoints", "test_resume_streams", "test_hosts", "test_tune",
+                  "test_preemption", "test_gpt", "test_training", "test_experiments", "test_preflight", "test_export",
+                  "test_optimizer_features", "test_generate", "test_cli_json", "test_cli_usage")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
