@@ -92,8 +92,8 @@ CHOICES = {"strategy": STRATEGIES, "tuner": TUNERS}  # flags whose values are a 
 PATH_FLAGS = ("experiment", "config", "model_dir", "export_dir", "output", "log_dir")
 # Keras imports these at start-up when they are installed (keras-tuner[bayesian] brings scikit-learn, find-lr
 # matplotlib; Colab has all three) for what no command uses: scikit-learn estimators (keras.wrappers), pandas
-# DataFrames given to fit, matplotlib image galleries. Hidden from the command's `import tensorflow`, they cost it
-# nothing instead of ~1.2 of its ~4 CPU s here; a user's experiment file and find-lr import them as usual.
+# DataFrames given to fit, matplotlib image galleries. Refused to TensorFlow and Keras while a command starts, they
+# cost nothing instead of ~1.2 of its ~4 CPU s here; a user's experiment file and find-lr import them as usual.
 UNUSED_BY_COMMANDS = ("sklearn", "pandas", "matplotlib")
 Config = ml_collections.ConfigDict | None
 
@@ -482,7 +482,7 @@ def _help(argv: list[str]) -> str:
         return command_help(argv[1])
     try:
         overrides = [nn_config.parse_override(arg) for arg in argv[2:] if arg.startswith("--config.")]
-        with quiet.tensorflow_start_up_hidden(start=False):
+        with quiet.tensorflow_start_up_hidden(start=False, unused=UNUSED_BY_COMMANDS):
             config = nn_config.resolve(named.get("--experiment") or named["--config"], overrides)
     except NntrainError as e:
         _fail(str(e))

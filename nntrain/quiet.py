@@ -1,9 +1,10 @@
 """TensorFlow's start-up: its chatter (C++ log lines written before its logging starts) kept off the terminal, and
-the packages a process does not use kept out of its import."""
+the packages a command does not use kept out of it."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import logging
 import os
 import sys
@@ -53,33 +54,64 @@ def import_tensorflow_quietly() -> None:
 @contextlib.contextmanager
 def tensorflow_start_up_hidden(start: bool = True, unused: Iterable[str] = ()) -> Iterator[None]:
     """Hides TensorFlow's start-up lines from a block that may import it (an experiment file importing keras);
-    with `start`, imports it at the block's end, with the `unused` packages hidden from that import
-    (packages_hidden), and lists devices. NNTRAIN_TF_LOGS=1 shows the lines."""
+    with `start`, imports it at the block's end and lists devices. Inside the block, TensorFlow and Keras do not
+    get the `unused` packages (imports_refused). NNTRAIN_TF_LOGS=1 shows the lines."""
     if "tensorflow" in sys.modules:
         yield
         return
-    with contextlib.nullcontext() if os.environ.get("NNTRAIN_TF_LOGS") else native_stderr_captured():
+    with contextlib.nullcontext() if os.environ.get("NNTRAIN_TF_LOGS") else native_stderr_captured(), \
+            imports_refused(unused, importers=_TENSORFLOW_AND_KERAS):
         yield
         if start:
-            with packages_hidden(unused):
-                import tensorflow as tf
+            import tensorflow as tf
 
             tf.config.list_physical_devices()
 
 
+_TENSORFLOW_AND_KERAS = ("tensorflow", "keras")
+
+
 @contextlib.contextmanager
-def packages_hidden(names: Iterable[str]) -> Iterator[None]:
-    """Inside the block, importing one of `names` that is not imported yet fails as if it were not installed, so
-    that an optional import (`try: import pandas`) passes it by; after the block it imports as usual."""
-    hidden = [name for name in names if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # Python's own marker for "import fails"
+def imports_refused(packages: Iterable[str], importers: Iterable[str]) -> Iterator[None]:
+    """Inside the block, a module of the `importers` packages that imports one of `packages` (or a module in it)
+    is told it is not installed, so that its optional imports (`try: import pandas`) pass it by. Anyone else's
+    import (a user's experiment file), a package imported before, and every import after the block work as usual.
+    """
+    finder = _RefusingFinder(tuple(packages), tuple(importers))
+    if not finder.packages:
+        yield
+        return
+    sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
-        for name in hidden:
-            if sys.modules.get(name, "") is None:
-                del sys.modules[name]
+        sys.meta_path.remove(finder)
+
+
+class _RefusingFinder(importlib.abc.MetaPathFinder):
+    """The meta path finder of imports_refused: consulted only for modules not imported yet."""
+
+    def __init__(self, packages: tuple[str, ...], importers: tuple[str, ...]):
+        self.packages, self.importers = packages, importers
+
+    def find_spec(self, fullname: str, path=None, target=None) -> None:
+        if _in(fullname, self.packages) and _in(_importer(), self.importers):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (not imported during nntrain's start-up)",
+                                      name=fullname)
+        return None  # the other finders decide
+
+
+def _in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def _importer() -> str:
+    """The module whose code runs the import being resolved: the first frame outside the import machinery."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
+                                 or frame.f_globals.get("__name__") in ("importlib", __name__)):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "") if frame is not None else ""
 
 
 def native_stderr_to_file(path: str) -> None:

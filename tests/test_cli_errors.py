@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import re
@@ -287,29 +288,39 @@ def test_help_and_config_are_fast_and_do_not_import_tensorflow():
 
 
 @pytest.mark.fast
-def test_a_command_imports_tensorflow_without_the_packages_no_command_uses():
-    """scikit-learn, pandas and matplotlib (installed here, as on Colab) stay out of a command's `import
-    tensorflow`, and import as usual after it, as a user's code would."""
+def test_commands_start_tensorflow_without_the_packages_no_command_uses(tmp_path):
+    """scikit-learn, pandas and matplotlib (installed here, as on Colab) are refused to TensorFlow and Keras while
+    a command starts, also when its config imports Keras (mnist_mlp monitors a Keras metric); a user's experiment
+    file imports pandas as usual, and all three import and work after the command."""
+    experiment = tmp_path / "mine.py"
+    experiment.write_text("import pandas\n\nfrom nntrain.experiments.mnist_mlp import *  # noqa: F403\n")
     code = ("import sys\nfrom nntrain import cli\n"
-            "try:\n    cli.run(['nntrain', 'doctor'])\nexcept SystemExit:\n    pass\n"
-            "print('loaded', [name for name in cli.UNUSED_BY_COMMANDS if name in sys.modules])\n"
+            f"for argv in (['train', '--experiment=mnist_mlp', '--help'], ['config', '--config={experiment}'], "
+            "['doctor']):\n"
+            "    try:\n        cli.run(['nntrain', *argv])\n    except SystemExit:\n        pass\n"
+            "    print('loaded', argv[0], [name for name in cli.UNUSED_BY_COMMANDS if name in sys.modules])\n"
             "import keras, pandas, sklearn.base, matplotlib.pyplot\n"
             "print('after', pandas.DataFrame({'a': [1, 2]}).shape, keras.layers.Dense(2)(pandas.DataFrame("
             "{'a': [1.0]}).to_numpy()).shape)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "loaded []" in result.stdout and "after (2, 1) (1, 2)" in result.stdout, result.stdout
+    loaded = [line for line in result.stdout.splitlines() if line.startswith(("loaded", "after"))]
+    assert loaded == ["loaded train []", "loaded config ['pandas']", "loaded doctor ['pandas']",
+                      "after (2, 1) (1, 2)"], result.stdout
 
 
-def test_packages_hidden_only_inside_the_block_and_never_once_imported():
-    assert "tabnanny" not in sys.modules  # a standard module nothing here imports
-    with quiet.packages_hidden(["tabnanny", "json"]):
-        with pytest.raises(ImportError):
-            import tabnanny  # noqa: F401
-        import json as still  # imported before the block: untouched
-    import tabnanny
+def test_imports_refused_only_to_the_importers_and_only_inside_the_block(tmp_path, monkeypatch):
+    (tmp_path / "optional_user.py").write_text("try:\n    import tabnanny\nexcept ImportError:\n    tabnanny = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tabnanny", raising=False)
+    with quiet.imports_refused(["tabnanny"], importers=["optional_user"]):
+        import optional_user
 
-    assert tabnanny.check and still.dumps({}) == "{}" and sys.modules["json"] is still
+        assert optional_user.tabnanny is None  # refused to the importer
+        import tabnanny  # anyone else's import is not
+
+    assert importlib.reload(optional_user).tabnanny is tabnanny  # nor the importer's after the block
+    del sys.modules["optional_user"]
 
 
 def test_flagfile_and_helpfull(tmp_path):
