@@ -271,16 +271,24 @@ def test_console_script_reports_error_without_traceback(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def _commands_in_one_process(argvs: list[list[str]], before: str = "", each: str = "pass",
+                             after: str = "") -> subprocess.CompletedProcess:
+    """`nntrain ARGV` for each of `argvs` in one new Python process (cli.run; its SystemExit caught), with the
+    Python line `each` after every command, `before` and `after` around them all."""
+    code = (f"import sys\n{before}\nfrom nntrain import cli\nfor argv in {argvs!r}:\n"
+            "    try:\n        cli.run(['nntrain', *argv])\n    except SystemExit:\n        pass\n"
+            f"    {each}\n{after}\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.fast
 def test_help_and_config_are_fast_and_do_not_import_tensorflow():
     """--help, a command's --help with an experiment's values, and `config` of an experiment that monitors its
     loss (a Keras metric's direction is Keras's: that one imports it)."""
-    code = ("import sys, time; t = time.time(); from nntrain import cli\n"
-            "for argv in (['--help'], ['train', '--experiment=xor', '--help'], ['config', '--experiment=xor']):\n"
-            "    try:\n        cli.run(['nntrain', *argv])\n    except SystemExit:\n        pass\n"
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
-            "print(time.time() - t, file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = _commands_in_one_process([["--help"], ["train", "--experiment=xor", "--help"],
+                                       ["config", "--experiment=xor"]], before="import time; t = time.time()",
+                                      after="assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+                                            "print(time.time() - t, file=sys.stderr)")
     assert result.returncode == 0, result.stderr
     assert "doctor" in result.stdout and "model.hidden_sizes" in result.stdout
     assert "train.monitor=val_loss" in result.stdout  # xor's, as `config` prints it
@@ -294,15 +302,12 @@ def test_commands_start_tensorflow_without_the_packages_no_command_uses(tmp_path
     file imports pandas as usual, and all three import and work after the command."""
     experiment = tmp_path / "mine.py"
     experiment.write_text("import pandas\n\nfrom nntrain.experiments.mnist_mlp import *  # noqa: F403\n")
-    code = ("import sys\nfrom nntrain import cli\n"
-            f"for argv in (['train', '--experiment=mnist_mlp', '--help'], ['config', '--config={experiment}'], "
-            "['doctor']):\n"
-            "    try:\n        cli.run(['nntrain', *argv])\n    except SystemExit:\n        pass\n"
-            "    print('loaded', argv[0], [name for name in cli.UNUSED_BY_COMMANDS if name in sys.modules])\n"
-            "import keras, pandas, sklearn.base, matplotlib.pyplot\n"
-            "print('after', pandas.DataFrame({'a': [1, 2]}).shape, keras.layers.Dense(2)(pandas.DataFrame("
-            "{'a': [1.0]}).to_numpy()).shape)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = _commands_in_one_process(
+        [["train", "--experiment=mnist_mlp", "--help"], ["config", f"--config={experiment}"], ["doctor"]],
+        each="print('loaded', argv[0], [name for name in cli.UNUSED_BY_COMMANDS if name in sys.modules])",
+        after="import keras, pandas, sklearn.base, matplotlib.pyplot\n"
+              "print('after', pandas.DataFrame({'a': [1, 2]}).shape, "
+              "keras.layers.Dense(2)(pandas.DataFrame({'a': [1.0]}).to_numpy()).shape)")
     assert result.returncode == 0, result.stderr
     loaded = [line for line in result.stdout.splitlines() if line.startswith(("loaded", "after"))]
     assert loaded == ["loaded train []", "loaded config ['pandas']", "loaded doctor ['pandas']",
